@@ -1,0 +1,43 @@
+"""stabsearch: optimizer settings that train a PyTorch model well and stably.
+
+The pieces, one concept per module:
+
+- :mod:`stabsearch.space`: the search space and its overrides;
+- :mod:`stabsearch.loader`: the model-module contract;
+- :mod:`stabsearch.config`, :mod:`stabsearch.optim`, :mod:`stabsearch.schedule`: one configuration, built for torch;
+- :mod:`stabsearch.trainer`: train one trial and watch its loss;
+- :mod:`stabsearch.stability`: pure analysis of a loss curve;
+- :mod:`stabsearch.runner`: the search loop that talks to Optuna;
+- :mod:`stabsearch.recommend`, :mod:`stabsearch.export`: the recommendation and its formats;
+- :mod:`stabsearch.cli`: the command line.
+"""
+
+from stabsearch.config import OptimConfig
+from stabsearch.errors import UsageError
+from stabsearch.loader import ModelModule, load_model_module
+from stabsearch.recommend import Recommendation, recommend
+from stabsearch.schedule import lr_factor
+from stabsearch.space import SearchSpace
+from stabsearch.stability import Analysis, Spike, StabilityOptions, analyze
+from stabsearch.trainer import Run, StopRun, TrainResult, train_trial
+
+__all__ = [
+    "Analysis",
+    "ModelModule",
+    "OptimConfig",
+    "Recommendation",
+    "Run",
+    "SearchSpace",
+    "Spike",
+    "StabilityOptions",
+    "StopRun",
+    "TrainResult",
+    "UsageError",
+    "analyze",
+    "load_model_module",
+    "lr_factor",
+    "recommend",
+    "train_trial",
+]
+
+__version__ = "0.1.0"

@@ -1,0 +1,5 @@
+"""``python -m stabsearch``: the same as the ``stabsearch`` command."""
+
+from stabsearch.cli import main
+
+main()

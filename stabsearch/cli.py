@@ -1,0 +1,181 @@
+"""The ``stabsearch`` command line.
+
+Exit status: 0 success, 2 bad input (one line on stderr, no traceback),
+1 an internal error, 130 interrupted. Every input is checked before a study is
+opened, so bad input never changes a stored study.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+from collections.abc import Sequence
+
+import click
+
+from stabsearch.errors import UsageError
+from stabsearch.export import FORMATS, format_recommendation
+
+_STORAGE_HELP = "Study storage: an SQLAlchemy URL or journal:PATH [default: sqlite:///studies/stabsearch.db]"
+
+
+def _storage_option(f):  # noqa: ANN001, ANN202
+    return click.option("--storage", default=None, metavar="URL", help=_STORAGE_HELP)(f)
+
+
+def _study_option(f):  # noqa: ANN001, ANN202
+    return click.option("--study", default=None, metavar="NAME", help="Study name [default: the storage's only study].")(f)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="stabsearch")
+def cli() -> None:
+    """Find optimizer settings that train your PyTorch model well and stably."""
+
+
+@cli.command()
+@click.argument("model", metavar="MODEL")
+@click.option("--study", default=None, metavar="NAME", help="Study name [default: the model module's name].")
+@_storage_option
+@click.option("--trials", type=click.IntRange(min=1), default=20, show_default=True, help="Finished search trials the study should have (a rerun resumes).")
+@click.option("--steps", type=click.IntRange(min=1), default=None, help="Steps per trial [default: the module's STEPS, else 1000].")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None, metavar="SECONDS", help="Stop starting new trials after this long.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seeds the sampler, the model and the data.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--space", "space_file", type=click.Path(dir_okay=False), default=None, metavar="FILE", help="YAML file of search-space overrides.")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
+def run(model: str, study: str | None, storage: str | None, trials: int, steps: int | None, timeout: float | None,
+        seed: int, device: str, space_file: str | None, progress: bool) -> None:
+    """Search optimizer settings for the model module MODEL (a .py file or module name)."""
+    from stabsearch.device import resolve_device
+    from stabsearch.loader import load_model_module
+    from stabsearch.runner import SearchSettings, run_search
+    from stabsearch.space import SearchSpace, load_space_file
+    from stabsearch.storage import open_storage
+
+    module = load_model_module(model)
+    space = SearchSpace().override(module.space, source=f"{module.source} SPACE")
+    if space_file is not None:
+        space = space.override(load_space_file(space_file), source=f"space file {space_file}")
+    settings = SearchSettings(
+        trials=trials, steps=steps or module.steps or 1000, seed=seed, timeout=timeout,
+        device=resolve_device(device), progress=progress,
+    )
+    store = open_storage(storage, create=True)
+    name = study or module.name
+    click.echo(f"study {name!r} in {store.shown}: {settings.trials} trials of {settings.steps} steps on {settings.device}", err=True)
+    summary = run_search(module, space, store, name, settings)
+    counts = ", ".join(f"{n} {v}" for v, n in sorted(summary.verdicts.items())) or "none"
+    click.echo(f"{summary.finished}/{settings.trials} trials finished ({counts}); {summary.new_trials} new in {summary.seconds:.1f}s", err=True)
+    if summary.interrupted:
+        click.echo("interrupted: the unfinished trial was re-queued; run the same command to resume", err=True)
+        sys.exit(130)
+    if summary.timed_out:
+        click.echo("timeout reached: run the same command to continue", err=True)
+    click.echo(f"next: stabsearch recommend --study {name}" + (f" --storage '{store.shown}'" if storage else ""), err=True)
+
+
+@cli.command()
+@_study_option
+@_storage_option
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+def trials(study: str | None, storage: str | None, fmt: str) -> None:
+    """List a study's trials with their verdicts, scores and settings."""
+    from stabsearch.records import study_records
+    from stabsearch.storage import load_study, open_storage
+
+    loaded = load_study(open_storage(storage), study)
+    records = study_records(loaded)
+    if fmt == "json":
+        click.echo(json.dumps([r.to_dict() for r in records], indent=2))
+        return
+    rows = [_row(r.to_dict()) for r in records]
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=list(rows[0]) if rows else ["number"], lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        click.echo(out.getvalue(), nl=False)
+        return
+    click.echo(_table(rows) if rows else f"study {loaded.study_name!r} has no trials yet")
+
+
+def _row(d: dict) -> dict:
+    p = d["params"]
+    fmt = lambda v: "" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))  # noqa: E731
+    return {
+        "number": d["number"], "kind": d["kind"], "state": d["state"], "verdict": d["verdict"],
+        "score": fmt(d["score"]), "final_loss": fmt(d["final_loss"]), "spikes": d["spikes"],
+        "optimizer": p.get("optimizer", ""), "lr": fmt(p.get("lr")), "eps": fmt(p.get("eps")),
+        "beta1": fmt(p.get("beta1")), "beta2": fmt(p.get("beta2")), "weight_decay": fmt(p.get("weight_decay")),
+        "schedule": p.get("schedule", ""), "warmup": fmt(p.get("warmup")), "error": d.get("error") or "",
+    }
+
+
+def _table(rows: Sequence[dict]) -> str:
+    columns = [c for c in rows[0] if c != "error" or any(r["error"] for r in rows)]
+    widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in columns}
+    lines = ["  ".join(c.ljust(widths[c]) for c in columns)]
+    lines += ["  ".join(str(r[c]).ljust(widths[c]) for c in columns) for r in rows]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+@cli.command()
+@_study_option
+@_storage_option
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="yaml", show_default=True)
+def recommend(study: str | None, storage: str | None, fmt: str) -> None:
+    """Print the recommended optimizer settings, with their evidence."""
+    from stabsearch.records import study_records
+    from stabsearch.recommend import recommend as choose
+    from stabsearch.storage import load_study, open_storage
+
+    loaded = load_study(open_storage(storage), study)
+    click.echo(format_recommendation(choose(study_records(loaded), loaded.study_name), fmt), nl=False)
+
+
+@cli.command()
+@_storage_option
+def studies(storage: str | None) -> None:
+    """List the studies in a storage, with their trial counts."""
+    from stabsearch.storage import open_storage
+
+    store = open_storage(storage)
+    summaries = store.storage.get_all_studies()
+    if not summaries:
+        click.echo(f"no studies in {store.shown}")
+        return
+    rows = []
+    for s in summaries:
+        states = [t.state.name for t in store.storage.get_all_trials(s._study_id, deepcopy=False)]
+        rows.append({
+            "study": s.study_name, "trials": len(states), "complete": states.count("COMPLETE"),
+            "pruned": states.count("PRUNED"), "failed": states.count("FAIL"), "running": states.count("RUNNING"),
+            "model": s.user_attrs.get("model", ""),
+        })
+    click.echo(_table(rows))
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point: run the CLI and map errors to exit statuses."""
+    try:
+        cli.main(args=list(argv) if argv is not None else None, prog_name="stabsearch", standalone_mode=False)
+    except UsageError as exc:
+        click.echo(f"stabsearch: error: {exc}", err=True)
+        sys.exit(2)
+    except click.exceptions.NoArgsIsHelpError as exc:
+        click.echo(exc.ctx.get_help() if exc.ctx else str(exc))
+        sys.exit(0)
+    except click.ClickException as exc:
+        where = f"{exc.ctx.command_path}: " if getattr(exc, "ctx", None) else ""
+        click.echo(f"stabsearch: error: {where}{' '.join(exc.format_message().split())}", err=True)
+        sys.exit(exc.exit_code)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        click.echo("stabsearch: interrupted", err=True)
+        sys.exit(130)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except BrokenPipeError:
+        sys.exit(0)

@@ -1,0 +1,83 @@
+"""Read a study's trials back as plain records (for ``trials``, ``recommend`` and reports).
+
+The one place that knows how the runner lays out a trial's user attributes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+VERDICTS = ("stable", "spiky", "diverged", "plateau", "failed", "running")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrialRecord:
+    """One trial as the user sees it."""
+
+    number: int
+    state: str
+    verdict: str
+    score: float | None
+    final_loss: float | None
+    spikes: int
+    late_spikes: int
+    params: dict[str, Any]
+    kind: str = "search"
+    seed: int | None = None
+    steps: int | None = None
+    steps_run: int | None = None
+    diverged_at: int | None = None
+    failure: str | None = None
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: _json_safe(v) for k, v in dataclasses.asdict(self).items()}
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    return value
+
+
+def _verdict(trial: FrozenTrial) -> str:
+    if trial.state == TrialState.RUNNING:
+        return "running"
+    if trial.state == TrialState.WAITING:
+        return "waiting"
+    return trial.user_attrs.get("verdict", "failed")
+
+
+def trial_record(trial: FrozenTrial) -> TrialRecord:
+    """Turn an Optuna trial into a :class:`TrialRecord`."""
+    attrs = trial.user_attrs
+    score = trial.value if trial.values else attrs.get("score")
+    return TrialRecord(
+        number=trial.number,
+        state=trial.state.name,
+        verdict=_verdict(trial),
+        score=score,
+        final_loss=attrs.get("final_loss"),
+        spikes=int(attrs.get("n_spikes", 0)),
+        late_spikes=int(attrs.get("late_spikes", 0)),
+        params=dict(attrs.get("config") or trial.params),
+        kind=attrs.get("kind", "search"),
+        seed=attrs.get("seed"),
+        steps=attrs.get("steps"),
+        steps_run=attrs.get("steps_run"),
+        diverged_at=attrs.get("diverged_at"),
+        failure=attrs.get("failure"),
+        error=attrs.get("error"),
+    )
+
+
+def study_records(study: optuna.Study) -> list[TrialRecord]:
+    """All trials of ``study`` in number order."""
+    return [trial_record(t) for t in study.get_trials(deepcopy=False)]

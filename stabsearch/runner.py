@@ -1,0 +1,263 @@
+"""Run a search: ask Optuna for configurations, train them, tell Optuna what happened.
+
+This is where stabsearch talks to Optuna while training. Rules (DESIGN section 8):
+
+- A trial whose run diverged, collapsed to chance or spiked late is told as
+  PRUNED with its finite, capped score as its last intermediate value, so TPE
+  learns that region is bad. Never NaN, never FAIL: samplers ignore FAIL.
+- FAIL is for errors in user code or the machine; the traceback is kept on the trial.
+- Losses are watched in memory every step; the storage hears from a trial
+  only a few times per run.
+- ``--trials N`` is the number of finished search trials the study should
+  have, so running the same command again resumes an interrupted study.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import math
+import tempfile
+import time
+import traceback
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+import torch
+from optuna.trial import TrialState
+from tqdm import tqdm
+
+from stabsearch.config import OptimConfig
+from stabsearch.loader import ModelModule
+from stabsearch.records import VERDICTS
+from stabsearch.space import SearchSpace, sample
+from stabsearch.stability import Analysis, StabilityOptions, analyze
+from stabsearch.storage import Storage
+from stabsearch.trainer import TrainResult, train_trial
+
+#: Verdicts that end a trial as PRUNED (bad for the sampler, but not an error).
+UNSTABLE = frozenset({"spiky", "diverged", "plateau"})
+#: Failures that do not count towards the requested number of trials.
+NOT_COUNTED = frozenset({"interrupted", "worker lost"})
+_MAX_SPIKES_STORED = 50
+_REPORTS_PER_TRIAL = 10
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchSettings:
+    """How long and where to search."""
+
+    trials: int
+    steps: int
+    seed: int = 0
+    timeout: float | None = None
+    device: torch.device = dataclasses.field(default_factory=lambda: torch.device("cpu"))
+    options: StabilityOptions = dataclasses.field(default_factory=StabilityOptions)
+    progress: bool = True
+
+
+@dataclasses.dataclass
+class SearchSummary:
+    """What a call of :func:`run_search` did."""
+
+    study_name: str
+    finished: int
+    new_trials: int
+    verdicts: dict[str, int]
+    seconds: float
+    interrupted: bool = False
+    timed_out: bool = False
+
+
+def counts_toward_budget(trial: optuna.trial.FrozenTrial) -> bool:
+    """A finished search trial; interrupted or lost ones are re-run instead."""
+    if trial.user_attrs.get("kind", "search") != "search":
+        return False
+    if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
+        return True
+    return trial.state == TrialState.FAIL and trial.user_attrs.get("failure") not in NOT_COUNTED
+
+
+def _quiet_optuna() -> None:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+
+def open_search_study(storage: Storage, name: str, module: ModelModule, space: SearchSpace, settings: SearchSettings) -> optuna.Study:
+    """Create the study or load it to resume; the sampler is seeded past the trials already there."""
+    _quiet_optuna()
+    study = optuna.create_study(study_name=name, storage=storage.storage, direction="minimize", load_if_exists=True)
+    # A sampler re-seeded with the same seed on resume would replay its first random points.
+    offset = len(study.get_trials(deepcopy=False))
+    study.sampler = optuna.samplers.TPESampler(seed=settings.seed + offset, multivariate=True, constant_liar=True)
+    if "model" not in study.user_attrs:
+        study.set_metric_names(["score"])
+        study.set_user_attr("model", module.source)
+        study.set_user_attr("steps", settings.steps)
+        study.set_user_attr("seed", settings.seed)
+        study.set_user_attr("space", space.to_dict())
+    return study
+
+
+def run_search(
+    module: ModelModule, space: SearchSpace, storage: Storage, study_name: str, settings: SearchSettings
+) -> SearchSummary:
+    """Run search trials until the study has ``settings.trials`` finished ones, or time runs out."""
+    started = time.perf_counter()
+    study = open_search_study(storage, study_name, module, space, settings)
+    existing = study.get_trials(deepcopy=False)
+    finished = sum(counts_toward_budget(t) for t in existing)
+    verdicts: collections.Counter[str] = collections.Counter(
+        t.user_attrs.get("verdict", "failed") for t in existing if counts_toward_budget(t)
+    )
+    summary = SearchSummary(study_name, finished, 0, dict(verdicts), 0.0)
+    bar = tqdm(total=settings.trials, initial=min(finished, settings.trials), unit="trial", disable=None if settings.progress else True, dynamic_ncols=True, leave=True)
+    bar.set_postfix_str(_postfix(verdicts))
+    trial: optuna.Trial | None = None
+    try:
+        while finished < settings.trials:
+            if settings.timeout is not None and time.perf_counter() - started >= settings.timeout:
+                summary.timed_out = True
+                break
+            trial = study.ask()
+            verdict = run_trial(study, trial, module, space, storage, settings)
+            trial = None
+            finished += 1
+            summary.new_trials += 1
+            verdicts[verdict] += 1
+            bar.update(1)
+            bar.set_postfix_str(_postfix(verdicts))
+    except KeyboardInterrupt:
+        summary.interrupted = True
+        if trial is not None:
+            _abandon(study, trial, "interrupted")
+    finally:
+        bar.close()
+    summary.finished = finished
+    summary.verdicts = dict(verdicts)
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _postfix(verdicts: collections.Counter[str]) -> str:
+    return " ".join(f"{v}={verdicts[v]}" for v in VERDICTS[:-1] if verdicts[v])
+
+
+def _abandon(study: optuna.Study, trial: optuna.Trial, reason: str) -> None:
+    """End a trial we could not finish as FAIL, and queue its parameters to run again."""
+    try:
+        trial.set_user_attr("verdict", "failed")
+        trial.set_user_attr("failure", reason)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return  # it was told just before the interrupt: nothing to redo
+    study.tell(trial, state=TrialState.FAIL)
+    study.enqueue_trial(trial.params, user_attrs={"requeued_from": trial.number})
+
+
+def run_trial(
+    study: optuna.Study,
+    trial: optuna.Trial,
+    module: ModelModule,
+    space: SearchSpace,
+    storage: Storage,
+    settings: SearchSettings,
+) -> str:
+    """Train one asked trial and tell its result; returns its verdict."""
+    config = sample(space, trial)
+    steps = settings.steps
+    trial.set_user_attr("kind", "search")
+    trial.set_user_attr("config", config.to_dict())
+    trial.set_user_attr("seed", settings.seed)
+    trial.set_user_attr("steps", steps)
+    trial.set_user_attr("device", str(settings.device))
+    every = max(1, steps // _REPORTS_PER_TRIAL)
+
+    def on_progress(step: int, loss: float) -> None:
+        if step < steps and step % every == 0:
+            trial.report(math.log10(max(loss, 1e-300)), step)
+
+    try:
+        result = train_trial(
+            module, config, steps=steps, seed=settings.seed, device=settings.device,
+            options=settings.options, on_progress=on_progress,
+        )
+        if result.steps_run == 0:
+            raise RuntimeError("the training loop logged no losses; call run.log(loss) once per step")
+        analysis = analyze_result(result, module, config, steps, settings.options)
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # user code: fail this trial only
+        _fail(study, trial, exc)
+        return "failed"
+    _store(trial, storage, result, analysis)
+    if analysis.verdict in UNSTABLE:
+        trial.report(analysis.score, steps)
+        study.tell(trial, state=TrialState.PRUNED)
+    else:
+        study.tell(trial, analysis.score)
+    return analysis.verdict
+
+
+def analyze_result(result: TrainResult, module: ModelModule, config: OptimConfig, steps: int, options: StabilityOptions) -> Analysis:
+    """The stability analysis of one run, with what only the trainer knows (held-out loss, dead layers)."""
+    return analyze(
+        result.losses,
+        chance_loss=math.log(module.classes) if module.classes else None,
+        warmup=config.warmup_steps(steps),
+        final=result.final_eval,
+        dead_layer=bool(result.dead_layers),
+        options=options,
+    )
+
+
+def _fail(study: optuna.Study, trial: optuna.Trial, exc: BaseException) -> None:
+    oom = isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
+    first_line = (str(exc).splitlines() or [""])[0]
+    trial.set_user_attr("verdict", "failed")
+    trial.set_user_attr("failure", "out of memory" if oom else "user-code error")
+    trial.set_user_attr("error", f"{type(exc).__name__}: {first_line}"[:500])
+    trial.set_user_attr("traceback", "".join(traceback.format_exception(exc))[-8000:])
+    if oom:
+        trial.set_user_attr("hint", "out of memory: use a smaller batch or model, or fewer --workers per device")
+    study.tell(trial, state=TrialState.FAIL)
+
+
+def _store(trial: optuna.Trial, storage: Storage, result: TrainResult, analysis: Analysis) -> None:
+    """Verdict and numbers as user attributes; the whole curve as an artifact."""
+    attrs: dict[str, Any] = {
+        "verdict": analysis.verdict,
+        "score": analysis.score,
+        "final_loss": _finite_or_none(analysis.final_loss),
+        "initial_loss": _finite_or_none(analysis.initial_loss),
+        "n_spikes": len(analysis.spikes),
+        "late_spikes": analysis.late_spikes,
+        "unrecovered": analysis.unrecovered,
+        "spikes": [s.to_dict() for s in analysis.spikes[:_MAX_SPIKES_STORED]],
+        "diverged_at": analysis.diverged_at,
+        "dead_layers": list(result.dead_layers),
+        "steps_run": result.steps_run,
+        "seconds": round(result.seconds, 3),
+    }
+    for key, value in attrs.items():
+        trial.set_user_attr(key, value)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"loss_curve_trial{trial.number}.csv"
+        write_curve(path, result.losses)
+        artifact_id = optuna.artifacts.upload_artifact(
+            artifact_store=storage.artifacts, file_path=str(path), study_or_trial=trial, mimetype="text/csv"
+        )
+    trial.set_user_attr("curve_artifact", artifact_id)
+
+
+def write_curve(path: Path, losses: np.ndarray) -> None:
+    """A ``step,loss`` CSV that ``stabsearch analyze`` reads back."""
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("step,loss\n")
+        f.writelines(f"{i},{v!r}\n" for i, v in enumerate(losses.tolist()))
+
+
+def _finite_or_none(value: float) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
