@@ -160,7 +160,12 @@ class Run:
         tail = self._losses[lo:]
         initial = self._initial if not math.isnan(self._initial) else math.inf
         found = divergence_step(
-            tail, initial=initial, chance_loss=self.chance_loss, warmup=max(0, self.warmup_steps - lo), run=run
+            tail,
+            initial=initial,
+            chance_loss=self.chance_loss,
+            warmup=max(0, self.warmup_steps - lo),
+            run=run,
+            factor=self.options.diverge_factor,
         )
         if found is not None:
             self.diverged_at = lo + found

@@ -1,0 +1,194 @@
+"""The command line a user walks: run, trials, recommend, studies, and every bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from conftest import module_path, snapshot
+from stabsearch.cli import main
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+
+def test_run_trials_recommend(workdir, cli):
+    r = cli("run", module_path("tiny"), "--trials", "6", "--no-progress")
+    assert r.code == 0, r.err
+    assert (workdir / "studies" / "stabsearch.db").exists()
+
+    r = cli("trials", "--format", "json")
+    rows = json.loads(r.out)
+    assert [t["number"] for t in rows] == list(range(6))
+    for t in rows:
+        assert set(t) >= {"number", "state", "verdict", "score", "final_loss", "spikes", "params"}
+        assert t["verdict"] in {"stable", "spiky", "diverged", "plateau", "failed"}
+        assert set(t["params"]) >= {"lr", "eps", "beta1", "beta2", "weight_decay", "schedule", "warmup", "optimizer"}
+        assert (t["state"] == "PRUNED") == (t["verdict"] in {"spiky", "diverged", "plateau"})
+        assert t["state"] != "FAIL"
+
+    as_json = json.loads(cli("recommend", "--format", "json").out)
+    as_yaml = yaml.safe_load(cli("recommend", "--format", "yaml").out)
+    as_toml = tomllib.loads(cli("recommend", "--format", "toml").out)
+    for key in ("optimizer", "lr", "eps", "betas", "weight_decay", "schedule"):
+        assert as_yaml[key] == as_json[key] == as_toml[key], key
+    best = min((t for t in rows if t["verdict"] == "stable"), key=lambda t: t["score"])
+    assert as_json["lr"] == best["params"]["lr"]
+    assert as_json["evidence"]["trial"] == best["number"]
+
+    csv_out = cli("trials", "--format", "csv").out.splitlines()
+    assert csv_out[0].startswith("number,kind,state,verdict") and len(csv_out) == 7
+    assert "verdict" in cli("trials").out
+    assert "tiny" in cli("studies").out
+
+
+def test_recommend_python_builds_the_same_optimizer(workdir, cli, tmp_path):
+    assert cli("run", module_path("tiny"), "--trials", "4", "--no-progress").code == 0
+    values = json.loads(cli("recommend", "--format", "json").out)
+    code = cli("recommend", "--format", "python").out
+    script = tmp_path / "rec.py"
+    script.write_text(code + "\nimport json\ng = optimizer.param_groups[0]\n"
+                      "print(json.dumps({'cls': type(optimizer).__name__, 'lr': g['initial_lr'], 'eps': g['eps'], "
+                      "'betas': list(g['betas']), 'wd': g['weight_decay'], 'sched': type(scheduler).__name__}))\n"
+                      .replace("\nimport json", "\noptimizer, scheduler = build_optimizer(__import__('torch').nn.Linear(3, 2))\nimport json", 1))
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, check=True).stdout
+    built = json.loads(out.strip().splitlines()[-1])
+    assert built["cls"] == {"adam": "Adam", "adamw": "AdamW"}[values["optimizer"]]
+    assert built["lr"] == values["lr"] and built["eps"] == values["eps"]
+    assert built["betas"] == values["betas"] and built["wd"] == values["weight_decay"]
+    assert built["sched"] == "LambdaLR"
+    assert code.startswith("# Optimizer settings recommended by stabsearch") and "margin_decades" in code
+
+
+def test_resume_reaches_the_requested_count_without_touching_old_trials(workdir, cli):
+    assert cli("run", module_path("tiny"), "--trials", "3", "--no-progress").code == 0
+    first = json.loads(cli("trials", "--format", "json").out)
+    assert cli("run", module_path("tiny"), "--trials", "5", "--no-progress").code == 0
+    second = json.loads(cli("trials", "--format", "json").out)
+    assert len(second) == 5 and second[:3] == first
+    # New trials are not replays of the first ones (the sampler is re-seeded past them).
+    assert {t["params"]["lr"] for t in second[3:]}.isdisjoint({t["params"]["lr"] for t in first})
+    r = cli("run", module_path("tiny"), "--trials", "5", "--no-progress")
+    assert r.code == 0 and len(json.loads(cli("trials", "--format", "json").out)) == 5
+
+
+def test_user_code_error_fails_only_that_trial(workdir, cli):
+    r = cli("run", module_path("flaky"), "--trials", "4", "--no-progress")
+    assert r.code == 0, r.err
+    rows = json.loads(cli("trials", "--format", "json").out)
+    failed = [t for t in rows if t["state"] == "FAIL"]
+    assert failed and all(t["failure"] == "user-code error" and "boom from user code" in t["error"] for t in failed)
+    assert sum(t["state"] != "FAIL" for t in rows) >= 1 and len(rows) == 4
+
+    import optuna
+
+    study = optuna.load_study(study_name="flaky", storage="sqlite:///studies/stabsearch.db")
+    trace = study.trials[failed[0]["number"]].user_attrs["traceback"]
+    assert "Traceback" in trace and "flaky.py" in trace
+
+
+def test_ctrl_c_leaves_nothing_running_and_resume_reruns_it(workdir, cli):
+    r = cli("run", module_path("interrupt"), "--trials", "4", "--no-progress")
+    assert r.code == 130
+    rows = json.loads(cli("trials", "--format", "json").out)
+    assert [t["state"] for t in rows] == ["COMPLETE", "COMPLETE", "FAIL", "WAITING"]
+    assert rows[2]["failure"] == "interrupted"
+    assert rows[3]["params"] == {} or rows[3]["verdict"] == "waiting"
+
+    r = cli("run", module_path("interrupt"), "--trials", "4", "--no-progress")
+    assert r.code == 0, r.err
+    rows = json.loads(cli("trials", "--format", "json").out)
+    assert not [t for t in rows if t["state"] in ("RUNNING", "WAITING")]
+    assert sum(t["state"] == "COMPLETE" for t in rows) == 4
+    assert rows[3]["params"] == rows[2]["params"]  # the interrupted configuration ran again
+
+
+def test_custom_train_loop(workdir, cli):
+    r = cli("run", module_path("custom_loop"), "--trials", "2", "--steps", "30", "--seed", "7", "--no-progress")
+    assert r.code == 0, r.err
+    rows = json.loads(cli("trials", "--format", "json").out)
+    assert all(t["verdict"] in ("stable", "spiky", "diverged") for t in rows)
+    assert all(t["steps_run"] <= 30 for t in rows)
+
+
+def test_timeout_stops_starting_trials(workdir, cli):
+    r = cli("run", module_path("tiny"), "--trials", "500", "--timeout", "1", "--no-progress")
+    assert r.code == 0 and "timeout reached" in r.err
+    assert 1 <= len(json.loads(cli("trials", "--format", "json").out)) < 500
+
+
+@pytest.fixture(scope="module")
+def study_template(tmp_path_factory):
+    """One small stored study, made once and copied into each bad-input test."""
+    home = tmp_path_factory.mktemp("template")
+    old = os.getcwd()
+    os.chdir(home)
+    try:
+        main(["run", module_path("tiny"), "--trials", "2", "--no-progress"])
+    finally:
+        os.chdir(old)
+    return home / "studies"
+
+
+@pytest.fixture
+def existing_study(workdir, study_template):
+    shutil.copytree(study_template, workdir / "studies")
+    db = workdir / "studies" / "stabsearch.db"
+    return db, snapshot(db)
+
+
+def _write(path, text):
+    path.write_text(text)
+    return str(path)
+
+
+BAD_INPUTS = {
+    "missing model file": lambda d: ["run", "no_such_model.py"],
+    "syntax error": lambda d: ["run", _write(d / "broken.py", "def model(:\n")],
+    "import error": lambda d: ["run", _write(d / "imports.py", "import no_such_package_xyz\n")],
+    "missing loss": lambda d: ["run", _write(d / "noloss.py", "def model(): pass\ndef batches(seed): pass\n")],
+    "unknown module name": lambda d: ["run", "no_such_module_xyz"],
+    "steps 0": lambda d: ["run", module_path("tiny"), "--steps", "0"],
+    "negative steps": lambda d: ["run", module_path("tiny"), "--steps", "-5"],
+    "negative trials": lambda d: ["run", module_path("tiny"), "--trials", "-1"],
+    "zero timeout": lambda d: ["run", module_path("tiny"), "--timeout", "0"],
+    "bad device": lambda d: ["run", module_path("tiny"), "--device", "tpu"],
+    "unknown trials format": lambda d: ["trials", "--format", "xml"],
+    "unknown recommend format": lambda d: ["recommend", "--format", "docx"],
+    "unknown study for trials": lambda d: ["trials", "--study", "nope"],
+    "unknown study for recommend": lambda d: ["recommend", "--study", "nope"],
+    "unopenable storage": lambda d: ["trials", "--storage", "sqlite:///" + str(d / "missing" / "x.db")],
+    "bad storage URL": lambda d: ["run", module_path("tiny"), "--storage", "notadb://what"],
+    "corrupt storage file": lambda d: ["trials", "--storage", "sqlite:///" + _write(d / "corrupt.db", "this is not sqlite" * 100)],
+    "inverted space range": lambda d: ["run", module_path("tiny"), "--space", _write(d / "s.yaml", "lr: {low: 1e-1, high: 1e-4}\n")],
+    "unknown space parameter": lambda d: ["run", module_path("tiny"), "--space", _write(d / "s2.yaml", "momentum: 0.9\n")],
+    "bad space YAML": lambda d: ["run", module_path("tiny"), "--space", _write(d / "s3.yaml", "lr: [1e-3\n")],
+    "missing space file": lambda d: ["run", module_path("tiny"), "--space", str(d / "none.yaml")],
+    "bad space choice": lambda d: ["run", module_path("tiny"), "--space", _write(d / "s4.yaml", "optimizer: [sgd]\n")],
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_input_is_one_line_exit_2_and_changes_nothing(existing_study, cli, workdir, case):
+    db, before = existing_study
+    r = cli(*BAD_INPUTS[case](workdir))
+    assert r.code == 2, (case, r.code, r.err)
+    lines = r.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("stabsearch: error:"), r.err
+    assert "Traceback" not in r.err and r.out == ""
+    assert snapshot(db) == before
+
+
+def test_bad_input_through_the_real_console_script(workdir):
+    r = subprocess.run([sys.executable, "-m", "stabsearch", "run", "missing.py"], capture_output=True, text=True)
+    assert r.returncode == 2
+    assert r.stderr == "stabsearch: error: missing.py: no such file\n"
+    assert not (workdir / "studies").exists()  # no study was created

@@ -1,0 +1,416 @@
+"""The stability rules (DESIGN sections 6 and 7) on small hand-made curves."""
+
+from __future__ import annotations
+
+import doctest
+import json
+import math
+
+import numpy as np
+import pytest
+
+from stabsearch import stability
+from stabsearch.stability import (
+    Analysis,
+    Spike,
+    StabilityOptions,
+    analyze,
+    capped_score,
+    divergence_step,
+    final_loss,
+    find_spikes,
+    initial_loss,
+    is_plateau,
+    score,
+)
+
+L0 = 2.3
+
+
+def decay(n: int = 2000, *, sigma: float = 0.0, seed: int = 0, tau: float = 200.0) -> np.ndarray:
+    """A training curve from 2.3 down to 0.05, with optional lognormal noise."""
+    t = np.arange(n)
+    curve = L0 * np.exp(-t / tau) + 0.05
+    if sigma:
+        curve = curve * np.random.default_rng(seed).lognormal(0.0, sigma, n)
+    return curve
+
+
+def with_spike(curve: np.ndarray, at: int, factor: float, length: int = 1) -> np.ndarray:
+    """Multiply ``length`` values from ``at`` by a factor decaying geometrically to 1."""
+    out = curve.copy()
+    k = np.arange(length)
+    out[at : at + length] *= factor ** (1 - k / length)
+    return out
+
+
+# --------------------------------------------------------------------------- no false alarms
+
+
+def test_heavy_multiplicative_noise_is_not_a_spike():
+    curve = decay(3000, sigma=0.3, tau=100)
+    result = analyze(curve)
+    assert result.spikes == ()
+    assert result.verdict == "stable"
+    for seed in range(1, 20):
+        assert find_spikes(decay(3000, sigma=0.3, seed=seed, tau=100), initial=L0) == []
+
+
+def test_wiggles_near_zero_are_not_spikes_thanks_to_the_absolute_floor():
+    rng = np.random.default_rng(0)
+    converge = np.geomspace(L0, 1e-10, 200)
+    t = np.arange(3000)
+    drift = 10.0 ** (-10.5 + 1.3 * np.sin(t / 300)) * rng.lognormal(0.0, 0.05, t.size)
+    jumps = t[(t % 250 == 0) & (drift < 3e-11)]
+    drift[jumps] = 1e-9  # 30x to 1000x jumps, but tiny in absolute terms
+    curve = np.concatenate([converge, drift])
+    assert 1e-12 < curve[200:].min() and curve[200:].max() <= 1e-9 and jumps.size >= 3
+    result = analyze(curve)
+    assert result.spikes == ()
+    assert result.verdict == "stable"
+    # The relative rule alone would fire: the absolute floor is what stops it.
+    assert find_spikes(curve, initial=L0, options=StabilityOptions(abs_rise=0.0))
+
+
+def test_constant_curve_has_no_spikes_and_a_plain_score():
+    curve = np.full(500, 0.7)
+    result = analyze(curve)
+    assert result.spikes == ()
+    assert result.verdict == "stable"
+    assert result.final_loss == result.best_loss == result.initial_loss == 0.7
+    assert result.score == pytest.approx(math.log10(0.7 + 1e-3 * 0.7))
+
+
+# --------------------------------------------------------------------------- spikes
+
+
+def test_late_spike_that_recovers():
+    curve = with_spike(decay(2000, sigma=0.05), at=1500, factor=100.0, length=10)
+    result = analyze(curve)
+    assert result.verdict == "spiky"
+    assert result.late_spikes == 1 and result.unrecovered == 0
+    (spike,) = result.spikes
+    assert spike.step == 1500 and spike.peak_step == 1500
+    assert spike.size == pytest.approx(2.0, abs=0.1)  # log10(100)
+    assert spike.recovered is True
+    assert spike.recover_steps == 10
+    assert spike.before == pytest.approx(0.05, rel=0.1)
+
+
+def test_reported_steps_come_from_the_steps_array():
+    curve = with_spike(decay(2000, sigma=0.05), at=1500, factor=100.0, length=10)
+    result = analyze(curve, steps=np.arange(2000) * 10)
+    (spike,) = result.spikes
+    assert (spike.step, spike.peak_step, spike.recover_steps) == (15000, 15000, 100)
+    assert result.late_spikes == 1
+
+
+def test_late_spike_that_never_recovers():
+    curve = decay(2000, sigma=0.05)
+    curve[1500:] *= 10.0  # jumps to 0.5 and stays there (still below L0: not divergence)
+    result = analyze(curve)
+    assert result.diverged_at is None
+    assert result.verdict == "spiky"
+    (spike,) = result.spikes
+    assert spike.step == 1500
+    assert spike.recovered is False and spike.recover_steps is None
+    assert result.unrecovered == 1
+
+
+def test_a_lucky_minibatch_on_a_raised_plateau_is_not_a_recovery():
+    curve = decay(2000, sigma=0.02)
+    curve[1500:] *= 10.0
+    curve[1700] = 0.05  # one value back at the old level
+    (spike,) = find_spikes(curve, initial=L0)
+    assert spike.recovered is False
+
+
+def test_flags_closer_than_the_window_merge_into_one_event():
+    curve = decay(2000, sigma=0.05)
+    curve[1500] *= 50.0
+    curve[1530] *= 100.0
+    (spike,) = find_spikes(curve, initial=L0)
+    assert spike.step == 1500
+    assert spike.peak_step == 1530  # the peak is the largest value of the event
+    assert spike.recovered is True and spike.recover_steps == 1
+    # 300 steps apart they are two events.
+    curve = decay(2000, sigma=0.05)
+    curve[1500] *= 50.0
+    curve[1800] *= 100.0
+    assert [s.step for s in find_spikes(curve, initial=L0)] == [1500, 1800]
+
+
+def test_early_recovered_spike_is_listed_but_does_not_make_the_run_spiky():
+    curve = with_spike(decay(2000, sigma=0.05), at=600, factor=30.0, length=3)
+    result = analyze(curve)
+    assert [s.step for s in result.spikes] == [600]
+    assert result.late_spikes == 0
+    assert result.verdict == "stable"
+
+
+def test_spike_at_the_very_last_value():
+    curve = decay(1000, sigma=0.05)
+    curve[-1] *= 100.0
+    result = analyze(curve)
+    (spike,) = result.spikes
+    assert spike.step == 999 and spike.peak_step == 999
+    assert spike.recovered is False and spike.recover_steps is None
+    assert result.verdict == "spiky"
+
+
+def test_curve_shorter_than_the_window_uses_the_history_it_has():
+    curve = decay(60, sigma=0.05, tau=300)
+    curve[45] *= 50.0
+    (spike,) = analyze(curve).spikes
+    assert spike.step == 45
+    # Too little history to judge anything: no spikes at all.
+    short = np.array([2.3, 2.2, 2.0, 50.0, 1.9, 1.8])
+    assert find_spikes(short, initial=2.3) == []
+
+
+def test_non_finite_values_are_divergence_not_spikes():
+    curve = decay(1000, sigma=0.05)
+    curve[800] = np.inf
+    assert find_spikes(curve, initial=L0) == []
+    result = analyze(curve)
+    assert result.diverged_at == 800 and result.spikes == ()
+
+
+def test_zero_and_negative_losses_do_not_break_the_analysis():
+    curve = np.concatenate([np.geomspace(1.0, 1e-6, 100), np.zeros(200), -np.full(50, 1e-9)])
+    result = analyze(curve)
+    assert result.verdict == "stable"
+    assert math.isfinite(result.score)
+
+
+def test_find_spikes_on_100k_values_completes():
+    curve = with_spike(decay(100_000, sigma=0.2, tau=5000), at=80_000, factor=100.0, length=20)
+    spikes = find_spikes(curve, initial=L0)
+    assert [s.step for s in spikes] == [80_000]
+
+
+# --------------------------------------------------------------------------- divergence
+
+
+def test_nan_at_step_k_is_divergence_at_k():
+    curve = decay(1000)
+    curve[437] = np.nan
+    result = analyze(curve)
+    assert result.verdict == "diverged"
+    assert result.diverged_at == 437
+    assert result.score == capped_score(result.initial_loss)
+    assert math.isfinite(result.final_loss)  # the loss before it blew up
+
+
+def test_five_values_above_the_initial_loss_diverge_four_do_not():
+    curve = decay(2000)
+    curve[500:505] = 3 * L0
+    assert divergence_step(curve, initial=L0) == 500
+    assert analyze(curve).diverged_at == 500
+    curve = decay(2000)
+    curve[500:504] = 3 * L0
+    assert divergence_step(curve, initial=L0) is None
+    result = analyze(curve)
+    assert result.diverged_at is None
+    assert result.verdict == "stable"  # an early spike that recovered
+
+
+def test_values_above_the_initial_loss_during_warmup_are_not_divergence():
+    curve = decay(2000)
+    curve[10:60] = 3 * L0  # the loss rises while the learning rate warms up
+    assert analyze(curve, warmup=100).diverged_at is None
+    assert analyze(curve).diverged_at == 10
+    # warmup is in the unit of `steps`.
+    assert analyze(curve, steps=np.arange(2000) * 10, warmup=1000).diverged_at is None
+    assert analyze(curve, steps=np.arange(2000) * 10, warmup=500).diverged_at == 500
+
+
+def test_noise_around_the_starting_loss_is_not_divergence():
+    rng = np.random.default_rng(0)
+    curve = L0 * rng.lognormal(0.0, 0.03, 3000)  # a learning rate too small to move the loss
+    assert analyze(curve).diverged_at is None
+    # The bare rule (no noise margin) would call it diverged.
+    assert divergence_step(curve, initial=initial_loss(curve), factor=1.0) is not None
+
+
+def test_divergence_threshold_is_at_least_the_chance_loss():
+    curve = np.concatenate([np.full(100, 1.0), np.full(50, 1.5)])
+    assert divergence_step(curve, initial=1.0) == 100
+    assert divergence_step(curve, initial=1.0, chance_loss=math.log(6)) is None
+
+
+def test_all_nan_curve():
+    result = analyze([math.nan] * 50)
+    assert result.verdict == "diverged"
+    assert result.diverged_at == 0
+    assert math.isnan(result.initial_loss) and math.isnan(result.final_loss)
+    assert result.score == pytest.approx(math.log10(1.0 + 1e-3) + 1.0)  # L0 taken as 1.0
+    assert json.dumps(result.to_dict(), allow_nan=False)
+
+
+def test_non_finite_held_out_loss_means_diverged():
+    result = analyze(decay(1000), final=math.inf)
+    assert result.verdict == "diverged" and result.diverged_at == 999
+    assert math.isfinite(result.score)
+
+
+# --------------------------------------------------------------------------- plateau
+
+
+def test_stuck_at_chance_is_a_plateau():
+    rng = np.random.default_rng(0)
+    chance = math.log(6)
+    curve = np.concatenate([np.linspace(1.95, chance, 100), chance * rng.lognormal(0.0, 0.003, 900)])
+    result = analyze(curve, chance_loss=chance)
+    assert result.plateau and result.verdict == "plateau"
+    assert is_plateau(curve, chance_loss=chance)
+    assert analyze(curve).verdict == "stable"  # without a chance loss nothing to compare with
+    assert not is_plateau(decay(1000), chance_loss=chance)
+
+
+def test_dead_layer_makes_a_plateau_but_divergence_comes_first():
+    assert analyze(decay(1000), dead_layer=True).verdict == "plateau"
+    curve = decay(1000)
+    curve[-1] = np.nan
+    assert analyze(curve, dead_layer=True).verdict == "diverged"
+
+
+# --------------------------------------------------------------------------- summaries
+
+
+def test_initial_and_final_loss_are_robust_medians():
+    assert initial_loss([math.nan, 9.0, 2.0, 2.1, 2.2, 2.3, 0.1]) == 2.2
+    assert math.isnan(initial_loss([math.nan, math.inf]))
+    curve = np.concatenate([decay(95), [0.5, 0.5, 50.0, 0.5, math.nan]])
+    assert final_loss(curve) == 0.5  # last 5 values, finite ones
+    assert final_loss([3.0]) == 3.0
+
+
+def test_held_out_final_loss_replaces_the_curve_tail():
+    curve = decay(1000)
+    result = analyze(curve, final=0.2)
+    assert result.final_loss == 0.2
+    assert result.score == pytest.approx(math.log10(0.2 + 1e-3 * result.initial_loss))
+
+
+# --------------------------------------------------------------------------- score
+
+
+def test_lower_final_loss_scores_lower():
+    assert analyze(decay(2000, tau=100)).score < analyze(decay(2000, tau=100) + 0.2).score
+
+
+def test_spiky_run_scores_worse_than_the_same_run_without_the_spike():
+    clean = decay(2000, sigma=0.05)
+    spiky = with_spike(clean, at=1500, factor=100.0, length=10)
+    assert analyze(spiky).score > analyze(clean).score + 1.5  # ~2 decades of spike
+    stuck = clean.copy()
+    stuck[1500:] *= 10.0
+    assert analyze(stuck).score > analyze(clean).score + 1.0
+
+
+def test_diverged_score_is_finite_and_worse_than_any_finished_run():
+    family = [decay(2000, tau=tau) for tau in (50, 200, 800)]
+    family.append(with_spike(family[0], at=1500, factor=30.0, length=5))
+    raised = family[1].copy()
+    raised[1200:] *= 20.0  # unrecovered and well above the best loss
+    family.append(raised)
+    worst_finished = max(analyze(c).score for c in family)
+    diverged = decay(2000)
+    diverged[1500] = np.nan
+    capped = analyze(diverged).score
+    assert math.isfinite(capped)
+    assert capped > worst_finished - 1e-12
+    assert capped == capped_score(initial_loss(diverged))
+    # Even a finished run with many unrecovered late spikes never beats diverging.
+    bad = Spike(step=1500, peak_step=1500, size=3.0, before=0.05, peak=50.0, recovered=False, recover_steps=None)
+    many = score(initial=L0, final=0.5, best=0.05, spikes=[bad] * 5, n=2000, diverged=False)
+    assert many == capped_score(L0)
+
+
+def test_floor_stops_chasing_tiny_losses():
+    a = score(initial=L0, final=1e-12, best=1e-12, spikes=[], n=1000, diverged=False)
+    b = score(initial=L0, final=1e-11, best=1e-11, spikes=[], n=1000, diverged=False)
+    assert abs(a - b) < 1e-6
+    assert score(initial=L0, final=0.01, best=0.01, spikes=[], n=1000, diverged=False) < score(
+        initial=L0, final=0.1, best=0.1, spikes=[], n=1000, diverged=False
+    ) - 0.5
+
+
+def test_score_terms_follow_the_design_formula():
+    late = Spike(step=600, peak_step=601, size=0.5, before=0.1, peak=0.3, recovered=True, recover_steps=3)
+    early = Spike(step=100, peak_step=100, size=0.7, before=0.2, peak=1.0, recovered=False, recover_steps=None)
+    value = score(initial=L0, final=0.3, best=0.1, spikes=[late, early], n=1000, diverged=False)
+    expected = math.log10(0.3 + 1e-3 * L0) + 0.5 + (math.log10(3.0) - math.log10(1.5)) + 1.0
+    assert value == pytest.approx(expected)
+    # A final loss within 1.5x of the best costs nothing extra.
+    assert score(initial=L0, final=0.14, best=0.1, spikes=[], n=1000, diverged=False) == pytest.approx(
+        math.log10(0.14 + 1e-3 * L0)
+    )
+    assert score(initial=L0, final=0.3, best=0.1, spikes=[], n=1000, diverged=True) == capped_score(L0)
+
+
+# --------------------------------------------------------------------------- options and arguments
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("window", 0, "StabilityOptions.window must be an integer >= 1; got 0"),
+        ("head", 2.5, "StabilityOptions.head must be an integer >= 1; got 2.5"),
+        ("smooth", True, "StabilityOptions.smooth must be an integer >= 1; got True"),
+        ("z_threshold", -1.0, "StabilityOptions.z_threshold must be a finite number > 0; got -1.0"),
+        ("mad_floor", 0.0, "StabilityOptions.mad_floor must be a finite number > 0; got 0.0"),
+        ("final_fraction", 1.5, "StabilityOptions.final_fraction must be a finite number in (0, 1]; got 1.5"),
+        ("plateau_fraction", 0.0, "StabilityOptions.plateau_fraction must be a finite number in (0, 1]; got 0.0"),
+        ("rise_tolerance", 0.5, "StabilityOptions.rise_tolerance must be a finite number >= 1; got 0.5"),
+        ("spike_weight", math.nan, "StabilityOptions.spike_weight must be a finite number >= 0; got nan"),
+        ("diverge_factor", 0.9, "StabilityOptions.diverge_factor must be a finite number >= 1; got 0.9"),
+    ],
+)
+def test_options_are_validated_with_a_message_naming_the_field(field, value, message):
+    with pytest.raises(ValueError) as info:
+        StabilityOptions(**{field: value})
+    assert str(info.value) == message
+
+
+def test_analyze_checks_its_arguments():
+    with pytest.raises(ValueError, match="losses is empty"):
+        analyze([])
+    with pytest.raises(ValueError, match="steps has 3 values but losses has 4"):
+        analyze([1.0, 1.0, 1.0, 1.0], steps=[0, 1, 2])
+    with pytest.raises(ValueError, match="warmup must be an integer >= 0; got -1"):
+        analyze([1.0, 1.0], warmup=-1)
+    with pytest.raises(ValueError, match="chance_loss must be a finite number > 0; got 0"):
+        analyze([1.0, 1.0], chance_loss=0)
+    with pytest.raises(ValueError, match="steps must be strictly increasing"):
+        analyze([1.0, 1.0, 1.0], steps=[0, 2, 2])
+    with pytest.raises(ValueError, match="one-dimensional"):
+        analyze(np.ones((3, 3)))
+    with pytest.raises(TypeError, match="StabilityOptions"):
+        analyze([1.0], options={"window": 10})
+
+
+def test_options_change_the_analysis():
+    curve = with_spike(decay(2000, sigma=0.05), at=1500, factor=100.0, length=10)
+    assert analyze(curve, options=StabilityOptions(z_threshold=200.0)).spikes == ()
+    heavier = analyze(curve, options=StabilityOptions(spike_weight=2.0)).score
+    assert heavier > analyze(curve).score
+
+
+# --------------------------------------------------------------------------- results
+
+
+def test_to_dict_is_json_safe():
+    curve = with_spike(decay(2000, sigma=0.05), at=1500, factor=100.0, length=10)
+    curve[-1] = np.nan
+    result = analyze(curve, chance_loss=math.log(10))
+    data = json.loads(json.dumps(result.to_dict(), allow_nan=False))
+    assert data["verdict"] == "diverged" and data["diverged_at"] == 1999
+    assert data["spikes"][0]["step"] == 1500 and data["spikes"][0]["recovered"] is True
+    assert set(data) == {f.name for f in Analysis.__dataclass_fields__.values()}
+
+
+def test_docstring_examples_run():
+    failures, tried = doctest.testmod(stability, optionflags=doctest.ELLIPSIS)
+    assert tried > 5 and failures == 0
