@@ -137,6 +137,33 @@ def recommend(study: str | None, storage: str | None, fmt: str) -> None:
 
 
 @cli.command()
+@click.argument("file", metavar="FILE")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("--classes", type=click.IntRange(min=2), default=None, help="Balanced classes K: ln K is the chance loss.")
+@click.option("--warmup", type=click.IntRange(min=0), default=0, show_default=True, help="Warmup steps (no divergence test before).")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="The run's learning rate, for the advice.")
+@click.option("--eps", type=click.FloatRange(min=0, min_open=True), default=None, help="The run's Adam eps, for the advice.")
+def analyze(file: str, fmt: str, classes: int | None, warmup: int, lr: float | None, eps: float | None) -> None:
+    """Diagnose the loss log FILE from any run: a CSV with a loss column, or one number per line."""
+    import math
+
+    from stabsearch.curves import read_loss_log
+    from stabsearch.diagnosis import RunFacts, diagnose, format_text
+    from stabsearch.stability import analyze as analyze_curve
+
+    log = read_loss_log(file)
+    try:
+        result = analyze_curve(log.losses, steps=log.steps, chance_loss=math.log(classes) if classes else None, warmup=warmup)
+    except ValueError as exc:
+        raise UsageError(f"{file}: {exc}") from None
+    advice = diagnose(result, RunFacts(lr=lr, eps=eps))
+    if fmt == "json":
+        click.echo(json.dumps({"file": file, **result.to_dict(), "diagnosis": advice}, indent=2))
+    else:
+        click.echo(format_text(result, advice, source=file))
+
+
+@cli.command()
 @_storage_option
 def studies(storage: str | None) -> None:
     """List the studies in a storage, with their trial counts."""

@@ -286,20 +286,25 @@ def _first_nonfinite(x: np.ndarray) -> int | None:
 
 
 def initial_loss(losses: ArrayLike, head: int = 5) -> float:
-    """``L0``: the median of the first ``head`` finite values; NaN if there are none.
+    """``L0``: the smaller of the first finite value and the median of the first ``head``; NaN if none.
 
-    A median, not the first value, so one odd first batch does not move the
-    divergence threshold or the score floor.
+    The median keeps one odd first batch from moving the divergence threshold
+    or the score floor. The first value caps it because it is the only one
+    measured before any update: a learning rate that explodes within a few
+    steps would otherwise lift ``L0`` to the exploded level and hide the
+    divergence it is meant to reveal.
 
     Example:
         >>> initial_loss([2.3, 9.0, 2.2, 2.4, 2.1, 0.5])
         2.3
+        >>> initial_loss([0.4, 5e4, 2e5, 1e5, 8e4])
+        0.4
     """
     if not _is_int(head) or head < 1:
         raise ValueError(f"head must be an integer >= 1; got {head!r}")
     x = _as_curve(losses)
     finite = x[np.isfinite(x)][:head]
-    return float(np.median(finite)) if finite.size else math.nan
+    return float(min(finite[0], np.median(finite))) if finite.size else math.nan
 
 
 def final_loss(losses: ArrayLike, fraction: float = 0.05) -> float:

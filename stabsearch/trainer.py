@@ -207,6 +207,8 @@ def default_loop(module: ModelModule, run: Run) -> None:
     optimizer = run.make_optimizer(model)
     scheduler = run.scheduler
     batches = batch_stream(module, run.seed, run.device)
+    # A constant schedule without warmup never changes the learning rate: skip its per-step cost.
+    step_schedule = run.config.schedule != "constant" or run.warmup_steps > 0
     for _ in range(run.steps):
         batch = next(batches)
         run.last_batch = batch
@@ -214,7 +216,8 @@ def default_loop(module: ModelModule, run: Run) -> None:
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        scheduler.step()
+        if step_schedule:
+            scheduler.step()
         run.log(loss)
 
 

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 MODULES = Path(__file__).resolve().parent / "modules"
@@ -59,3 +60,6 @@ def snapshot(db: Path) -> list[tuple]:
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+# Tiny models train fastest on one thread, and the suite must not oversubscribe a 2-core CI machine.
+torch.set_num_threads(1)

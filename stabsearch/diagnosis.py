@@ -1,0 +1,126 @@
+"""Turn an :class:`~stabsearch.stability.Analysis` into advice a person can act on.
+
+Pure: the analysis and what is known of the run (learning rate, eps, beta1,
+sharpness, dead layers) in, sentences out. The causes are the ones DESIGN
+section 1 describes; the eps bound is Adam's eps-dominated stability rule
+``lr / eps < (2 + 2*beta1) / ((1 - beta1) * lambda_max)`` (Cohen et al. 2022).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from stabsearch.stability import Analysis
+
+
+@dataclasses.dataclass(frozen=True)
+class RunFacts:
+    """What is known of the run beyond its loss curve (all optional)."""
+
+    lr: float | None = None
+    eps: float | None = None
+    beta1: float = 0.9
+    sharpness: float | None = None  # top Hessian eigenvalue, lambda_max
+    dead_layers: tuple[str, ...] = ()
+
+
+def eps_floor(lr: float, sharpness: float, beta1: float = 0.9) -> float:
+    """Smallest eps for which Adam, once eps dominates sqrt(v), stays stable at this curvature.
+
+    Example:
+        >>> round(eps_floor(1e-3, 380.0), 6)
+        0.01
+    """
+    return lr * (1.0 - beta1) * sharpness / (2.0 + 2.0 * beta1)
+
+
+def _eps_advice(facts: RunFacts) -> str:
+    if facts.lr is not None and facts.sharpness:
+        return f"raise eps to at least {eps_floor(facts.lr, facts.sharpness, facts.beta1):.2g}"
+    if facts.eps is not None:
+        return f"raise eps to at least {max(100 * facts.eps, 1e-6):.0e} (100x or more; 1e-4 to 1e-1 is the usual fix)"
+    return "raise eps to 1e-6 or more (1e-4 to 1e-1 is the usual fix)"
+
+
+def diagnose(analysis: Analysis, facts: RunFacts | None = None) -> list[str]:
+    """Likely causes and fixes, most important first.
+
+    Example:
+        >>> from stabsearch.stability import analyze
+        >>> diagnose(analyze([1.0] * 50 + [0.5] * 50))[0]
+        'no instability found: the loss trained without late spikes or divergence'
+    """
+    facts = facts or RunFacts()
+    n = max(1, analysis.steps)
+    small_eps = facts.eps is None or facts.eps < 1e-5
+    advice: list[str] = []
+    if analysis.verdict == "diverged":
+        at = analysis.diverged_at or 0
+        if at < 0.1 * n:
+            advice.append(f"diverged early (step {at}): the learning rate is far too high for this model; cut it 10x or add warmup")
+        else:
+            advice.append(
+                f"diverged late (step {at}) after training well: Adam's second moment collapsed near the optimum, "
+                f"so m/(sqrt(v)+eps) blew up; {_eps_advice(facts)}, or lower the learning rate"
+            )
+    elif analysis.verdict == "plateau":
+        dead = f" (dead ReLU layer: {', '.join(facts.dead_layers)})" if facts.dead_layers else ""
+        chance = f"{analysis.chance_loss:.3g}" if analysis.chance_loss is not None else "chance"
+        advice.append(
+            f"stuck at chance loss {chance}{dead}: too high a learning rate killed a layer early on; "
+            "lower the learning rate about 10x"
+        )
+    late = [s for s in analysis.spikes if s.step >= n // 2] if analysis.spikes else []
+    if late:
+        big = max(late, key=lambda s: s.size)
+        cause = (
+            f"{_eps_advice(facts)} or cut the learning rate"
+            if small_eps
+            else "eps is already large, so cut the learning rate or add a decaying schedule"
+        )
+        advice.append(
+            f"{len(late)} late spike(s), the largest {big.size:.2g} decades at step {big.step}: "
+            f"the pattern of Adam's second moment collapsing; {cause}"
+        )
+    unrecovered = [s for s in analysis.spikes if not s.recovered]
+    if unrecovered and analysis.verdict != "diverged":
+        advice.append(
+            f"the loss never came back after the spike at step {unrecovered[0].step}: "
+            "the run jumped to a worse region; lower the learning rate"
+        )
+    if (
+        analysis.verdict != "diverged"
+        and math.isfinite(analysis.final_loss)
+        and math.isfinite(analysis.best_loss)
+        and analysis.best_loss > 0
+        and analysis.final_loss > 1.5 * analysis.best_loss
+    ):
+        advice.append(
+            f"the loss rose from its best {analysis.best_loss:.3g} to {analysis.final_loss:.3g} late in the run: "
+            "a slow drift up; use a decaying schedule or a lower learning rate"
+        )
+    if not advice:
+        advice.append("no instability found: the loss trained without late spikes or divergence")
+    return advice
+
+
+def format_text(analysis: Analysis, advice: list[str], source: str = "") -> str:
+    """A short report for the terminal."""
+    fmt = lambda v: "n/a" if v is None or not math.isfinite(v) else f"{v:.4g}"  # noqa: E731
+    lines = [
+        f"{source + ': ' if source else ''}{analysis.verdict}",
+        f"  values: {analysis.steps}, start loss {fmt(analysis.initial_loss)}, "
+        f"final loss {fmt(analysis.final_loss)}, best (second half) {fmt(analysis.best_loss)}",
+        f"  score: {fmt(analysis.score)}",
+        f"  divergence: {'step ' + str(analysis.diverged_at) if analysis.diverged_at is not None else 'none'}",
+        f"  spikes: {len(analysis.spikes)}",
+    ]
+    for s in analysis.spikes[:20]:
+        back = f"recovered after {s.recover_steps} steps" if s.recovered else "not recovered"
+        lines.append(f"    step {s.step}: +{s.size:.2f} decades ({fmt(s.before)} -> {fmt(s.peak)}), {back}")
+    if len(analysis.spikes) > 20:
+        lines.append(f"    ... {len(analysis.spikes) - 20} more")
+    lines.append("likely cause:")
+    lines += [f"  - {a}" for a in advice]
+    return "\n".join(lines)
