@@ -45,9 +45,11 @@ def cli() -> None:
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seeds the sampler, the model and the data.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--space", "space_file", type=click.Path(dir_okay=False), default=None, metavar="FILE", help="YAML file of search-space overrides.")
+@click.option("--warning-penalty", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="Decades added to the score of a trial predicted to blow up later (0: off).")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
 def run(model: str, study: str | None, storage: str | None, trials: int, steps: int | None, timeout: float | None,
-        seed: int, device: str, space_file: str | None, progress: bool) -> None:
+        seed: int, device: str, space_file: str | None, warning_penalty: float, progress: bool) -> None:
     """Search optimizer settings for the model module MODEL (a .py file or module name)."""
     from stabsearch.device import resolve_device
     from stabsearch.loader import load_model_module
@@ -61,7 +63,7 @@ def run(model: str, study: str | None, storage: str | None, trials: int, steps: 
         space = space.override(load_space_file(space_file), source=f"space file {space_file}")
     settings = SearchSettings(
         trials=trials, steps=steps or module.steps or 1000, seed=seed, timeout=timeout,
-        device=resolve_device(device), progress=progress,
+        device=resolve_device(device), progress=progress, warning_penalty=warning_penalty,
     )
     store = open_storage(storage, create=True)
     name = study or module.name

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
+from stabsearch.early_warning import eps_floor
 from stabsearch.stability import Analysis
 
 
@@ -23,16 +24,6 @@ class RunFacts:
     beta1: float = 0.9
     sharpness: float | None = None  # top Hessian eigenvalue, lambda_max
     dead_layers: tuple[str, ...] = ()
-
-
-def eps_floor(lr: float, sharpness: float, beta1: float = 0.9) -> float:
-    """Smallest eps for which Adam, once eps dominates sqrt(v), stays stable at this curvature.
-
-    Example:
-        >>> round(eps_floor(1e-3, 380.0), 6)
-        0.01
-    """
-    return lr * (1.0 - beta1) * sharpness / (2.0 + 2.0 * beta1)
 
 
 def _eps_advice(facts: RunFacts) -> str:

@@ -31,6 +31,9 @@ from optuna.trial import TrialState
 from tqdm import tqdm
 
 from stabsearch.config import OptimConfig
+from stabsearch.early_warning import EarlyWarning, predict
+from stabsearch.schedule import lr_factor
+from stabsearch.telemetry import FIELDS as TELEMETRY_FIELDS
 from stabsearch.loader import ModelModule
 from stabsearch.records import VERDICTS
 from stabsearch.space import SearchSpace, sample
@@ -57,6 +60,8 @@ class SearchSettings:
     device: torch.device = dataclasses.field(default_factory=lambda: torch.device("cpu"))
     options: StabilityOptions = dataclasses.field(default_factory=StabilityOptions)
     progress: bool = True
+    #: Added to the score (decades) of a trial the early warning predicts will blow up; 0 switches it off.
+    warning_penalty: float = 1.0
 
 
 @dataclasses.dataclass
@@ -192,13 +197,24 @@ def run_trial(
     except BaseException as exc:  # user code: fail this trial only
         _fail(study, trial, exc)
         return "failed"
-    _store(trial, storage, result, analysis)
+    warning = early_warning(result, config, steps)
+    score = analysis.score
+    if warning.predicted_unstable and analysis.verdict != "diverged":
+        score += settings.warning_penalty
+    _store(trial, storage, result, analysis, warning, score)
     if analysis.verdict in UNSTABLE:
-        trial.report(analysis.score, steps)
+        trial.report(score, steps)
         study.tell(trial, state=TrialState.PRUNED)
     else:
-        study.tell(trial, analysis.score)
+        study.tell(trial, score)
     return analysis.verdict
+
+
+def early_warning(result: TrainResult, config: OptimConfig, steps: int) -> EarlyWarning:
+    """Check the eps-dominated rule at the learning rate of the run's last step."""
+    lr_end = config.lr * lr_factor(steps - 1, steps, config.warmup_steps(steps), config.schedule, config.min_lr_factor)
+    v_over_eps = result.telemetry[-1].get("v_over_eps") if result.telemetry else None
+    return predict(lr_end, config.eps, config.beta1, result.sharpness, v_over_eps)
 
 
 def analyze_result(result: TrainResult, module: ModelModule, config: OptimConfig, steps: int, options: StabilityOptions) -> Analysis:
@@ -225,11 +241,19 @@ def _fail(study: optuna.Study, trial: optuna.Trial, exc: BaseException) -> None:
     study.tell(trial, state=TrialState.FAIL)
 
 
-def _store(trial: optuna.Trial, storage: Storage, result: TrainResult, analysis: Analysis) -> None:
-    """Verdict and numbers as user attributes; the whole curve as an artifact."""
+def _store(
+    trial: optuna.Trial, storage: Storage, result: TrainResult, analysis: Analysis, warning: EarlyWarning, score: float
+) -> None:
+    """Verdict and numbers as user attributes; the whole curve and telemetry series as an artifact."""
     attrs: dict[str, Any] = {
         "verdict": analysis.verdict,
-        "score": analysis.score,
+        "score": score,
+        "curve_score": analysis.score,
+        "predicted_unstable": warning.predicted_unstable,
+        "warning": warning.reason,
+        "sharpness": _finite_or_none(result.sharpness),
+        "sharpness_seconds": round(result.sharpness_seconds, 4),
+        "telemetry": telemetry_summary(result.telemetry),
         "final_loss": _finite_or_none(analysis.final_loss),
         "initial_loss": _finite_or_none(analysis.initial_loss),
         "n_spikes": len(analysis.spikes),
@@ -245,19 +269,36 @@ def _store(trial: optuna.Trial, storage: Storage, result: TrainResult, analysis:
         trial.set_user_attr(key, value)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"loss_curve_trial{trial.number}.csv"
-        write_curve(path, result.losses)
+        write_curve(path, result.losses, result.telemetry)
         artifact_id = optuna.artifacts.upload_artifact(
             artifact_store=storage.artifacts, file_path=str(path), study_or_trial=trial, mimetype="text/csv"
         )
     trial.set_user_attr("curve_artifact", artifact_id)
 
 
-def write_curve(path: Path, losses: np.ndarray) -> None:
-    """A ``step,loss`` CSV that ``stabsearch analyze`` reads back."""
+def write_curve(path: Path, losses: np.ndarray, telemetry: list[dict[str, float]] = ()) -> None:
+    """A ``step,loss,<telemetry>`` CSV; ``stabsearch analyze`` reads it back.
+
+    Telemetry columns are filled on the sampled steps and empty elsewhere.
+    """
+    sampled = {int(row["step"]): row for row in telemetry}
     with open(path, "w", encoding="utf-8") as f:
-        f.write("step,loss\n")
-        f.writelines(f"{i},{v!r}\n" for i, v in enumerate(losses.tolist()))
+        f.write(",".join(("step", "loss", *TELEMETRY_FIELDS)) + "\n")
+        for i, v in enumerate(losses.tolist()):
+            row = sampled.get(i, {})
+            extra = ",".join("" if row.get(k) is None else repr(float(row[k])) for k in TELEMETRY_FIELDS)
+            f.write(f"{i},{v!r},{extra}\n")
 
 
-def _finite_or_none(value: float) -> float | None:
+def telemetry_summary(telemetry: list[dict[str, float]]) -> dict[str, float | None]:
+    """Last, min and max of each telemetry series, for the trial's attributes."""
+    out: dict[str, float | None] = {"samples": len(telemetry)}
+    for key in TELEMETRY_FIELDS:
+        values = [row[key] for row in telemetry if key in row and math.isfinite(row[key])]
+        if values:
+            out[f"{key}_last"], out[f"{key}_min"], out[f"{key}_max"] = values[-1], min(values), max(values)
+    return out
+
+
+def _finite_or_none(value: float | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None

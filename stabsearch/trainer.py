@@ -24,6 +24,7 @@ from stabsearch.config import OptimConfig
 from stabsearch.loader import ModelModule
 from stabsearch.optim import build_optimizer, build_scheduler
 from stabsearch.stability import StabilityOptions, divergence_step, initial_loss
+from stabsearch.telemetry import adam_telemetry, hessian_top_eigenvalue, relu_dead_units
 
 ProgressCallback = Callable[[int, float], None]
 
@@ -45,6 +46,9 @@ class TrainResult:
     seconds: float
     final_eval: float | None = None
     dead_layers: tuple[str, ...] = ()
+    telemetry: list[dict[str, float]] = dataclasses.field(default_factory=list)
+    sharpness: float | None = None
+    sharpness_seconds: float = 0.0
 
     @property
     def steps_run(self) -> int:
@@ -85,6 +89,7 @@ class Run:
         block: int | None = None,
         on_progress: ProgressCallback | None = None,
         progress_every: int | None = None,
+        telemetry_every: int | None = None,
     ) -> None:
         if steps < 1:
             raise ValueError(f"steps must be at least 1, got {steps}")
@@ -98,12 +103,16 @@ class Run:
         self.block = block or (64 if device.type == "cuda" else 16)
         self.on_progress = on_progress
         self.progress_every = progress_every or max(1, steps // 20)
+        self.telemetry_every = telemetry_every or max(10, steps // 50)
+        self.telemetry: list[dict[str, float]] = []
         self.model: torch.nn.Module | None = None
         self.last_batch: Any = None
+        self.probe: Callable[[], Any] | None = None  # one forward on the current batch, for dead-unit counts
         self.optimizer: torch.optim.Optimizer | None = None
         self.scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
         self.diverged_at: int | None = None
         self._pending: list[Any] = []
+        self._count = 0
         self._losses: list[float] = []
         self._initial = math.nan
 
@@ -121,10 +130,25 @@ class Run:
         if isinstance(loss, torch.Tensor):
             loss = loss.detach()
         self._pending.append(loss)
+        self._count += 1
+        if self._count % self.telemetry_every == 0 and self.optimizer is not None:
+            self.sample_telemetry()
         if len(self._pending) >= self.block:
             self.flush()
         if len(self._losses) + len(self._pending) > self.steps:
             raise StopRun("step budget spent")
+
+    def sample_telemetry(self) -> None:
+        """Record Adam's internals (and dead ReLU units, when a probe is set) at this step."""
+        assert self.optimizer is not None
+        values = adam_telemetry(self.optimizer)
+        if not values:
+            return
+        if self.model is not None and self.probe is not None:
+            counts = relu_dead_units(self.model, self.probe)
+            if counts:
+                values["dead_fraction"] = sum(d for d, _ in counts.values()) / sum(n for _, n in counts.values())
+        self.telemetry.append({"step": self._count - 1, **values})
 
     def flush(self) -> None:
         """Read the pending block of losses off the device and check it for divergence."""
@@ -205,6 +229,7 @@ def default_loop(module: ModelModule, run: Run) -> None:
     model = module.model().to(run.device)
     model.train()
     optimizer = run.make_optimizer(model)
+    run.probe = lambda: module.loss(model, run.last_batch)
     scheduler = run.scheduler
     batches = batch_stream(module, run.seed, run.device)
     # A constant schedule without warmup never changes the learning rate: skip its per-step cost.
@@ -221,34 +246,6 @@ def default_loop(module: ModelModule, run: Run) -> None:
         run.log(loss)
 
 
-def dead_relu_layers(module: ModelModule, model: torch.nn.Module, batch: Any) -> tuple[str, ...]:
-    """Names of ``nn.ReLU`` layers whose every unit is zero on every example of ``batch``.
-
-    One forward pass at the end of a run: the cheap half of the collapse test
-    (a dead hidden layer makes the output constant, so the loss sits at chance).
-    """
-    outputs: dict[str, torch.Tensor] = {}
-    hooks = []
-    for name, layer in model.named_modules():
-        if isinstance(layer, torch.nn.ReLU):
-            hooks.append(layer.register_forward_hook(lambda _m, _i, out, name=name: outputs.__setitem__(name, out)))
-    if not hooks or module.loss is None:
-        return ()
-    try:
-        with torch.no_grad():
-            module.loss(model, batch)
-    finally:
-        for hook in hooks:
-            hook.remove()
-    dead = []
-    for name, out in outputs.items():
-        if out.dim() >= 2 and out.shape[0] > 1:
-            active = (out > 0).reshape(out.shape[0], out.shape[1], -1).any(dim=2).any(dim=0)
-            if not bool(active.any()):
-                dead.append(name)
-    return tuple(dead)
-
-
 def train_trial(
     module: ModelModule,
     config: OptimConfig,
@@ -258,9 +255,13 @@ def train_trial(
     device: torch.device,
     options: StabilityOptions | None = None,
     on_progress: ProgressCallback | None = None,
+    sharpness: bool = True,
 ) -> TrainResult:
     """Train ``module`` with ``config`` for up to ``steps`` steps and return the loss curve.
 
+    After a run that did not diverge, it measures the held-out loss
+    (``evaluate``), the dead ReLU layers and, when ``sharpness`` is set, the
+    top Hessian eigenvalue on the last batch (for the early warning).
     Exceptions from user code propagate; the caller decides what a failure means.
     """
     chance = math.log(module.classes) if module.classes else None
@@ -276,12 +277,20 @@ def train_trial(
     except StopRun:
         pass
     seconds = time.perf_counter() - started
-    result = TrainResult(losses=run.losses, diverged_at=run.diverged_at, seconds=seconds)
-    if run.model is not None and run.diverged_at is None:
-        run.model.eval()
-        if module.evaluate is not None:
-            with torch.no_grad():
-                result.final_eval = float(module.evaluate(run.model))
-        if run.last_batch is not None:
-            result.dead_layers = dead_relu_layers(module, run.model, run.last_batch)
+    result = TrainResult(losses=run.losses, diverged_at=run.diverged_at, seconds=seconds, telemetry=run.telemetry)
+    model = run.model
+    if model is None or run.diverged_at is not None:
+        return result
+    if run.probe is not None:
+        counts = relu_dead_units(model, run.probe)
+        result.dead_layers = tuple(name for name, (dead, units) in counts.items() if dead == units)
+    model.eval()
+    if module.evaluate is not None:
+        with torch.no_grad():
+            result.final_eval = float(module.evaluate(model))
+    if sharpness and run.probe is not None:
+        started = time.perf_counter()
+        params = [p for p in model.parameters() if p.requires_grad]
+        result.sharpness = hessian_top_eigenvalue(run.probe, params, seed=seed)
+        result.sharpness_seconds = time.perf_counter() - started
     return result
