@@ -48,8 +48,12 @@ def diagnose(analysis: Analysis, facts: RunFacts | None = None) -> list[str]:
     advice: list[str] = []
     if analysis.verdict == "diverged":
         at = analysis.diverged_at or 0
-        if at < 0.1 * n:
-            advice.append(f"diverged early (step {at}): the learning rate is far too high for this model; cut it 10x or add warmup")
+        trained = math.isfinite(analysis.best_loss) and analysis.best_loss <= 0.1 * analysis.initial_loss
+        if not trained:
+            advice.append(
+                f"diverged at step {at} before the loss fell a decade: the learning rate is far too high "
+                "for this model; cut it 10x or add warmup"
+            )
         else:
             advice.append(
                 f"diverged late (step {at}) after training well: Adam's second moment collapsed near the optimum, "
