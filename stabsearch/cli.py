@@ -29,6 +29,15 @@ def _study_option(f):  # noqa: ANN001, ANN202
     return click.option("--study", default=None, metavar="NAME", help="Study name [default: the storage's only study].")(f)
 
 
+def _confirm_options(f):  # noqa: ANN001, ANN202
+    f = click.option("--stress", type=click.FloatRange(min=0, min_open=True), default=2.0, show_default=True,
+                     help="Confirmation horizon, in multiples of the search steps.")(f)
+    f = click.option("--seeds", type=click.IntRange(min=1), default=3, show_default=True,
+                     help="New seeds each confirmed configuration is re-run on.")(f)
+    return click.option("--confirm", type=click.IntRange(min=0), default=3, show_default=True,
+                        help="How many of the best configurations to confirm (0: none).")(f)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="stabsearch")
 def cli() -> None:
@@ -47,23 +56,25 @@ def cli() -> None:
 @click.option("--space", "space_file", type=click.Path(dir_okay=False), default=None, metavar="FILE", help="YAML file of search-space overrides.")
 @click.option("--warning-penalty", type=click.FloatRange(min=0), default=1.0, show_default=True,
               help="Decades added to the score of a trial predicted to blow up later (0: off).")
+@_confirm_options
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
 def run(model: str, study: str | None, storage: str | None, trials: int, steps: int | None, timeout: float | None,
-        seed: int, device: str, space_file: str | None, warning_penalty: float, progress: bool) -> None:
-    """Search optimizer settings for the model module MODEL (a .py file or module name)."""
-    from stabsearch.device import resolve_device
-    from stabsearch.loader import load_model_module
+        seed: int, device: str, space_file: str | None, warning_penalty: float, confirm: int, seeds: int,
+        stress: float, progress: bool) -> None:
+    """Search optimizer settings for the model module MODEL (a .py file or module name).
+
+    After the search, the best --confirm configurations are re-run on --seeds new
+    seeds at --stress times the steps, and so is the backed-off recommendation.
+    """
+    from stabsearch.confirm import ConfirmSettings, run_confirmation
     from stabsearch.runner import SearchSettings, run_search
-    from stabsearch.space import SearchSpace, load_space_file
     from stabsearch.storage import open_storage
 
-    module = load_model_module(model)
-    space = SearchSpace().override(module.space, source=f"{module.source} SPACE")
-    if space_file is not None:
-        space = space.override(load_space_file(space_file), source=f"space file {space_file}")
+    module, space, device_ = _load(model, space_file, device)
+    confirm_settings = ConfirmSettings(candidates=confirm, seeds=seeds, stress=stress)
     settings = SearchSettings(
         trials=trials, steps=steps or module.steps or 1000, seed=seed, timeout=timeout,
-        device=resolve_device(device), progress=progress, warning_penalty=warning_penalty,
+        device=device_, progress=progress, warning_penalty=warning_penalty,
     )
     store = open_storage(storage, create=True)
     name = study or module.name
@@ -76,7 +87,63 @@ def run(model: str, study: str | None, storage: str | None, trials: int, steps: 
         sys.exit(130)
     if summary.timed_out:
         click.echo("timeout reached: run the same command to continue", err=True)
+        return
+    _confirm_and_report(module, space, store, name, settings, confirm_settings, storage)
+
+
+def _confirm_and_report(module, space, store, name, settings, confirm_settings, storage) -> None:  # noqa: ANN001
+    from stabsearch.confirm import run_confirmation
+
+    if confirm_settings.candidates:
+        horizon = round(confirm_settings.stress * settings.steps)
+        click.echo(f"confirming the best {confirm_settings.candidates} on {confirm_settings.seeds} new seeds at {horizon} steps", err=True)
+        done = run_confirmation(module, space, store, name, settings, confirm_settings)
+        click.echo(f"{done.runs} confirmation runs ({done.skipped} already done)", err=True)
+        if done.interrupted:
+            click.echo("interrupted: run the same command to resume the confirmation", err=True)
+            sys.exit(130)
     click.echo(f"next: stabsearch recommend --study {name}" + (f" --storage '{store.shown}'" if storage else ""), err=True)
+
+
+def _load(model: str, space_file: str | None, device: str):  # noqa: ANN202
+    """Everything a run needs from the user's files, checked before any storage is opened."""
+    from stabsearch.device import resolve_device
+    from stabsearch.loader import load_model_module
+    from stabsearch.space import SearchSpace, load_space_file
+
+    module = load_model_module(model)
+    space = SearchSpace().override(module.space, source=f"{module.source} SPACE")
+    if space_file is not None:
+        space = space.override(load_space_file(space_file), source=f"space file {space_file}")
+    return module, space, resolve_device(device)
+
+
+@cli.command()
+@click.argument("model", metavar="MODEL")
+@_study_option
+@_storage_option
+@click.option("--seed", type=click.IntRange(min=0), default=None, help="Base seed [default: the study's].")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--space", "space_file", type=click.Path(dir_okay=False), default=None, metavar="FILE", help="YAML file of search-space overrides.")
+@_confirm_options
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
+def confirm(model: str, study: str | None, storage: str | None, seed: int | None, device: str, space_file: str | None,
+            confirm: int, seeds: int, stress: float, progress: bool) -> None:
+    """Confirm a finished search of MODEL on new seeds at a longer horizon (resumes where it stopped)."""
+    from stabsearch.confirm import ConfirmSettings
+    from stabsearch.runner import SearchSettings
+    from stabsearch.storage import open_storage, pick_study_name
+
+    module, space, device_ = _load(model, space_file, device)
+    confirm_settings = ConfirmSettings(candidates=max(1, confirm), seeds=seeds, stress=stress)
+    store = open_storage(storage)
+    name = pick_study_name(store, study or (module.name if module.name in store.study_names() else None))
+    attrs = store.storage.get_study_user_attrs(store.storage.get_study_id_from_name(name))
+    if "steps" not in attrs:
+        raise UsageError(f"study {name!r} was not made by `stabsearch run`: it has no search horizon to stress")
+    settings = SearchSettings(trials=0, steps=int(attrs["steps"]), seed=attrs.get("seed", 0) if seed is None else seed,
+                              device=device_, progress=progress)
+    _confirm_and_report(module, space, store, name, settings, confirm_settings, storage)
 
 
 @cli.command()

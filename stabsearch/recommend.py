@@ -1,16 +1,21 @@
-"""Choose the configuration to recommend, with the evidence behind it.
+"""Choose the configuration to recommend, with the evidence behind it (DESIGN section 9).
 
 Pure: works on :class:`~stabsearch.records.TrialRecord` lists, no Optuna.
-Until confirmation runs exist, the recommendation is the best-scoring search
-trial whose verdict is stable, and its margin is the distance, in decades of
-learning rate, to the nearest larger learning rate the study saw go unstable.
+
+With confirmation runs (the best search configurations re-run on new seeds at
+a longer horizon), the recommendation is the configuration with the best worst
+case among those that never diverged, collapsed or left a spike unrecovered on
+any seed. It is then backed off along the learning rate: it stays a safety
+factor (default 3) below the nearest learning rate at which the study saw
+divergence, collapse or late spikes at similar eps and beta2. Without
+confirmation runs it falls back to the best stable search trial and says so.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,8 +24,10 @@ from stabsearch.errors import UsageError
 from stabsearch.records import TrialRecord
 
 UNSTABLE = ("spiky", "diverged", "plateau")
-#: Closer than this to an unstable learning rate (a factor of 3, DESIGN section 9) counts as "at the cliff".
-CLIFF_DECADES = math.log10(3.0)
+FINISHED = ("COMPLETE", "PRUNED", "FAIL")
+#: "Similar" eps and beta2 for the cliff search: within this many decades of eps and of 1 - beta2.
+EPS_DECADES = 1.0
+BETA2_DECADES = 0.5
 
 
 class NothingToRecommend(UsageError):
@@ -58,8 +65,66 @@ class Recommendation:
         }
 
 
-def recommend(records: Sequence[TrialRecord], study: str) -> Recommendation:
-    """The best stable search trial of ``records``, or :class:`NothingToRecommend`.
+def survived(runs: Sequence[TrialRecord]) -> bool:
+    """No divergence, collapse, failure or unrecovered spike on any run."""
+    return bool(runs) and all(
+        r.state != "FAIL" and r.verdict not in ("diverged", "plateau") and r.unrecovered == 0 for r in runs
+    )
+
+
+def similar(a: dict[str, Any], b: OptimConfig) -> bool:
+    """Same neighbourhood of eps and beta2, where a learning-rate cliff carries over."""
+    try:
+        eps_gap = abs(math.log10(float(a["eps"])) - math.log10(b.eps))
+        b2_gap = abs(math.log10(1 - float(a["beta2"])) - math.log10(1 - b.beta2))
+    except (KeyError, ValueError, TypeError):
+        return False
+    return eps_gap <= EPS_DECADES and b2_gap <= BETA2_DECADES
+
+
+def nearest_unstable_lr(records: Sequence[TrialRecord], config: OptimConfig) -> float | None:
+    """The smallest learning rate at or above ``config.lr`` that went unstable at similar eps and beta2."""
+    lrs = [
+        float(r.params["lr"])
+        for r in records
+        if r.verdict in UNSTABLE and "lr" in r.params and float(r.params["lr"]) >= config.lr and similar(r.params, config)
+    ]
+    return min(lrs) if lrs else None
+
+
+def back_off(records: Sequence[TrialRecord], config: OptimConfig, safety: float = 3.0) -> OptimConfig:
+    """``config`` with its learning rate at least ``safety`` times below the nearest unstable one."""
+    edge = nearest_unstable_lr(records, config)
+    if edge is None or config.lr * safety <= edge:
+        return config
+    return dataclasses.replace(config, lr=edge / safety)
+
+
+def confirmation_groups(records: Sequence[TrialRecord]) -> dict[int, list[TrialRecord]]:
+    """Finished confirmation runs of each search trial (back-off runs excluded)."""
+    groups: dict[int, list[TrialRecord]] = defaultdict(list)
+    for r in records:
+        if r.kind == "confirm" and not r.backoff and r.of is not None and r.state in FINISHED and r.failure != "interrupted":
+            groups[r.of].append(r)
+    return dict(groups)
+
+
+def choose_confirmed(records: Sequence[TrialRecord]) -> tuple[TrialRecord, list[TrialRecord]] | None:
+    """The search trial whose confirmation runs all survived with the best worst score."""
+    by_number = {r.number: r for r in records}
+    passing = [(runs, by_number[n]) for n, runs in confirmation_groups(records).items() if n in by_number and survived(runs)]
+    if not passing:
+        return None
+    runs, source = min(passing, key=lambda p: max(r.score for r in p[0]))
+    return source, runs
+
+
+def recommend(records: Sequence[TrialRecord], study: str, *, safety: float = 3.0, tolerance: float = 0.5) -> Recommendation:
+    """The safe recommendation from a study's trials, or :class:`NothingToRecommend`.
+
+    ``safety`` is the back-off factor below the nearest unstable learning rate;
+    ``tolerance`` (decades of score) defines the basin of learning rates
+    that did about as well as the best worst case.
 
     Example:
         >>> recommend([], "empty")
@@ -67,36 +132,71 @@ def recommend(records: Sequence[TrialRecord], study: str) -> Recommendation:
         ...
         stabsearch.recommend.NothingToRecommend: study 'empty' has no finished search trials yet; run `stabsearch run` first
     """
-    search = [r for r in records if r.kind == "search" and r.state in ("COMPLETE", "PRUNED", "FAIL")]
+    if safety < 1:
+        raise ValueError(f"safety must be at least 1, got {safety}")
+    search = [r for r in records if r.kind == "search" and r.state in FINISHED]
     stable = [r for r in search if r.verdict == "stable" and r.state == "COMPLETE" and r.score is not None]
     if not stable:
         raise NothingToRecommend(_nothing_message(search, study))
-    best = min(stable, key=lambda r: r.score)
-    config = OptimConfig.from_dict(best.params)
-    edge = nearest_unstable_lr(search, config.lr)
-    margin = math.log10(edge / config.lr) if edge is not None else None
-    evidence = {
-        "trial": best.number,
-        "seeds": [best.seed],
-        "horizon": best.steps,
-        "spikes": best.spikes,
-        "divergences": 0,
-        "final_loss": best.final_loss,
-        "score": best.score,
+    groups = confirmation_groups(records)
+    chosen = choose_confirmed(records)
+    if groups and chosen is None:
+        raise NothingToRecommend(
+            f"study {study!r}: none of the {len(groups)} best configurations survived confirmation on new seeds "
+            "(each diverged, collapsed or kept a spike on some seed); nothing safe to recommend. "
+            "Narrow the space to lower learning rates or larger eps and run again"
+        )
+    if chosen is None:
+        source, runs = min(stable, key=lambda r: r.score), []
+        worst = source.score
+    else:
+        source, runs = chosen
+        worst = max(r.score for r in runs)
+    best = OptimConfig.from_dict(source.params)
+    config = back_off(records, best, safety)
+    edge = nearest_unstable_lr(records, best)
+    evidence: dict[str, Any] = {
+        "trial": source.number,
+        "confirmed": bool(runs),
+        "seeds": sorted({r.seed for r in runs}) if runs else [source.seed],
+        "horizon": max((r.steps or 0) for r in runs) if runs else source.steps,
+        "spikes": sum(r.spikes for r in runs) if runs else source.spikes,
+        "divergences": sum(r.verdict == "diverged" for r in runs),
+        "final_loss": max((r.final_loss for r in runs if r.final_loss is not None), default=source.final_loss),
+        "worst_score": worst,
+        "search_score": source.score,
+        "candidates_confirmed": len(groups),
         "stable_trials": len(stable),
-        "unstable_trials": sum(r.verdict in UNSTABLE for r in search),
+        "unstable_trials": sum(r.verdict in UNSTABLE for r in records),
+        "basin_lr": _basin(stable, best, worst, tolerance),
         "nearest_unstable_lr": edge,
-        "margin_decades": None if margin is None else round(margin, 3),
-        "at_cliff": margin is not None and margin < CLIFF_DECADES,
-        "confirmed": False,
+        "margin_decades": None if edge is None else round(math.log10(edge / config.lr), 3),
+        "at_cliff": edge is not None and best.lr * safety > edge,
+        "backed_off_from": best.lr if config.lr != best.lr else None,
+        "backoff_check": _backoff_check(records, config),
     }
-    return Recommendation(study=study, config=config, total_steps=best.steps or 0, evidence=evidence)
+    horizon = evidence["horizon"] or source.steps or 0
+    return Recommendation(study=study, config=config, total_steps=int(horizon), evidence=evidence)
 
 
-def nearest_unstable_lr(records: Sequence[TrialRecord], lr: float) -> float | None:
-    """The smallest learning rate above ``lr`` whose trial went unstable (None if none did)."""
-    above = [float(r.params["lr"]) for r in records if r.verdict in UNSTABLE and float(r.params.get("lr", 0)) > lr]
-    return min(above) if above else None
+def _basin(stable: Sequence[TrialRecord], best: OptimConfig, worst: float, tolerance: float) -> list[float]:
+    """Learning rates of stable search trials at similar eps/beta2 scoring within ``tolerance`` of ``worst``."""
+    lrs = [float(r.params["lr"]) for r in stable if r.score <= worst + tolerance and similar(r.params, best)]
+    lrs.append(best.lr)
+    return [min(lrs), max(lrs)]
+
+
+def _backoff_check(records: Sequence[TrialRecord], config: OptimConfig) -> dict[str, Any] | None:
+    """What the confirmation runs of the backed-off configuration showed, if any were made."""
+    runs = [r for r in records if r.backoff and r.state in FINISHED and math.isclose(float(r.params.get("lr", -1)), config.lr, rel_tol=1e-9)]
+    if not runs:
+        return None
+    return {
+        "seeds": sorted({r.seed for r in runs}),
+        "spikes": sum(r.spikes for r in runs),
+        "divergences": sum(r.verdict == "diverged" for r in runs),
+        "survived": survived(runs),
+    }
 
 
 def _nothing_message(search: Sequence[TrialRecord], study: str) -> str:

@@ -32,6 +32,10 @@ class TrialRecord:
     steps: int | None = None
     steps_run: int | None = None
     diverged_at: int | None = None
+    unrecovered: int = 0
+    predicted_unstable: bool = False
+    of: int | None = None
+    backoff: bool = False
     failure: str | None = None
     error: str | None = None
 
@@ -73,6 +77,10 @@ def trial_record(trial: FrozenTrial) -> TrialRecord:
         steps=attrs.get("steps"),
         steps_run=attrs.get("steps_run"),
         diverged_at=attrs.get("diverged_at"),
+        unrecovered=int(attrs.get("unrecovered", 0)),
+        predicted_unstable=bool(attrs.get("predicted_unstable", False)),
+        of=attrs.get("of"),
+        backoff=bool(attrs.get("backoff", False)),
         failure=attrs.get("failure"),
         error=attrs.get("error"),
     )

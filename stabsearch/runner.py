@@ -169,15 +169,24 @@ def run_trial(
     space: SearchSpace,
     storage: Storage,
     settings: SearchSettings,
+    *,
+    kind: str = "search",
+    seed: int | None = None,
+    steps: int | None = None,
+    config: OptimConfig | None = None,
+    attrs: dict[str, Any] | None = None,
 ) -> str:
-    """Train one asked trial and tell its result; returns its verdict."""
-    config = sample(space, trial)
-    steps = settings.steps
-    trial.set_user_attr("kind", "search")
-    trial.set_user_attr("config", config.to_dict())
-    trial.set_user_attr("seed", settings.seed)
-    trial.set_user_attr("steps", steps)
-    trial.set_user_attr("device", str(settings.device))
+    """Train one trial and tell its result; returns its verdict.
+
+    Search trials sample their configuration from ``space``; confirmation runs
+    pass ``config``, a new ``seed`` and a longer ``steps``, and are tagged by ``kind``.
+    """
+    config = config or sample(space, trial)
+    steps = steps or settings.steps
+    seed = settings.seed if seed is None else seed
+    for key, value in {"kind": kind, "config": config.to_dict(), "seed": seed, "steps": steps,
+                       "device": str(settings.device), **(attrs or {})}.items():
+        trial.set_user_attr(key, value)
     every = max(1, steps // _REPORTS_PER_TRIAL)
 
     def on_progress(step: int, loss: float) -> None:
@@ -186,7 +195,7 @@ def run_trial(
 
     try:
         result = train_trial(
-            module, config, steps=steps, seed=settings.seed, device=settings.device,
+            module, config, steps=steps, seed=seed, device=settings.device,
             options=settings.options, on_progress=on_progress,
         )
         if result.steps_run == 0:
@@ -202,6 +211,11 @@ def run_trial(
     if warning.predicted_unstable and analysis.verdict != "diverged":
         score += settings.warning_penalty
     _store(trial, storage, result, analysis, warning, score)
+    # Late spikes and a predicted blow-up are violated constraints (feasible when <= 0), written in the
+    # list format that optuna-dashboard reads; TPE and best_trial then prefer feasible trials.
+    trial.storage.set_trial_system_attr(
+        trial._trial_id, "constraints", [float(analysis.late_spikes), 1.0 if warning.predicted_unstable else 0.0]
+    )
     if analysis.verdict in UNSTABLE:
         trial.report(score, steps)
         study.tell(trial, state=TrialState.PRUNED)

@@ -26,8 +26,16 @@ def test_run_trials_recommend(workdir, cli):
     assert (workdir / "studies" / "stabsearch.db").exists()
 
     r = cli("trials", "--format", "json")
-    rows = json.loads(r.out)
+    everything = json.loads(r.out)
+    rows = [t for t in everything if t["kind"] == "search"]
+    confirms = [t for t in everything if t["kind"] == "confirm"]
     assert [t["number"] for t in rows] == list(range(6))
+    # The 3 best search trials were re-run on 3 new seeds at twice the steps.
+    assert len(confirms) >= 9 and {t["seed"] for t in confirms} >= {1000, 1001, 1002}
+    assert all(t["steps"] == 240 for t in confirms)
+    assert {t["of"] for t in confirms if not t["backoff"]} == {
+        t["number"] for t in sorted((t for t in rows if t["state"] == "COMPLETE"), key=lambda t: t["score"])[:3]
+    }
     for t in rows:
         assert set(t) >= {"number", "state", "verdict", "score", "final_loss", "spikes", "params"}
         assert t["verdict"] in {"stable", "spiky", "diverged", "plateau", "failed"}
@@ -40,18 +48,18 @@ def test_run_trials_recommend(workdir, cli):
     as_toml = tomllib.loads(cli("recommend", "--format", "toml").out)
     for key in ("optimizer", "lr", "eps", "betas", "weight_decay", "schedule"):
         assert as_yaml[key] == as_json[key] == as_toml[key], key
-    best = min((t for t in rows if t["verdict"] == "stable"), key=lambda t: t["score"])
-    assert as_json["lr"] == best["params"]["lr"]
-    assert as_json["evidence"]["trial"] == best["number"]
+    assert as_json["evidence"]["confirmed"] and as_json["evidence"]["seeds"] == [1000, 1001, 1002]
+    source = rows[as_json["evidence"]["trial"]]
+    assert as_json["eps"] == source["params"]["eps"] and as_json["lr"] <= source["params"]["lr"]
 
     csv_out = cli("trials", "--format", "csv").out.splitlines()
-    assert csv_out[0].startswith("number,kind,state,verdict") and len(csv_out) == 7
+    assert csv_out[0].startswith("number,kind,state,verdict") and len(csv_out) == len(everything) + 1
     assert "verdict" in cli("trials").out
     assert "tiny" in cli("studies").out
 
 
 def test_recommend_python_builds_the_same_optimizer(workdir, cli, tmp_path):
-    assert cli("run", module_path("tiny"), "--trials", "4", "--no-progress").code == 0
+    assert cli("run", module_path("tiny"), "--trials", "4", "--no-progress", "--confirm", "0").code == 0
     values = json.loads(cli("recommend", "--format", "json").out)
     code = cli("recommend", "--format", "python").out
     script = tmp_path / "rec.py"
@@ -69,19 +77,19 @@ def test_recommend_python_builds_the_same_optimizer(workdir, cli, tmp_path):
 
 
 def test_resume_reaches_the_requested_count_without_touching_old_trials(workdir, cli):
-    assert cli("run", module_path("tiny"), "--trials", "3", "--no-progress").code == 0
+    assert cli("run", module_path("tiny"), "--trials", "3", "--no-progress", "--confirm", "0").code == 0
     first = json.loads(cli("trials", "--format", "json").out)
-    assert cli("run", module_path("tiny"), "--trials", "5", "--no-progress").code == 0
+    assert cli("run", module_path("tiny"), "--trials", "5", "--no-progress", "--confirm", "0").code == 0
     second = json.loads(cli("trials", "--format", "json").out)
     assert len(second) == 5 and second[:3] == first
     # New trials are not replays of the first ones (the sampler is re-seeded past them).
     assert {t["params"]["lr"] for t in second[3:]}.isdisjoint({t["params"]["lr"] for t in first})
-    r = cli("run", module_path("tiny"), "--trials", "5", "--no-progress")
+    r = cli("run", module_path("tiny"), "--trials", "5", "--no-progress", "--confirm", "0")
     assert r.code == 0 and len(json.loads(cli("trials", "--format", "json").out)) == 5
 
 
 def test_user_code_error_fails_only_that_trial(workdir, cli):
-    r = cli("run", module_path("flaky"), "--trials", "4", "--no-progress")
+    r = cli("run", module_path("flaky"), "--trials", "4", "--no-progress", "--confirm", "0")
     assert r.code == 0, r.err
     rows = json.loads(cli("trials", "--format", "json").out)
     failed = [t for t in rows if t["state"] == "FAIL"]
@@ -96,14 +104,14 @@ def test_user_code_error_fails_only_that_trial(workdir, cli):
 
 
 def test_ctrl_c_leaves_nothing_running_and_resume_reruns_it(workdir, cli):
-    r = cli("run", module_path("interrupt"), "--trials", "4", "--no-progress")
+    r = cli("run", module_path("interrupt"), "--trials", "4", "--no-progress", "--confirm", "0")
     assert r.code == 130
     rows = json.loads(cli("trials", "--format", "json").out)
     assert [t["state"] for t in rows] == ["COMPLETE", "COMPLETE", "FAIL", "WAITING"]
     assert rows[2]["failure"] == "interrupted"
     assert rows[3]["params"] == {} or rows[3]["verdict"] == "waiting"
 
-    r = cli("run", module_path("interrupt"), "--trials", "4", "--no-progress")
+    r = cli("run", module_path("interrupt"), "--trials", "4", "--no-progress", "--confirm", "0")
     assert r.code == 0, r.err
     rows = json.loads(cli("trials", "--format", "json").out)
     assert not [t for t in rows if t["state"] in ("RUNNING", "WAITING")]
@@ -112,7 +120,7 @@ def test_ctrl_c_leaves_nothing_running_and_resume_reruns_it(workdir, cli):
 
 
 def test_custom_train_loop(workdir, cli):
-    r = cli("run", module_path("custom_loop"), "--trials", "2", "--steps", "30", "--seed", "7", "--no-progress")
+    r = cli("run", module_path("custom_loop"), "--trials", "2", "--steps", "30", "--seed", "7", "--no-progress", "--confirm", "0")
     assert r.code == 0, r.err
     rows = json.loads(cli("trials", "--format", "json").out)
     assert all(t["verdict"] in ("stable", "spiky", "diverged") for t in rows)
@@ -120,7 +128,7 @@ def test_custom_train_loop(workdir, cli):
 
 
 def test_timeout_stops_starting_trials(workdir, cli):
-    r = cli("run", module_path("tiny"), "--trials", "500", "--timeout", "1", "--no-progress")
+    r = cli("run", module_path("tiny"), "--trials", "500", "--timeout", "1", "--no-progress", "--confirm", "0")
     assert r.code == 0 and "timeout reached" in r.err
     assert 1 <= len(json.loads(cli("trials", "--format", "json").out)) < 500
 
@@ -132,7 +140,7 @@ def study_template(tmp_path_factory):
     old = os.getcwd()
     os.chdir(home)
     try:
-        main(["run", module_path("tiny"), "--trials", "2", "--no-progress"])
+        main(["run", module_path("tiny"), "--trials", "2", "--no-progress", "--confirm", "0"])
     finally:
         os.chdir(old)
     return home / "studies"

@@ -1,0 +1,143 @@
+"""The confirmation stage: re-run the best configurations on new seeds at a longer horizon.
+
+A single short run on one seed cannot show late instability, so the best
+``candidates`` search trials are each trained again on ``seeds`` new seeds for
+``stress`` times the search steps. Then the back-off configuration that
+:func:`stabsearch.recommend.recommend` would pick is confirmed the same way,
+when it differs. Runs are trials of the same study, tagged ``kind=confirm``
+with the number of the search trial they check (``of``), so ``trials`` and the
+dashboard show them apart. Finished runs are never repeated, so an interrupted
+confirmation resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+from tqdm import tqdm
+
+from stabsearch.config import OptimConfig
+from stabsearch.loader import ModelModule
+from stabsearch.recommend import back_off, choose_confirmed
+from stabsearch.records import study_records
+from stabsearch.runner import NOT_COUNTED, SearchSettings, open_search_study, run_trial
+from stabsearch.space import SearchSpace
+from stabsearch.storage import Storage
+
+
+@dataclasses.dataclass(frozen=True)
+class ConfirmSettings:
+    """How hard to check the best configurations."""
+
+    candidates: int = 3
+    seeds: int = 3
+    stress: float = 2.0
+    safety: float = 3.0
+
+    def __post_init__(self) -> None:
+        if self.candidates < 0 or self.seeds < 1 or self.stress <= 0 or self.safety < 1:
+            raise ValueError(f"invalid confirmation settings {self}")
+
+
+@dataclasses.dataclass
+class ConfirmSummary:
+    runs: int = 0
+    skipped: int = 0
+    interrupted: bool = False
+
+
+def confirmation_seeds(base: int, count: int) -> list[int]:
+    """Seeds no search trial used (search trials all use ``base``)."""
+    return [base + 1000 + i for i in range(count)]
+
+
+def _key(config: dict, seed: int, steps: int) -> str:
+    return json.dumps([config, seed, steps], sort_keys=True)
+
+
+def _done(trials: list[FrozenTrial]) -> set[str]:
+    return {
+        _key(t.user_attrs["config"], t.user_attrs["seed"], t.user_attrs["steps"])
+        for t in trials
+        if t.user_attrs.get("kind") == "confirm"
+        and t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+        and t.user_attrs.get("failure") not in NOT_COUNTED
+    }
+
+
+def _new_trial(study: optuna.Study, source: FrozenTrial, config: OptimConfig) -> optuna.Trial:
+    """A RUNNING trial carrying ``source``'s parameters (with ``config``'s learning rate)."""
+    params, dists = dict(source.params), dict(source.distributions)
+    if "lr" in params and params["lr"] != config.lr:
+        if dists["lr"].low <= config.lr <= dists["lr"].high:
+            params["lr"] = config.lr
+        else:  # below the searched range: the trial's config attribute still records it
+            params.pop("lr"), dists.pop("lr")
+    template = optuna.trial.create_trial(state=TrialState.RUNNING, params=params, distributions=dists)
+    trial_id = study._storage.create_new_trial(study._study_id, template_trial=template)
+    return optuna.Trial(study, trial_id)
+
+
+def run_confirmation(
+    module: ModelModule, space: SearchSpace, storage: Storage, study_name: str,
+    settings: SearchSettings, confirm: ConfirmSettings,
+) -> ConfirmSummary:
+    """Confirm the best search configurations, then the backed-off recommendation."""
+    summary = ConfirmSummary()
+    if confirm.candidates == 0:
+        return summary
+    study = open_search_study(storage, study_name, module, space, settings)
+    trials = study.get_trials(deepcopy=False)
+    best = sorted(
+        (t for t in trials if t.user_attrs.get("kind", "search") == "search" and t.state == TrialState.COMPLETE),
+        key=lambda t: t.value,
+    )[: confirm.candidates]
+    horizon = max(1, round(confirm.stress * settings.steps))
+    seeds = confirmation_seeds(settings.seed, confirm.seeds)
+    jobs = [(t, OptimConfig.from_dict(t.user_attrs["config"]), s, False) for t in best for s in seeds]
+    summary = _run_jobs(study, jobs, module, space, storage, settings, horizon, summary, "confirm")
+    if summary.interrupted:
+        return summary
+    records = study_records(study)
+    chosen = choose_confirmed(records)
+    if chosen is None:
+        return summary
+    source_record, _ = chosen
+    config = OptimConfig.from_dict(source_record.params)
+    safe = back_off(records, config, confirm.safety)
+    if safe != config:
+        source = study.trials[source_record.number]
+        summary = _run_jobs(study, [(source, safe, s, True) for s in seeds], module, space, storage, settings, horizon, summary, "back-off")
+    return summary
+
+
+def _run_jobs(study, jobs, module, space, storage, settings, horizon, summary, label):  # noqa: ANN001, ANN202
+    done = _done(study.get_trials(deepcopy=False))
+    todo = [j for j in jobs if _key(j[1].to_dict(), j[2], horizon) not in done]
+    summary.skipped += len(jobs) - len(todo)
+    bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), unit="run", desc=label,
+               disable=None if settings.progress else True, dynamic_ncols=True)
+    trial = None
+    try:
+        for source, config, seed, is_backoff in todo:
+            trial = _new_trial(study, source, config)
+            attrs = {"of": source.number, "backoff": is_backoff}
+            run_trial(study, trial, module, space, storage, settings, kind="confirm", seed=seed, steps=horizon, config=config, attrs=attrs)
+            trial = None
+            summary.runs += 1
+            bar.update(1)
+    except KeyboardInterrupt:
+        summary.interrupted = True
+        if trial is not None:
+            try:
+                trial.set_user_attr("failure", "interrupted")
+                trial.set_user_attr("verdict", "failed")
+                study.tell(trial, state=TrialState.FAIL)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                pass
+    finally:
+        bar.close()
+    return summary

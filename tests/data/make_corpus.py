@@ -1,0 +1,487 @@
+"""Rebuild the labelled loss-curve corpus in ``tests/data/corpus/``.
+
+    python tests/data/make_corpus.py              # every curve
+    python tests/data/make_corpus.py --hand-only  # only the hand-made curves (no training)
+
+Each curve is one CSV (``step,loss``) and one entry of ``corpus/labels.json``::
+
+    {"verdict": "stable" | "spiky" | "diverged" | "plateau",
+     "events": [true spike steps],          # where each true spike starts
+     "diverged_at": step or null,
+     "classes": K or null,                  # pass as --classes K
+     "warmup": N,                           # pass as --warmup N (steps)
+     "recipe": "how it was made",
+     "source": "hand-made" | "objective"}
+
+Two kinds of curve:
+
+* **hand-made** (``HAND_MADE``): a smooth trend times multiplicative mini-batch
+  noise, drawn from ``numpy.random.default_rng(seed)`` with a fixed seed, plus
+  injected events. The labels are *by construction*: an event's step is the
+  step where the injected spike starts, and ``diverged_at`` follows DESIGN
+  section 6's bare rule (see ``design_divergence``). Values are written with
+  7 significant digits and the functions return exactly the rounded values,
+  so ``tests/test_corpus.py`` can check that regenerating a hand-made curve
+  gives the stored file byte for byte.
+* **objective** (``OBJECTIVE_RUNS``): real runs of the model modules in
+  ``objectives/`` trained with stabsearch's own trainer (``train_trial``, on
+  CPU, fixed seed; float32 losses written with 9 significant digits, which
+  round-trips float32). Their labels come from a transparent rule written
+  here and independent of stabsearch's spike detector (``true_events``,
+  ``design_divergence``, ``label_verdict``), checked by eye on plots. They may
+  differ across machines by float noise, so the test only checks that the
+  stored file loads and matches its label.
+
+The labels say what a careful engineer would call the curve, not what
+stabsearch's detector happens to find; ``bench/detectors.py`` measures the
+detectors against them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+CORPUS = HERE / "corpus"
+LABELS = CORPUS / "labels.json"
+ROOT = HERE.parent.parent
+
+HAND_DIGITS = 7  # significant digits of hand-made values
+RUN_DIGITS = 9  # significant digits of trained (float32) values: exact round trip
+
+L0 = 2.3  # starting loss of most hand-made curves (about ln 10)
+
+
+# --------------------------------------------------------------------------- shared pieces
+
+
+@dataclasses.dataclass
+class Curve:
+    name: str
+    losses: np.ndarray
+    steps: np.ndarray
+    label: dict
+
+    def csv(self, digits: int) -> str:
+        return csv_text(self.steps, self.losses, digits)
+
+
+def csv_text(steps: np.ndarray, losses: np.ndarray, digits: int) -> str:
+    """The file's text: a ``step,loss`` header and one row per logged value."""
+    rows = ["step,loss"]
+    rows += [f"{int(s)},{float(v):.{digits}g}" for s, v in zip(steps, losses)]
+    return "\n".join(rows) + "\n"
+
+
+def rounded(x: np.ndarray, digits: int = HAND_DIGITS) -> np.ndarray:
+    """``x`` rounded to ``digits`` significant digits, exactly as the CSV stores it."""
+    return np.array([float(f"{float(v):.{digits}g}") for v in x], dtype=np.float64)
+
+
+def design_divergence(losses: np.ndarray, steps: np.ndarray, *, chance: float | None = None, warmup: int = 0, run: int = 5) -> int | None:
+    """DESIGN section 6's divergence rule, bare (no noise margin), as a step.
+
+    The first non-finite value; or, at or after ``warmup``, the first of
+    ``run`` consecutive values above ``max(L0, chance)`` with ``L0`` the median
+    of the first 5 values. Written here independently of stabsearch.
+    """
+    x = np.asarray(losses, dtype=np.float64)
+    bad = np.flatnonzero(~np.isfinite(x))
+    first_bad = int(bad[0]) if bad.size else None
+    head = x[:5][np.isfinite(x[:5])]
+    limit = max(float(np.median(head)), chance or -math.inf)
+    count, start = 0, None
+    for i, v in enumerate(x):
+        if steps[i] >= warmup and np.isfinite(v) and v > limit:
+            count += 1
+            if count == run:
+                start = i - run + 1
+                break
+        else:
+            count = 0
+    hits = [i for i in (first_bad, start) if i is not None]
+    return int(steps[min(hits)]) if hits else None
+
+
+def crossing(noiseless: np.ndarray, steps: np.ndarray, start: float) -> int:
+    """Step where the noise-free curve first rises above ``start`` (its own starting value).
+
+    The true divergence step of a hand-made curve that rises past its start:
+    DESIGN's rule (a loss above L0) applied to the curve without its noise.
+    """
+    above = np.flatnonzero(np.asarray(noiseless) > start)
+    return int(steps[above[0]])
+
+
+def label(verdict: str, events: list[int], recipe: str, *, diverged_at: int | None = None, classes: int | None = None,
+          warmup: int = 0, source: str = "hand-made") -> dict:
+    return {
+        "verdict": verdict,
+        "events": [int(e) for e in events],
+        "diverged_at": None if diverged_at is None else int(diverged_at),
+        "classes": classes,
+        "warmup": int(warmup),
+        "recipe": recipe,
+        "source": source,
+    }
+
+
+def exp_trend(n: int, *, start: float = L0, floor: float = 0.05, tau: float = 300.0) -> np.ndarray:
+    """``(start - floor) * exp(-t / tau) + floor``."""
+    t = np.arange(n, dtype=np.float64)
+    return (start - floor) * np.exp(-t / tau) + floor
+
+
+def lognormal(rng: np.random.Generator, n: int, sigma: float) -> np.ndarray:
+    """Multiplicative mini-batch noise with median 1: ``exp(sigma * N(0, 1))``."""
+    return np.exp(sigma * rng.standard_normal(n))
+
+
+def spike(n: int, at: int, factor: float, *, tau: float = 6.0, settle: float = 1.0) -> np.ndarray:
+    """A multiplier that jumps to ``factor`` at ``at`` and relaxes to ``settle``.
+
+    ``log m(t) = log(settle) + (log(factor) - log(settle)) * exp(-(t - at) / tau)``
+    for ``t >= at``, 1 before. ``settle=1`` is a spike that recovers (within
+    1.15x after ``tau * ln(ln(factor) / ln(1.15))`` steps); ``settle > 1`` one
+    that lands on a raised level and never recovers.
+    """
+    t = np.arange(n, dtype=np.float64)
+    m = np.ones(n)
+    after = t >= at
+    m[after] = np.exp(math.log(settle) + (math.log(factor) - math.log(settle)) * np.exp(-(t[after] - at) / tau))
+    return m
+
+
+def steps_of(n: int, every: int = 1) -> np.ndarray:
+    return np.arange(n, dtype=np.int64) * every
+
+
+# --------------------------------------------------------------------------- hand-made curves
+#
+# Every function builds one curve from its own seeded generator. The recipe
+# string repeats the parameters so that labels.json alone tells how to make it.
+
+
+def clean_lognormal_030() -> Curve:
+    rng = np.random.default_rng(101)
+    n = 3000
+    x = rounded(exp_trend(n, tau=300) * lognormal(rng, n, 0.3))
+    return Curve("clean_lognormal_030", x, steps_of(n), label(
+        "stable", [], "2.25*exp(-t/300)+0.05 times lognormal noise sigma=0.3 (seed 101); no event"))
+
+
+def clean_lognormal_040() -> Curve:
+    rng = np.random.default_rng(102)
+    n = 3000
+    t = np.arange(n, dtype=np.float64)
+    trend = 2.28 / (1 + t / 50) ** 0.7 + 0.02
+    x = rounded(trend * lognormal(rng, n, 0.4))
+    return Curve("clean_lognormal_040", x, steps_of(n), label(
+        "stable", [], "power law 2.28/(1+t/50)^0.7+0.02 times lognormal noise sigma=0.4 (seed 102); no event"))
+
+
+def clean_lognormal_050() -> Curve:
+    rng = np.random.default_rng(103)
+    n = 3000
+    x = rounded(exp_trend(n, floor=0.3, tau=400) * lognormal(rng, n, 0.5))
+    return Curve("clean_lognormal_050", x, steps_of(n), label(
+        "stable", [], "2.0*exp(-t/400)+0.3 (a hard task, high floor) times lognormal noise sigma=0.5 (seed 103); no event"))
+
+
+def clean_student_t() -> Curve:
+    rng = np.random.default_rng(104)
+    n = 3000
+    noise = np.exp(0.15 * rng.standard_t(3, n))
+    x = rounded(exp_trend(n, tau=250) * noise)
+    return Curve("clean_student_t", x, steps_of(n), label(
+        "stable", [], "2.25*exp(-t/250)+0.05 times exp(0.15*T) with T Student-t, 3 degrees of freedom "
+        "(heavy-tailed mini-batch noise, seed 104); no event: the outliers are noise draws, not a change in the run"))
+
+
+def clean_tiny_drift() -> Curve:
+    rng = np.random.default_rng(105)
+    n = 3000
+    t = np.arange(n, dtype=np.float64)
+    converge = np.geomspace(L0, 1e-10, 400)
+    # Drift: log10(loss) wanders between -12 and -9 (two slow sines), plus lognormal noise sigma=0.3
+    log10 = -10.5 + 1.0 * np.sin(t / 170) + 0.35 * np.sin(t / 47 + 1.0)
+    drift = 10.0 ** log10 * lognormal(rng, n, 0.3)
+    drift = np.clip(drift, 1e-12, 1e-9)
+    x = rounded(np.concatenate([converge, drift[400:]]))
+    return Curve("clean_tiny_drift", x, steps_of(n), label(
+        "stable", [], "geometric fall from 2.3 to 1e-10 over 400 steps, then 10^(-10.5+sin(t/170)+0.35 sin(t/47+1)) "
+        "times lognormal sigma=0.3 (seed 105), clipped to [1e-12, 1e-9]: a converged run wiggling near zero; no event"))
+
+
+def clean_lr_drops() -> Curve:
+    rng = np.random.default_rng(106)
+    n = 3000
+    t = np.arange(n, dtype=np.float64)
+    trend = exp_trend(n, floor=0.4, tau=200)
+    trend = trend * np.where(t >= 1000, 0.5, 1.0) * np.where(t >= 2000, 0.5, 1.0)
+    x = rounded(trend * lognormal(rng, n, 0.2))
+    return Curve("clean_lr_drops", x, steps_of(n), label(
+        "stable", [], "1.9*exp(-t/200)+0.4, halved at steps 1000 and 2000 (step learning-rate drops), times lognormal "
+        "sigma=0.2 (seed 106); sudden drops are not spikes; no event"))
+
+
+def clean_logged_every_10() -> Curve:
+    rng = np.random.default_rng(107)
+    n = 3000
+    x = rounded(exp_trend(n, tau=300) * lognormal(rng, n, 0.3))
+    return Curve("clean_logged_every_10", x, steps_of(n, 10), label(
+        "stable", [], "steps 0,10,...,29990: 2.25*exp(-i/300)+0.05 (i the row) times lognormal sigma=0.3 (seed 107); no event"))
+
+
+def clean_warmup_bump() -> Curve:
+    rng = np.random.default_rng(108)
+    n = 3000
+    t = np.arange(n, dtype=np.float64)
+    bump = 1 + 0.1 * np.exp(-((t - 40) / 20) ** 2)  # a smooth 10% rise while the learning rate warms up
+    x = rounded(exp_trend(n, tau=300) * bump * lognormal(rng, n, 0.1))
+    return Curve("clean_warmup_bump", x, steps_of(n), label(
+        "stable", [], "2.25*exp(-t/300)+0.05 times a smooth 10% Gaussian bump at step 40 (width 20) during a 300-step "
+        "warmup, times lognormal sigma=0.1 (seed 108); a slow wiggle is not a spike; no event", warmup=300))
+
+
+def clean_classes10() -> Curve:
+    rng = np.random.default_rng(109)
+    n = 3000
+    x = rounded(exp_trend(n, start=math.log(10), floor=0.4, tau=500) * lognormal(rng, n, 0.15))
+    return Curve("clean_classes10", x, steps_of(n), label(
+        "stable", [], "10-class run that learns: (ln 10-0.4)*exp(-t/500)+0.4 times lognormal sigma=0.15 (seed 109); "
+        "not at chance; no event", classes=10))
+
+
+def spiky_late_recovering() -> Curve:
+    rng = np.random.default_rng(201)
+    n = 3000
+    m = spike(n, 1800, 50.0, tau=8) * spike(n, 2500, 200.0, tau=1.5)
+    x = rounded(exp_trend(n, tau=300) * m * lognormal(rng, n, 0.3))
+    return Curve("spiky_late_recovering", x, steps_of(n), label(
+        "spiky", [1800, 2500], "2.25*exp(-t/300)+0.05 times lognormal sigma=0.3 (seed 201), with two late spikes that "
+        "recover: x50 at step 1800 (relaxing with time constant 8 steps) and x200 at step 2500 (time constant 1.5)"))
+
+
+def spiky_late_unrecovered() -> Curve:
+    rng = np.random.default_rng(202)
+    n = 3000
+    m = spike(n, 2200, 40.0, tau=10, settle=8.0)
+    x = rounded(exp_trend(n, tau=300) * m * lognormal(rng, n, 0.2))
+    return Curve("spiky_late_unrecovered", x, steps_of(n), label(
+        "spiky", [2200], "2.25*exp(-t/300)+0.05 times lognormal sigma=0.2 (seed 202); at step 2200 a x40 spike that "
+        "settles on a level 8x the old one (about 0.4, below the starting loss: not divergence) and never recovers"))
+
+
+def spiky_late_mixed() -> Curve:
+    rng = np.random.default_rng(203)
+    n = 3000
+    m = spike(n, 1600, 100.0, tau=5) * spike(n, 2400, 30.0, tau=15, settle=5.0)
+    x = rounded(exp_trend(n, floor=0.03, tau=250) * m * lognormal(rng, n, 0.35))
+    return Curve("spiky_late_mixed", x, steps_of(n), label(
+        "spiky", [1600, 2400], "2.27*exp(-t/250)+0.03 times lognormal sigma=0.35 (seed 203); x100 spike at 1600 that "
+        "recovers (time constant 5), x30 spike at 2400 that settles 5x higher and never recovers"))
+
+
+def spiky_moderate() -> Curve:
+    rng = np.random.default_rng(204)
+    n = 3000
+    m = spike(n, 1700, 10.0, tau=4) * spike(n, 2300, 10.0, tau=4) * spike(n, 2800, 10.0, tau=4)
+    x = rounded(exp_trend(n, tau=300) * m * lognormal(rng, n, 0.3))
+    return Curve("spiky_moderate", x, steps_of(n), label(
+        "spiky", [1700, 2300, 2800], "2.25*exp(-t/300)+0.05 times lognormal sigma=0.3 (seed 204), with three moderate "
+        "late spikes of x10 (time constant 4 steps) at 1700, 2300, 2800: 7.7 noise sigmas each, plain to see on a plot"))
+
+
+def spiky_early_unrecovered() -> Curve:
+    rng = np.random.default_rng(205)
+    n = 3000
+    m = spike(n, 900, 20.0, tau=10, settle=5.0)
+    x = rounded(exp_trend(n, tau=200) * m * lognormal(rng, n, 0.2))
+    return Curve("spiky_early_unrecovered", x, steps_of(n), label(
+        "spiky", [900], "2.25*exp(-t/200)+0.05 times lognormal sigma=0.2 (seed 205); at step 900 (first half) a x20 "
+        "spike that settles 5x higher and never recovers: spiky because unrecovered"))
+
+
+def spike_after_warmup() -> Curve:
+    rng = np.random.default_rng(206)
+    n = 3000
+    t = np.arange(n, dtype=np.float64)
+    trend = 1.5 * np.exp(-t / 60) + 0.5 * np.exp(-t / 1000) + 0.05
+    m = spike(n, 230, 4.0, tau=6)
+    x = rounded(trend * m * lognormal(rng, n, 0.1))
+    return Curve("spike_after_warmup", x, steps_of(n), label(
+        "stable", [230], "1.5*exp(-t/60)+0.5*exp(-t/1000)+0.05 times lognormal sigma=0.1 (seed 206), warmup 200 steps; "
+        "at step 230, right after warmup, a x4 spike (to about 2, below the 2.3 start) that recovers (time constant "
+        "6): an event in the first half that recovers, so the verdict stays stable", warmup=200))
+
+
+def slow_late_rise() -> Curve:
+    rng = np.random.default_rng(301)
+    n = 3000
+    t = np.arange(n, dtype=np.float64)
+    rise = np.where(t >= 1500, 12.0 ** ((t - 1500) / 1500), 1.0)  # x12 over the second half
+    x = rounded(exp_trend(n, tau=250) * rise * lognormal(rng, n, 0.2))
+    return Curve("slow_late_rise", x, steps_of(n), label(
+        "stable", [], "2.25*exp(-t/250)+0.05 times lognormal sigma=0.2 (seed 301), times 12^((t-1500)/1500) from step "
+        "1500: the loss creeps up 12x (to about 0.6, below the 2.3 start) over the second half. Not a spike event "
+        "(no sudden rise), not divergence (never above L0), not a plateau: per DESIGN the verdict is stable and the "
+        "score's rise term (log10(final/best) - log10 1.5) is what penalises it"))
+
+
+def slow_rise_to_divergence() -> Curve:
+    rng = np.random.default_rng(302)
+    n = 3000
+    t = np.arange(n, dtype=np.float64)
+    rise = np.where(t >= 1000, 100.0 ** ((t - 1000) / 2000), 1.0)
+    noiseless = exp_trend(n, floor=0.1, tau=200) * rise
+    x = rounded(noiseless * lognormal(rng, n, 0.1))
+    st = steps_of(n)
+    return Curve("slow_rise_to_divergence", x, st, label(
+        "diverged", [], "2.2*exp(-t/200)+0.1 times lognormal sigma=0.1 (seed 302), times 100^((t-1000)/2000) from step "
+        "1000: a slow rise that passes the starting loss; diverged_at is where the noise-free curve rises above its "
+        "start (2.3), DESIGN's rule without the noise; no spike event", diverged_at=crossing(noiseless, st, L0)))
+
+
+def diverged_nan() -> Curve:
+    rng = np.random.default_rng(401)
+    n = 1416  # the log ends 16 values after the NaN, like the trainer's block
+    x = exp_trend(n, tau=300) * lognormal(rng, n, 0.3)
+    x[1400:] = np.nan
+    x = rounded(x)
+    return Curve("diverged_nan", x, steps_of(n), label(
+        "diverged", [], "2.25*exp(-t/300)+0.05 times lognormal sigma=0.3 (seed 401), NaN from step 1400 to the end "
+        "(16 values)", diverged_at=1400))
+
+
+def diverged_inf_blowup() -> Curve:
+    rng = np.random.default_rng(402)
+    n = 1760
+    noiseless = exp_trend(n, tau=300)
+    noiseless[1700:] *= 10.0 ** np.arange(n - 1700, dtype=np.float64)  # x10 per step from step 1700 ...
+    x = noiseless * lognormal(rng, n, 0.2)
+    x[x > np.finfo(np.float32).max] = np.inf  # ... until it overflows float32
+    x = rounded(x)
+    st = steps_of(n)
+    return Curve("diverged_inf_blowup", x, st, label(
+        "diverged", [], "2.25*exp(-t/300)+0.05 times lognormal sigma=0.2 (seed 402); from step 1700 the loss grows "
+        "10x per step until it overflows float32 (inf); diverged_at is where the noise-free curve rises above its "
+        "start (2.3), two steps after the blow-up starts", diverged_at=crossing(noiseless, st, L0)))
+
+
+def diverged_inf_sudden() -> Curve:
+    rng = np.random.default_rng(403)
+    n = 2116
+    x = exp_trend(n, tau=300) * lognormal(rng, n, 0.3)
+    x[2100:] = np.inf
+    x = rounded(x)
+    return Curve("diverged_inf_sudden", x, steps_of(n), label(
+        "diverged", [], "2.25*exp(-t/300)+0.05 times lognormal sigma=0.3 (seed 403), inf from step 2100 (an "
+        "overflow with no warning) to the end", diverged_at=2100))
+
+
+def diverged_early() -> Curve:
+    rng = np.random.default_rng(404)
+    n = 160
+    t = np.arange(n, dtype=np.float64)
+    noiseless = L0 * np.exp(t / 25)  # too high a learning rate: up from the first step
+    x = noiseless * lognormal(rng, n, 0.1)
+    x[150:] = np.nan
+    x = rounded(x)
+    st = steps_of(n)
+    return Curve("diverged_early", x, st, label(
+        "diverged", [], "2.3*exp(t/25) times lognormal sigma=0.1 (seed 404), NaN from step 150: too high a learning "
+        "rate, the loss rises from the first step; diverged_at is where the noise-free curve rises above its start "
+        "(step 1)", diverged_at=crossing(noiseless, st, L0)))
+
+
+def plateau_chance6() -> Curve:
+    rng = np.random.default_rng(501)
+    n = 3000
+    chance = math.log(6)
+    trend = chance + 0.3 * np.exp(-np.arange(n) / 15.0)
+    x = rounded(trend * lognormal(rng, n, 0.003))
+    return Curve("plateau_chance6", x, steps_of(n), label(
+        "plateau", [], "6 classes: ln 6 + 0.3*exp(-t/15) times lognormal sigma=0.003 (seed 501): the output collapses "
+        "to the class prior within 50 steps and stays at chance (ln 6 = 1.792); no event", classes=6))
+
+
+def plateau_after_collapse() -> Curve:
+    rng = np.random.default_rng(502)
+    n = 3000
+    chance = math.log(6)
+    t = np.arange(n, dtype=np.float64)
+    learn = exp_trend(n, start=chance, floor=0.6, tau=150) * lognormal(rng, n, 0.1)
+    dead = chance * lognormal(np.random.default_rng(503), n, 0.003)
+    x = rounded(np.where(t < 800, learn, dead))
+    return Curve("plateau_after_collapse", x, steps_of(n), label(
+        "plateau", [800], "6 classes: learns from ln 6 towards 0.6 ((ln 6-0.6)*exp(-t/150)+0.6, lognormal sigma=0.1, "
+        "seed 502), then at step 800 jumps back to chance ln 6 (lognormal sigma=0.003, seed 503) and stays: a sudden "
+        "rise that never recovers, labelled an event at 800; verdict plateau", classes=6))
+
+
+HAND_MADE: dict[str, Callable[[], Curve]] = {
+    f.__name__: f
+    for f in (
+        clean_lognormal_030,
+        clean_lognormal_040,
+        clean_lognormal_050,
+        clean_student_t,
+        clean_tiny_drift,
+        clean_lr_drops,
+        clean_logged_every_10,
+        clean_warmup_bump,
+        clean_classes10,
+        spiky_late_recovering,
+        spiky_late_unrecovered,
+        spiky_late_mixed,
+        spiky_moderate,
+        spiky_early_unrecovered,
+        spike_after_warmup,
+        slow_late_rise,
+        slow_rise_to_divergence,
+        diverged_nan,
+        diverged_inf_blowup,
+        diverged_inf_sudden,
+        diverged_early,
+        plateau_chance6,
+        plateau_after_collapse,
+    )
+}
+
+
+# --------------------------------------------------------------------------- objective runs
+
+
+# --------------------------------------------------------------------------- main
+
+
+def write(curve: Curve, digits: int) -> None:
+    (CORPUS / f"{curve.name}.csv").write_text(curve.csv(digits), encoding="utf-8")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--hand-only", action="store_true", help="only the hand-made curves (keep the trained ones)")
+    args = parser.parse_args(argv)
+    CORPUS.mkdir(parents=True, exist_ok=True)
+    labels = json.loads(LABELS.read_text()) if LABELS.exists() else {}
+    for name, make in HAND_MADE.items():
+        curve = make()
+        write(curve, HAND_DIGITS)
+        labels[f"{name}.csv"] = curve.label
+        print(f"{name}.csv: {curve.label['verdict']} events={curve.label['events']} diverged_at={curve.label['diverged_at']}")
+    LABELS.write_text(json.dumps(dict(sorted(labels.items())), indent=1) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
