@@ -1,0 +1,203 @@
+"""stabsearch against plain Optuna, side by side, with a check neither of them wrote.
+
+For each objective, with the same number of trials, the same steps and the
+same search space, it runs:
+
+- **stabsearch**: the search, then confirmation and the backed-off recommendation;
+- **plain Optuna** as a user would write it: TPE with the median pruner, a bare
+  training loop that reports the loss, the objective returning the last loss,
+  and a NaN left to become FAIL; its choice is ``study.best_trial``.
+
+Each method's chosen configuration is then trained on 3 new seeds at twice the
+search horizon by ``independent_check`` below, a plain torch loop with its own
+pass rule (finite throughout, never 10x above its running minimum after the
+first 10% of steps, and ending below where it started). The table reports
+whether the choice passed, its final loss, the steps spent on trials that
+diverged, and the total steps until a passing configuration was known.
+
+    python bench/versus_optuna.py                  # all three objectives, 20 trials
+    python bench/versus_optuna.py --trials 10 --objectives a
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import optuna
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from stabsearch import OptimConfig, SearchSpace, load_model_module  # noqa: E402
+from stabsearch.confirm import ConfirmSettings, run_confirmation  # noqa: E402
+from stabsearch.records import study_records  # noqa: E402
+from stabsearch.recommend import recommend  # noqa: E402
+from stabsearch.runner import SearchSettings, run_search  # noqa: E402
+from stabsearch.space import sample  # noqa: E402
+from stabsearch.storage import open_storage  # noqa: E402
+
+OBJECTIVES = {"a": "objectives/adam_late_blowup.py", "b": "objectives/softmax_chance.py", "c": "objectives/broken_lines.py"}
+CHECK_SEEDS = (7001, 7002, 7003)
+
+
+def _batches_forever(module, seed: int):
+    while True:
+        yield from module.batches(seed)
+
+
+def _optimizer(params, c: OptimConfig) -> torch.optim.Optimizer:
+    cls = torch.optim.AdamW if c.optimizer == "adamw" else torch.optim.Adam
+    return cls(params, lr=c.lr, betas=(c.beta1, c.beta2), eps=c.eps, weight_decay=c.weight_decay)
+
+
+def _lr_at(c: OptimConfig, step: int, total: int) -> float:
+    warm = round(c.warmup * total)
+    if step < warm:
+        return c.lr * (step + 1) / (warm + 1)
+    p = min(1.0, (step - warm) / max(1, total - warm))
+    factor = {"constant": 1.0, "cosine": 0.5 * (1 + math.cos(math.pi * p)), "linear": 1.0 - p}[c.schedule]
+    return c.lr * factor
+
+
+def bare_losses(module, c: OptimConfig, steps: int, seed: int, report=None) -> list[float]:  # noqa: ANN001
+    """A bare training loop with the configuration's schedule; stops at the first non-finite loss."""
+    torch.manual_seed(seed)
+    model = module.model()
+    opt = _optimizer(model.parameters(), c)
+    data = _batches_forever(module, seed)
+    losses: list[float] = []
+    for step in range(steps):
+        for group in opt.param_groups:
+            group["lr"] = _lr_at(c, step, steps)
+        loss = module.loss(model, next(data))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        value = loss.item()
+        losses.append(value)
+        if report is not None:
+            report(step, value)
+        if not math.isfinite(value):
+            break
+    return losses
+
+
+def passes(losses: list[float], steps: int) -> bool:
+    """The independent pass rule."""
+    if len(losses) < steps or not all(math.isfinite(v) for v in losses):
+        return False
+    running = math.inf
+    for i, v in enumerate(losses):
+        if i >= steps // 10 and v > 10 * running:
+            return False
+        running = min(running, v)
+    return statistics.median(losses[-max(1, steps // 20):]) < losses[0]
+
+
+def independent_check(module, c: OptimConfig, steps: int) -> tuple[bool, float]:  # noqa: ANN001
+    """Train on new seeds at twice the horizon: (all seeds pass, median final loss)."""
+    ok, finals = True, []
+    for seed in CHECK_SEEDS:
+        losses = bare_losses(module, c, 2 * steps, seed)
+        ok &= passes(losses, 2 * steps)
+        finals.append(statistics.median(losses[-max(1, steps // 10):]) if losses else math.nan)
+    return ok, statistics.median(finals)
+
+
+def run_stabsearch(path: str, trials: int, steps: int, seed: int) -> dict:
+    module = load_model_module(str(ROOT / path))
+    space = SearchSpace().override(module.space, source="module")
+    with tempfile.TemporaryDirectory() as tmp:
+        store = open_storage(f"sqlite:///{tmp}/bench.db", create=True)
+        settings = SearchSettings(trials=trials, steps=steps, seed=seed, progress=False)
+        run_search(module, space, store, "bench", settings)
+        run_confirmation(module, space, store, "bench", settings, ConfirmSettings())
+        records = study_records(optuna.load_study(study_name="bench", storage=store.storage))
+    spent = sum(r.steps_run or 0 for r in records)
+    diverged = sum(r.steps_run or 0 for r in records if r.verdict == "diverged")
+    try:
+        config = recommend(records, "bench").config
+    except Exception:
+        config = None
+    return {"config": config, "diverged_steps": diverged, "total_steps": spent, "module": module}
+
+
+def run_plain_optuna(path: str, trials: int, steps: int, seed: int) -> dict:
+    module = load_model_module(str(ROOT / path))
+    space = SearchSpace().override(module.space, source="module")
+    spent: list[tuple[int, int, bool]] = []  # (trial number, steps run, diverged)
+
+    def objective(trial: optuna.Trial) -> float:
+        c = sample(space, trial)
+        every = max(1, steps // 20)
+
+        losses: list[float] = []
+
+        def report(step: int, value: float) -> None:
+            losses.append(value)
+            if step % every == 0 and math.isfinite(value):
+                trial.report(value, step)
+                if trial.should_prune():
+                    raise optuna.TrialPruned()
+
+        try:
+            bare_losses(module, c, steps, seed, report=report)
+        finally:
+            diverged = bool(losses) and (not math.isfinite(losses[-1]) or max(losses) > 10 * losses[0])
+            spent.append((trial.number, len(losses), diverged))
+        return losses[-1]  # NaN becomes FAIL, as it does for users
+
+    warnings.filterwarnings("ignore")
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=seed), pruner=optuna.pruners.MedianPruner())
+    study.optimize(objective, n_trials=trials)
+    try:
+        best = study.best_trial
+        config = sample(space, optuna.trial.FixedTrial(best.params))
+        until = sum(n for number, n, _ in spent if number <= best.number)
+    except ValueError:
+        config, until = None, None
+    return {"config": config, "diverged_steps": sum(n for _, n, d in spent if d), "total_steps": sum(n for _, n, _ in spent), "until": until, "module": module}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--objectives", default="abc", help="which of a, b, c [default: abc]")
+    parser.add_argument("--trials", type=int, default=20)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    rows = []
+    for key in args.objectives:
+        path = OBJECTIVES[key]
+        steps = load_model_module(str(ROOT / path)).steps or 1000
+        started = time.perf_counter()
+        ours = run_stabsearch(path, args.trials, steps, args.seed)
+        plain = run_plain_optuna(path, args.trials, steps, args.seed)
+        for name, res in (("stabsearch", ours), ("plain optuna", plain)):
+            ok, final = independent_check(res["module"], res["config"], steps) if res["config"] else (False, math.nan)
+            until = res.get("until", res["total_steps"]) if ok else None
+            rows.append((Path(path).stem, name, ok, final, res["diverged_steps"], until, res["config"]))
+        print(f"# {Path(path).stem}: {time.perf_counter() - started:.0f}s", file=sys.stderr)
+    print(f"{'objective':<18} {'method':<13} {'passes':>6} {'final loss':>11} {'diverged steps':>15} {'steps to pass':>14}  chosen lr / eps")
+    for obj, name, ok, final, div, until, c in rows:
+        chosen = f"{c.lr:.2e} / {c.eps:.1e}" if c else "none"
+        print(f"{obj:<18} {name:<13} {'yes' if ok else 'NO':>6} {final:>11.3g} {div:>15} {until if until is not None else 'never':>14}  {chosen}")
+    ours = [r for r in rows if r[1] == "stabsearch"]
+    plain = [r for r in rows if r[1] == "plain optuna"]
+    share = lambda rs: sum(r[2] for r in rs) / len(rs)  # noqa: E731
+    ratio = sum(r[4] for r in ours) / max(1, sum(r[4] for r in plain))
+    print(f"share passing: stabsearch {share(ours):.2f}, plain optuna {share(plain):.2f}; "
+          f"diverged steps stabsearch/plain = {ratio:.2f} (trials={args.trials}, check seeds {list(CHECK_SEEDS)} at 2x the steps)")
+
+
+if __name__ == "__main__":
+    main()
