@@ -23,7 +23,8 @@ from stabsearch.config import OptimConfig
 from stabsearch.loader import ModelModule
 from stabsearch.recommend import back_off, choose_confirmed
 from stabsearch.records import study_records
-from stabsearch.runner import NOT_COUNTED, SearchSettings, open_search_study, run_trial
+from stabsearch.queue import NOT_COUNTED, heartbeat
+from stabsearch.runner import SearchSettings, open_search_study, run_trial
 from stabsearch.space import SearchSpace
 from stabsearch.storage import Storage
 
@@ -125,7 +126,8 @@ def _run_jobs(study, jobs, module, space, storage, settings, horizon, summary, l
         for source, config, seed, is_backoff in todo:
             trial = _new_trial(study, source, config)
             attrs = {"of": source.number, "backoff": is_backoff}
-            run_trial(study, trial, module, space, storage, settings, kind="confirm", seed=seed, steps=horizon, config=config, attrs=attrs)
+            with heartbeat(study, trial._trial_id, settings.heartbeat):
+                run_trial(study, trial, module, space, storage, settings, kind="confirm", seed=seed, steps=horizon, config=config, attrs=attrs)
             trial = None
             summary.runs += 1
             bar.update(1)

@@ -35,6 +35,7 @@ from stabsearch.early_warning import EarlyWarning, predict
 from stabsearch.schedule import lr_factor
 from stabsearch.telemetry import FIELDS as TELEMETRY_FIELDS
 from stabsearch.loader import ModelModule
+from stabsearch.queue import budget_state, claim, counts_toward_budget, heartbeat, recover_lost, reserve
 from stabsearch.records import VERDICTS
 from stabsearch.space import SearchSpace, sample
 from stabsearch.stability import Analysis, StabilityOptions, analyze
@@ -43,8 +44,6 @@ from stabsearch.trainer import TrainResult, train_trial
 
 #: Verdicts that end a trial as PRUNED (bad for the sampler, but not an error).
 UNSTABLE = frozenset({"spiky", "diverged", "plateau"})
-#: Failures that do not count towards the requested number of trials.
-NOT_COUNTED = frozenset({"interrupted", "worker lost"})
 _MAX_SPIKES_STORED = 50
 _REPORTS_PER_TRIAL = 10
 
@@ -62,6 +61,8 @@ class SearchSettings:
     progress: bool = True
     #: Added to the score (decades) of a trial the early warning predicts will blow up; 0 switches it off.
     warning_penalty: float = 1.0
+    #: Seconds between a running trial's heartbeats; a trial silent for 6 of them is recovered.
+    heartbeat: float = 10.0
 
 
 @dataclasses.dataclass
@@ -75,15 +76,6 @@ class SearchSummary:
     seconds: float
     interrupted: bool = False
     timed_out: bool = False
-
-
-def counts_toward_budget(trial: optuna.trial.FrozenTrial) -> bool:
-    """A finished search trial; interrupted or lost ones are re-run instead."""
-    if trial.user_attrs.get("kind", "search") != "search":
-        return False
-    if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
-        return True
-    return trial.state == TrialState.FAIL and trial.user_attrs.get("failure") not in NOT_COUNTED
 
 
 def _quiet_optuna() -> None:
@@ -108,29 +100,45 @@ def open_search_study(storage: Storage, name: str, module: ModelModule, space: S
 
 
 def run_search(
-    module: ModelModule, space: SearchSpace, storage: Storage, study_name: str, settings: SearchSettings
+    module: ModelModule, space: SearchSpace, storage: Storage, study_name: str, settings: SearchSettings,
+    *, reserve_slots: bool = True,
 ) -> SearchSummary:
-    """Run search trials until the study has ``settings.trials`` finished ones, or time runs out."""
+    """Run search trials until the study has ``settings.trials`` finished ones, or time runs out.
+
+    Each trial is a slot claimed from the study's queue (see :mod:`stabsearch.queue`),
+    so several processes can run this on one study. ``reserve_slots=False`` is
+    for workers whose parent reserved the slots already.
+    """
     started = time.perf_counter()
     study = open_search_study(storage, study_name, module, space, settings)
+    recover_lost(study, settings.heartbeat)
     existing = study.get_trials(deepcopy=False)
-    finished = sum(counts_toward_budget(t) for t in existing)
     verdicts: collections.Counter[str] = collections.Counter(
         t.user_attrs.get("verdict", "failed") for t in existing if counts_toward_budget(t)
     )
+    finished = budget_state(study)[0]
     summary = SearchSummary(study_name, finished, 0, dict(verdicts), 0.0)
     bar = tqdm(total=settings.trials, initial=min(finished, settings.trials), unit="trial", disable=None if settings.progress else True, dynamic_ncols=True, leave=True)
     bar.set_postfix_str(_postfix(verdicts))
     trial: optuna.Trial | None = None
     try:
-        while finished < settings.trials:
+        while True:
             if settings.timeout is not None and time.perf_counter() - started >= settings.timeout:
                 summary.timed_out = True
                 break
-            trial = study.ask()
-            verdict = run_trial(study, trial, module, space, storage, settings)
+            finished, running, waiting = budget_state(study)
+            if finished >= settings.trials:
+                break
+            if reserve_slots and waiting == 0 and finished + running < settings.trials:
+                reserve(study, settings.trials, at_most=1)  # one at a time: nothing left queued on Ctrl-C
+            trial = claim(study)
+            if trial is None:
+                if recover_lost(study, settings.heartbeat):
+                    continue
+                break  # the remaining slots are held by other workers
+            with heartbeat(study, trial._trial_id, settings.heartbeat):
+                verdict = run_trial(study, trial, module, space, storage, settings)
             trial = None
-            finished += 1
             summary.new_trials += 1
             verdicts[verdict] += 1
             bar.update(1)
@@ -141,7 +149,7 @@ def run_search(
             _abandon(study, trial, "interrupted")
     finally:
         bar.close()
-    summary.finished = finished
+    summary.finished = budget_state(study)[0]
     summary.verdicts = dict(verdicts)
     summary.seconds = time.perf_counter() - started
     return summary
@@ -159,7 +167,7 @@ def _abandon(study: optuna.Study, trial: optuna.Trial, reason: str) -> None:
     except optuna.exceptions.UpdateFinishedTrialError:
         return  # it was told just before the interrupt: nothing to redo
     study.tell(trial, state=TrialState.FAIL)
-    study.enqueue_trial(trial.params, user_attrs={"requeued_from": trial.number})
+    study.enqueue_trial(trial.params, user_attrs={"kind": "search", "requeued_from": trial.number})
 
 
 def run_trial(
