@@ -56,11 +56,15 @@ def cli() -> None:
 @click.option("--space", "space_file", type=click.Path(dir_okay=False), default=None, metavar="FILE", help="YAML file of search-space overrides.")
 @click.option("--warning-penalty", type=click.FloatRange(min=0), default=1.0, show_default=True,
               help="Decades added to the score of a trial predicted to blow up later (0: off).")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Worker processes sharing the study (one per GPU when there are several).")
+@click.option("--heartbeat", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True,
+              metavar="SECONDS", help="Heartbeat interval; a trial silent for 6 beats is recovered as 'worker lost'.")
 @_confirm_options
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
 def run(model: str, study: str | None, storage: str | None, trials: int, steps: int | None, timeout: float | None,
-        seed: int, device: str, space_file: str | None, warning_penalty: float, confirm: int, seeds: int,
-        stress: float, progress: bool) -> None:
+        seed: int, device: str, space_file: str | None, warning_penalty: float, workers: int, heartbeat: float,
+        confirm: int, seeds: int, stress: float, progress: bool) -> None:
     """Search optimizer settings for the model module MODEL (a .py file or module name).
 
     After the search, the best --confirm configurations are re-run on --seeds new
@@ -74,12 +78,17 @@ def run(model: str, study: str | None, storage: str | None, trials: int, steps: 
     confirm_settings = ConfirmSettings(candidates=confirm, seeds=seeds, stress=stress)
     settings = SearchSettings(
         trials=trials, steps=steps or module.steps or 1000, seed=seed, timeout=timeout,
-        device=device_, progress=progress, warning_penalty=warning_penalty,
+        device=device_, progress=progress, warning_penalty=warning_penalty, heartbeat=heartbeat,
     )
     store = open_storage(storage, create=True)
     name = study or module.name
     click.echo(f"study {name!r} in {store.shown}: {settings.trials} trials of {settings.steps} steps on {settings.device}", err=True)
-    summary = run_search(module, space, store, name, settings)
+    if workers > 1:
+        from stabsearch.workers import run_workers
+
+        summary = run_workers(workers, model, module, space, store, name, settings)
+    else:
+        summary = run_search(module, space, store, name, settings)
     counts = ", ".join(f"{n} {v}" for v, n in sorted(summary.verdicts.items())) or "none"
     click.echo(f"{summary.finished}/{settings.trials} trials finished ({counts}); {summary.new_trials} new in {summary.seconds:.1f}s", err=True)
     if summary.interrupted:
@@ -179,12 +188,13 @@ def _row(d: dict) -> dict:
         "score": fmt(d["score"]), "final_loss": fmt(d["final_loss"]), "spikes": d["spikes"],
         "optimizer": p.get("optimizer", ""), "lr": fmt(p.get("lr")), "eps": fmt(p.get("eps")),
         "beta1": fmt(p.get("beta1")), "beta2": fmt(p.get("beta2")), "weight_decay": fmt(p.get("weight_decay")),
-        "schedule": p.get("schedule", ""), "warmup": fmt(p.get("warmup")), "error": d.get("error") or "",
+        "schedule": p.get("schedule", ""), "warmup": fmt(p.get("warmup")),
+        "failure": d.get("failure") or "", "error": d.get("error") or "",
     }
 
 
 def _table(rows: Sequence[dict]) -> str:
-    columns = [c for c in rows[0] if c != "error" or any(r["error"] for r in rows)]
+    columns = [c for c in rows[0] if c not in ("failure", "error") or any(r[c] for r in rows)]
     widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in columns}
     lines = ["  ".join(c.ljust(widths[c]) for c in columns)]
     lines += ["  ".join(str(r[c]).ljust(widths[c]) for c in columns) for r in rows]
@@ -252,6 +262,58 @@ def studies(storage: str | None) -> None:
             "model": s.user_attrs.get("model", ""),
         })
     click.echo(_table(rows))
+
+
+@cli.command()
+@_study_option
+@_storage_option
+@click.option("--output", default=None, metavar="PATH", help="HTML file to write [default: studies/<study>.html].")
+@click.option("--dashboard/--no-dashboard", "to_dashboard", default=True, show_default=True,
+              help="Also save the figures and a summary note on the study for optuna-dashboard.")
+def report(study: str | None, storage: str | None, output: str | None, to_dashboard: bool) -> None:
+    """Write the study's safe-region report: one self-contained HTML file that works offline."""
+    from pathlib import Path
+
+    from stabsearch.report import build_report, default_report_path
+    from stabsearch.storage import load_study, open_storage
+
+    store = open_storage(storage)
+    loaded = load_study(store, study)
+    built = build_report(loaded, store)
+    path = Path(output) if output else default_report_path(loaded.study_name)
+    if path.is_dir():
+        raise UsageError(f"--output {path}: is a directory; give a file name")
+    try:
+        built.write(path)
+    except OSError as exc:
+        raise UsageError(f"--output {path}: cannot write the report ({exc.strerror or exc})") from None
+    if to_dashboard:
+        from stabsearch.dashboard import save_to_dashboard
+
+        try:
+            save_to_dashboard(loaded, built.figures, built.note_markdown)
+        except UsageError as exc:
+            click.echo(f"not saved for the dashboard: {exc}", err=True)
+    click.echo(str(path))
+
+
+@cli.command()
+@_storage_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (the dashboard has no login).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True, help="Port to listen on (0: any free port).")
+def dashboard(storage: str | None, host: str, port: int) -> None:
+    """Serve optuna-dashboard on the storage, with each trial's loss curve as an artifact (Ctrl-C stops it)."""
+    from stabsearch.dashboard import is_loopback, make_server, serve
+    from stabsearch.storage import open_storage
+
+    store = open_storage(storage)
+    server = make_server(store, host, port)
+    shown_host = f"[{host}]" if ":" in host else host
+    click.echo(f"optuna-dashboard for {store.shown} on http://{shown_host}:{server.server_port}/ (Ctrl-C to stop)", err=True)
+    if not is_loopback(host):
+        click.echo(f"warning: listening on {host}: anyone who can reach it can read, edit and delete these studies", err=True)
+    serve(server)
+    click.echo("dashboard stopped", err=True)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -195,7 +195,7 @@ def run_trial(
     for key, value in {"kind": kind, "config": config.to_dict(), "seed": seed, "steps": steps,
                        "device": str(settings.device), **(attrs or {})}.items():
         trial.set_user_attr(key, value)
-    every = max(1, steps // _REPORTS_PER_TRIAL)
+    every = max(50, steps // _REPORTS_PER_TRIAL)  # a few storage writes per trial, none for tiny runs
 
     def on_progress(step: int, loss: float) -> None:
         if step < steps and step % every == 0:

@@ -181,6 +181,16 @@ BAD_INPUTS = {
     "bad space YAML": lambda d: ["run", module_path("tiny"), "--space", _write(d / "s3.yaml", "lr: [1e-3\n")],
     "missing space file": lambda d: ["run", module_path("tiny"), "--space", str(d / "none.yaml")],
     "bad space choice": lambda d: ["run", module_path("tiny"), "--space", _write(d / "s4.yaml", "optimizer: [sgd]\n")],
+    "storage path is a directory": lambda d: ["trials", "--storage", f"sqlite:///{d}"],
+    "corrupt journal file": lambda d: ["trials", "--storage", "journal:" + _write(d / "j.log", "{not json\n")],
+    "zero workers": lambda d: ["run", module_path("tiny"), "--workers", "0"],
+    "zero heartbeat": lambda d: ["run", module_path("tiny"), "--heartbeat", "0"],
+    "zero stress": lambda d: ["run", module_path("tiny"), "--stress", "0"],
+    "zero seeds": lambda d: ["confirm", module_path("tiny"), "--seeds", "0"],
+    "confirm of an unknown study": lambda d: ["confirm", module_path("tiny"), "--study", "nope"],
+    "analyze a missing log": lambda d: ["analyze", str(d / "none.csv")],
+    "module raising at import": lambda d: ["run", _write(d / "raises.py", "raise RuntimeError('no GPU here')\n")],
+    "non-callable loss": lambda d: ["run", _write(d / "nc.py", "def model(): pass\ndef batches(s): pass\nloss = 3\n")],
 }
 
 

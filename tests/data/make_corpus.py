@@ -18,19 +18,21 @@ Two kinds of curve:
 * **hand-made** (``HAND_MADE``): a smooth trend times multiplicative mini-batch
   noise, drawn from ``numpy.random.default_rng(seed)`` with a fixed seed, plus
   injected events. The labels are *by construction*: an event's step is the
-  step where the injected spike starts, and ``diverged_at`` follows DESIGN
-  section 6's bare rule (see ``design_divergence``). Values are written with
-  7 significant digits and the functions return exactly the rounded values,
-  so ``tests/test_corpus.py`` can check that regenerating a hand-made curve
-  gives the stored file byte for byte.
+  step where the injected spike starts, and ``diverged_at`` is the first
+  non-finite value or where the noise-free curve rises above its starting
+  loss (DESIGN section 6: a loss above L0 is divergence; ``crossing``).
+  Values are written with 7 significant digits and the functions return
+  exactly the rounded values, so ``tests/test_corpus.py`` can check that
+  regenerating a hand-made curve gives the stored file byte for byte.
 * **objective** (``OBJECTIVE_RUNS``): real runs of the model modules in
   ``objectives/`` trained with stabsearch's own trainer (``train_trial``, on
-  CPU, fixed seed; float32 losses written with 9 significant digits, which
-  round-trips float32). Their labels come from a transparent rule written
-  here and independent of stabsearch's spike detector (``true_events``,
-  ``design_divergence``, ``label_verdict``), checked by eye on plots. They may
-  differ across machines by float noise, so the test only checks that the
-  stored file loads and matches its label.
+  CPU, one thread, fixed seed; float32 losses written with 9 significant
+  digits, which round-trips float32). Their labels come from the transparent
+  rule of ``label_run`` (``run_events``, ``run_divergence``), which is
+  independent of stabsearch's spike detector, and were checked by eye on
+  plots. They may differ across machines by float noise, so the test only
+  checks that the stored file loads and matches its label, and that the rule
+  applied to the stored file gives the label.
 
 The labels say what a careful engineer would call the curve, not what
 stabsearch's detector happens to find; ``bench/detectors.py`` measures the
@@ -84,31 +86,6 @@ def csv_text(steps: np.ndarray, losses: np.ndarray, digits: int) -> str:
 def rounded(x: np.ndarray, digits: int = HAND_DIGITS) -> np.ndarray:
     """``x`` rounded to ``digits`` significant digits, exactly as the CSV stores it."""
     return np.array([float(f"{float(v):.{digits}g}") for v in x], dtype=np.float64)
-
-
-def design_divergence(losses: np.ndarray, steps: np.ndarray, *, chance: float | None = None, warmup: int = 0, run: int = 5) -> int | None:
-    """DESIGN section 6's divergence rule, bare (no noise margin), as a step.
-
-    The first non-finite value; or, at or after ``warmup``, the first of
-    ``run`` consecutive values above ``max(L0, chance)`` with ``L0`` the median
-    of the first 5 values. Written here independently of stabsearch.
-    """
-    x = np.asarray(losses, dtype=np.float64)
-    bad = np.flatnonzero(~np.isfinite(x))
-    first_bad = int(bad[0]) if bad.size else None
-    head = x[:5][np.isfinite(x[:5])]
-    limit = max(float(np.median(head)), chance or -math.inf)
-    count, start = 0, None
-    for i, v in enumerate(x):
-        if steps[i] >= warmup and np.isfinite(v) and v > limit:
-            count += 1
-            if count == run:
-                start = i - run + 1
-                break
-        else:
-            count = 0
-    hits = [i for i in (first_bad, start) if i is not None]
-    return int(steps[min(hits)]) if hits else None
 
 
 def crossing(noiseless: np.ndarray, steps: np.ndarray, start: float) -> int:
@@ -459,6 +436,150 @@ HAND_MADE: dict[str, Callable[[], Curve]] = {
 
 
 # --------------------------------------------------------------------------- objective runs
+#
+# Real runs of the objectives/ modules, trained by stabsearch's trainer, and
+# labelled by the rule of ``label_run`` (independent of stabsearch's detector).
+
+
+@dataclasses.dataclass(frozen=True)
+class ObjectiveRun:
+    module: str  # objectives/<module>.py
+    settings: str  # "FAILING" or "STABLE": the module's dict of optimizer settings
+    seed: int
+    steps: int | None = None  # default: the module's STEPS
+
+    @property
+    def name(self) -> str:
+        return f"obj_{self.module}_{self.settings.lower()}_s{self.seed}"
+
+
+OBJECTIVE_RUNS: tuple[ObjectiveRun, ...] = (
+    ObjectiveRun("adam_late_blowup", "FAILING", 0),
+    ObjectiveRun("adam_late_blowup", "FAILING", 1),
+    ObjectiveRun("adam_late_blowup", "STABLE", 0),
+    ObjectiveRun("softmax_chance", "FAILING", 0),
+    ObjectiveRun("softmax_chance", "STABLE", 0),
+    ObjectiveRun("broken_lines", "FAILING", 0),
+    ObjectiveRun("broken_lines", "FAILING", 1),
+    ObjectiveRun("broken_lines", "STABLE", 0),
+)
+
+EVENT_FACTOR = 10.0  # a true event: the loss above 10x ...
+EVENT_LOOKBACK = 200  # ... the median of the previous 200 values,
+EVENT_FLOOR = 1e-3  # ... and above it by more than 1e-3 * L0 (DESIGN: wiggles near zero are no spikes)
+EVENT_MERGE = 100  # flags closer than 100 steps are one event
+RECOVER_FACTOR = 1.15  # recovered: the 5-value running median back below 1.15x the level before the event
+SMOOTH = 11  # divergence: the centred 11-value median ...
+DIVERGE_FACTOR = 1.2  # ... above 1.2 * max(L0, ln K)
+
+
+def run_divergence(x: np.ndarray, steps: np.ndarray, *, chance: float | None, warmup: int) -> int | None:
+    """Where a trained run diverged: the first non-finite value, or the step
+    (at or after ``warmup``) from which the median of the 11 values centred on
+    each value (fewer at the ends) stays above ``1.2 * max(L0, ln K)`` to the
+    end of the log, ``L0`` the median of the first 11 values.
+
+    DESIGN's rule ("above max(L0, chance)"), read offline: the trainer stops a
+    diverged run, so a diverged log ends above its start, while noise near the
+    start comes back down. The 20% margin keeps a run that sits at its
+    starting loss from being called diverged."""
+    bad = np.flatnonzero(~np.isfinite(x))
+    end = int(bad[0]) if bad.size else x.size
+    limit = DIVERGE_FACTOR * max(float(np.median(x[:SMOOTH])), chance if chance is not None else -math.inf)
+    half = SMOOTH // 2
+    smooth = np.array([np.median(x[max(0, i - half) : min(end, i + half + 1)]) for i in range(end)])
+    below = np.flatnonzero((smooth <= limit) | (steps[:end] < warmup))
+    start = 0 if below.size == 0 else int(below[-1]) + 1
+    if start < end:
+        return int(steps[start])
+    return int(steps[end]) if end < x.size else None
+
+
+def run_events(x: np.ndarray, steps: np.ndarray) -> list[tuple[int, bool]]:
+    """True spike events of a finite curve: (step, recovered).
+
+    A value is flagged when it is above ``EVENT_FACTOR`` (10) times the median
+    of the ``EVENT_LOOKBACK`` (200) values before it and above that median by
+    more than ``EVENT_FLOOR * L0``; flags closer than ``EVENT_MERGE`` steps
+    are one event, at its first flag. The event recovered when the running
+    median of 5 values after its last flag falls below ``RECOVER_FACTOR``
+    times the median before it.
+    """
+    if x.size < 2:
+        return []
+    floor = EVENT_FLOOR * float(np.median(x[:5]))
+    flags = []
+    for i in range(1, x.size):
+        level = float(np.median(x[max(0, i - EVENT_LOOKBACK) : i]))
+        if x[i] > EVENT_FACTOR * level and x[i] - level > floor:
+            flags.append(i)
+    events: list[list[int]] = []
+    for i in flags:
+        if events and steps[i] - steps[events[-1][-1]] < EVENT_MERGE:
+            events[-1].append(i)
+        else:
+            events.append([i])
+    out = []
+    for group in events:
+        first, last = group[0], group[-1]
+        level = float(np.median(x[max(0, first - EVENT_LOOKBACK) : first]))
+        after = x[last + 1 :]
+        smooth = np.array([np.median(after[j : j + 5]) for j in range(max(0, after.size - 4))])
+        out.append((int(steps[first]), bool(np.any(smooth < RECOVER_FACTOR * level))))
+    return out
+
+
+def label_run(losses: np.ndarray, steps: np.ndarray, *, classes: int | None, warmup: int) -> dict:
+    """Verdict, events and divergence of a trained run, by the rules above and DESIGN's verdict order:
+    diverged, then plateau (the last 25% within 2% of ln K), then spiky (an event in the second half, or
+    one that never recovered), else stable."""
+    x = np.asarray(losses, dtype=np.float64)
+    chance = math.log(classes) if classes else None
+    diverged_at = run_divergence(x, steps, chance=chance, warmup=warmup)
+    end = x.size if diverged_at is None else int(np.searchsorted(steps, diverged_at))
+    events = run_events(x[:end], steps[:end])
+    tail = x[-max(1, math.ceil(0.25 * x.size)) :]
+    if diverged_at is not None:
+        verdict = "diverged"
+    elif chance is not None and bool(np.all(np.abs(tail - chance) <= 0.02 * chance)):
+        verdict = "plateau"
+    elif any(step >= steps[x.size // 2] or not recovered for step, recovered in events):
+        verdict = "spiky"
+    else:
+        verdict = "stable"
+    return {"verdict": verdict, "events": [step for step, _ in events], "diverged_at": diverged_at}
+
+
+def train_curve(run: ObjectiveRun) -> Curve | None:
+    """Train one objective run with stabsearch's trainer (CPU, one thread); None when the module is missing."""
+    path = ROOT / "objectives" / f"{run.module}.py"
+    if not path.exists():
+        return None
+    import torch
+
+    from stabsearch import OptimConfig, load_model_module, train_trial
+
+    torch.set_num_threads(1)
+    module = load_model_module(str(path))
+    settings = dict(getattr(module.module, run.settings))
+    steps = run.steps or module.steps
+    result = train_trial(module, OptimConfig(**settings), steps=steps, seed=run.seed, device=torch.device("cpu"), sharpness=False)
+    x = rounded(result.losses, RUN_DIGITS)
+    st = steps_of(x.size)
+    config = OptimConfig(**settings)
+    warmup = config.warmup_steps(steps)
+    found = label_run(x, st, classes=module.classes, warmup=warmup)
+    recipe = (
+        f"objectives/{run.module}.py trained by stabsearch.train_trial on CPU (1 thread), seed {run.seed}, "
+        f"{steps} steps, the module's {run.settings} settings {settings}; the trainer stops a diverged run early. "
+        f"Labels by make_corpus.label_run, independent of stabsearch's detector: an event where the loss is above "
+        f"{EVENT_FACTOR:g}x the median of the previous {EVENT_LOOKBACK} values and above it by more than "
+        f"{EVENT_FLOOR:g}*L0 (flags merged within {EVENT_MERGE} steps); diverged at the first non-finite value or "
+        f"where the centred {SMOOTH}-value median passes {DIVERGE_FACTOR:g}*max(L0, ln K); checked by eye on a plot"
+    )
+    return Curve(run.name, x, st, label(
+        found["verdict"], found["events"], recipe, diverged_at=found["diverged_at"], classes=module.classes,
+        warmup=warmup, source="objective"))
 
 
 # --------------------------------------------------------------------------- main
@@ -471,14 +592,27 @@ def write(curve: Curve, digits: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hand-only", action="store_true", help="only the hand-made curves (keep the trained ones)")
+    parser.add_argument("--only", nargs="*", metavar="NAME", help="only these objective runs (names without .csv)")
     args = parser.parse_args(argv)
     CORPUS.mkdir(parents=True, exist_ok=True)
     labels = json.loads(LABELS.read_text()) if LABELS.exists() else {}
+    show = lambda c: print(f"{c.name}.csv: {c.label['verdict']} events={c.label['events']} diverged_at={c.label['diverged_at']}")  # noqa: E731
     for name, make in HAND_MADE.items():
         curve = make()
         write(curve, HAND_DIGITS)
         labels[f"{name}.csv"] = curve.label
-        print(f"{name}.csv: {curve.label['verdict']} events={curve.label['events']} diverged_at={curve.label['diverged_at']}")
+        show(curve)
+    if not args.hand_only:
+        for run in OBJECTIVE_RUNS:
+            if args.only and run.name not in args.only:
+                continue
+            curve = train_curve(run)
+            if curve is None:
+                print(f"{run.name}.csv: skipped, objectives/{run.module}.py is missing", file=sys.stderr)
+                continue
+            write(curve, RUN_DIGITS)
+            labels[f"{run.name}.csv"] = curve.label
+            show(curve)
     LABELS.write_text(json.dumps(dict(sorted(labels.items())), indent=1) + "\n", encoding="utf-8")
     return 0
 

@@ -1,0 +1,614 @@
+"""Train K configurations of one model at once, as one vectorized population (DESIGN section 11).
+
+A tiny model leaves the machine idle: one trial's step is mostly Python and
+kernel-launch overhead. Here the K members' parameters are stacked along a
+new first dimension (``torch.func.stack_module_state``), one call of
+``torch.func.vmap`` over ``functional_call`` + ``grad_and_value`` computes all
+K losses and gradients, and an Adam/AdamW written with in-place tensor ops
+steps all members together. Every hyperparameter (lr times the schedule
+factor, eps, beta1, beta2, weight decay, Adam vs AdamW) is a per-member tensor
+of shape ``[K]`` broadcast over each stacked parameter, and the arithmetic is
+torch.optim's single-tensor Adam/AdamW, op for op, so a member's loss curve is
+the curve :func:`stabsearch.trainer.train_trial` gives for the same config and
+seed, to float rounding (vmap's batched matmuls sum in another order).
+
+Members are independent. Nothing reduces across members; each member's
+losses are read off the device in blocks (16 steps on the CPU, 64 on a GPU,
+as :class:`stabsearch.trainer.Run` does) and checked with the same
+divergence rule. A member that diverged is frozen at the end of that block,
+the very step where ``train_trial`` would have stopped it, with the same
+curve: it is cut out of the stacks (an index select, no arithmetic on it), so
+its parameters and Adam state stop changing, its NaN cannot reach anyone, and
+it costs nothing afterwards. The run ends early once every member is frozen.
+
+What a :class:`~stabsearch.trainer.TrainResult` from here holds: ``losses``,
+``diverged_at``, ``seconds`` (the population's wall time divided by K: the
+members share every step), and for a member that did not diverge
+``final_eval`` (``evaluate``) and ``dead_layers``, measured on the member's
+model rebuilt from its slice of the stacks. ``telemetry`` is empty and
+``sharpness`` is ``None``: the early-warning sharpness is a per-model Hessian
+power iteration, measured by the runner separately if at all.
+
+Example::
+
+    module = load_model_module("objectives/softmax_chance.py")
+    if why_not_vectorizable(module, device) is None:
+        results = train_population(module, configs, steps=1000, seed=0, device=device)
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import os
+import random
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.func import functional_call, grad_and_value, stack_module_state, vmap
+
+from stabsearch.config import OptimConfig
+from stabsearch.loader import ModelModule
+from stabsearch.schedule import lr_factor
+from stabsearch.stability import StabilityOptions, divergence_step, initial_loss
+from stabsearch.telemetry import relu_dead_units
+from stabsearch.trainer import TrainResult, batch_stream, seed_everything
+
+Params = dict[str, torch.Tensor]
+
+
+def _block(device: torch.device) -> int:
+    """Steps between reads of the losses: the default of ``trainer.Run``, so frozen members stop where it stops."""
+    return 64 if device.type == "cuda" else 16
+
+
+class _Bound(torch.nn.Module):
+    """``loss(model, batch)`` as a module, so ``functional_call`` can swap in one member's tensors."""
+
+    def __init__(self, model: torch.nn.Module, loss: Callable[[Any, Any], Any]) -> None:
+        super().__init__()
+        self.model = model
+        self._loss = loss
+
+    def forward(self, batch: Any) -> torch.Tensor:
+        return self._loss(self.model, batch)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    """What one plain forward/backward on the first batch says about the model."""
+
+    trainable: tuple[str, ...]  # parameters that get a gradient (torch.optim skips the others)
+    mutable: tuple[str, ...]  # buffers the forward changes in place (BatchNorm statistics): stacked per member
+
+
+def _plan(bound: _Bound, batch: Any) -> _Plan:
+    """Which parameters get gradients and which buffers the forward writes, without touching ``bound``."""
+    named = {n: p for n, p in bound.named_parameters() if p.requires_grad}
+    params = {n: p.detach().clone().requires_grad_(True) for n, p in named.items()}
+    originals = dict(bound.named_buffers())
+    buffers = {n: b.detach().clone() for n, b in originals.items()}
+    versions = {n: b._version for n, b in buffers.items()}
+    loss = functional_call(bound, (params, buffers), (batch,))
+    if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+        raise ValueError(f"loss(model, batch) must return a scalar tensor, got {_describe(loss)}")
+    grads = torch.autograd.grad(loss.reshape(()), list(params.values()), allow_unused=True) if params else ()
+    trainable = tuple(n for n, g in zip(params, grads) if g is not None)
+    # Some kernels (BatchNorm's running statistics) write without bumping the version: compare values too.
+    mutable = tuple(
+        n for n, b in buffers.items() if b._version != versions[n] or not torch.equal(b, originals[n])
+    )
+    return _Plan(trainable, mutable)
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"a tensor of shape {tuple(value.shape)}"
+    return type(value).__name__
+
+
+def _stack(bound: _Bound, plan: _Plan, k: int) -> tuple[Params, Params]:
+    """K copies of the trainable parameters and of the buffers the forward writes, stacked along dim 0.
+
+    Every member starts from the same model (the sequential search trains
+    every trial from ``seed_everything(seed); model()``), so the K "models"
+    given to ``stack_module_state`` are one model K times.
+    """
+    params, buffers = stack_module_state([bound] * k)
+    return (
+        {n: params[n].detach() for n in plan.trainable},
+        {n: buffers[n].detach() for n in plan.mutable},
+    )
+
+
+class _Hyper:
+    """Per-member settings as ``[K]`` tensors, and the per-step tables of one block of steps."""
+
+    def __init__(self, configs: Sequence[OptimConfig], steps: int, device: torch.device) -> None:
+        self.configs = list(configs)
+        self.steps = steps
+        self.device = device
+        f64 = lambda values: np.asarray(values, dtype=np.float64)  # noqa: E731
+        self.lr = f64([c.lr for c in configs])
+        self.beta1 = f64([c.beta1 for c in configs])
+        self.beta2 = f64([c.beta2 for c in configs])
+        decoupled = np.array([c.optimizer == "adamw" for c in configs])
+        wd = f64([c.weight_decay for c in configs])
+        self.decoupled_wd = np.where(decoupled, wd, 0.0)  # AdamW: p *= 1 - lr * wd
+        self.l2 = np.where(decoupled, 0.0, wd)  # Adam: g += wd * p
+        self.constants = {  # the same at every step
+            "one_minus_beta1": 1.0 - self.beta1,
+            "beta2": self.beta2,
+            "one_minus_beta2": 1.0 - self.beta2,
+            "eps": f64([c.eps for c in configs]),
+            "l2": self.l2,
+        }
+        # Members that share a schedule share one column of lr_factor calls.
+        self.schedules: dict[tuple[int, str, float], list[int]] = {}
+        for i, c in enumerate(configs):
+            self.schedules.setdefault((c.warmup_steps(steps), c.schedule, c.min_lr_factor), []).append(i)
+        self.use_l2 = bool(np.any(self.l2 != 0))
+        self.use_decay = bool(np.any(self.decoupled_wd != 0))
+
+    def block(self, start: int, stop: int) -> dict[str, np.ndarray]:
+        """float64 ``[stop - start, K]`` tables of the step size, bias correction and decay of each step.
+
+        The same float64 arithmetic torch.optim does in Python (``LambdaLR``'s
+        ``base_lr * factor``, ``lr / (1 - beta1**t)``, ``(1 - beta2**t)**0.5``,
+        ``1 - lr * wd``); the cast to the parameter's dtype comes last, as there.
+        """
+        factor = np.empty((stop - start, len(self.configs)))
+        for (warmup, schedule, min_factor), members in self.schedules.items():
+            column = [lr_factor(t, self.steps, warmup, schedule, min_factor) for t in range(start, stop)]
+            factor[:, members] = np.asarray(column)[:, None]
+        lr = self.lr[None, :] * factor
+        count = np.arange(start + 1, stop + 1, dtype=np.float64)[:, None]  # Adam's step count after the increment
+        return {
+            "neg_step_size": -(lr / (1.0 - self.beta1[None, :] ** count)),
+            "bias2_sqrt": (1.0 - self.beta2[None, :] ** count) ** 0.5,
+            "decay": 1.0 - lr * self.decoupled_wd[None, :],
+        }
+
+
+class _Population:
+    """K stacked copies of one model and their Adam states; :meth:`step` trains all of them once."""
+
+    def __init__(self, bound: _Bound, plan: _Plan, hyper: _Hyper) -> None:
+        self.bound = bound
+        self.hyper = hyper
+        self.k = len(hyper.configs)
+        self.members = np.arange(self.k)  # which config each row of the stacks holds
+        self.params, self.buffers = _stack(bound, plan, self.k)
+        self.exp_avg = {n: torch.zeros_like(p) for n, p in self.params.items()}
+        self.exp_avg_sq = {n: torch.zeros_like(p) for n, p in self.params.items()}
+        self.dtypes = sorted({p.dtype for p in self.params.values()}, key=str)
+        self.grad = vmap(grad_and_value(self._loss), in_dims=(0, 0, None))
+        self._constants = self._to_device({k: v[None, :] for k, v in hyper.constants.items()})
+        self._table: dict[torch.dtype, dict[str, torch.Tensor]] = {}
+        self._table_start = 0
+
+    def _loss(self, params: Params, buffers: Params, batch: Any) -> torch.Tensor:
+        loss = functional_call(self.bound, (params, buffers), (batch,))
+        return loss.reshape(())
+
+    def _to_device(self, arrays: dict[str, np.ndarray]) -> dict[torch.dtype, dict[str, torch.Tensor]]:
+        """float64 arrays ``[rows, K]`` as tensors of each parameter dtype, columns of the live members."""
+        out = {}
+        for dtype in self.dtypes:
+            out[dtype] = {k: torch.from_numpy(np.ascontiguousarray(v[:, self.members])).to(self.device, dtype) for k, v in arrays.items()}
+        return out
+
+    @property
+    def device(self) -> torch.device:
+        return self.hyper.device
+
+    def load_block(self, start: int, stop: int) -> None:
+        """Move the per-step tables of steps ``start .. stop - 1`` to the device (once per block)."""
+        self._table = self._to_device(self.hyper.block(start, stop))
+        self._table_start = start
+
+    def step(self, batch: Any, t: int) -> torch.Tensor:
+        """One Adam/AdamW step of every member on ``batch`` (step ``t``, 0-based); returns the ``[K]`` losses."""
+        grads, losses = self.grad(self.params, self.buffers, batch)
+        row = t - self._table_start
+        with torch.no_grad():
+            for name, p in self.params.items():
+                g, m, v = grads[name], self.exp_avg[name], self.exp_avg_sq[name]
+                h = self._settings(p, row)  # [K] settings viewed as [K, 1, ...] to broadcast over p
+                if self.hyper.use_decay:
+                    p.mul_(h["decay"])  # AdamW's decoupled decay: p *= 1 - lr * wd
+                if self.hyper.use_l2:
+                    g = g.add_(h["l2"] * p)  # Adam's L2: g += wd * p
+                m.lerp_(g, h["one_minus_beta1"])
+                v.mul_(h["beta2"]).add_(h["one_minus_beta2"] * g * g)
+                denom = v.sqrt().div_(h["bias2_sqrt"]).add_(h["eps"])  # eps after sqrt(v_hat)
+                p.add_((h["neg_step_size"] * m).div_(denom))  # p - lr_t / bc1 * m / denom
+        return losses.detach()
+
+    def _settings(self, p: torch.Tensor, row: int) -> dict[str, torch.Tensor]:
+        shape = (-1,) + (1,) * (p.dim() - 1)
+        values = {k: v[0].view(shape) for k, v in self._constants[p.dtype].items()}
+        values.update((k, v[row].view(shape)) for k, v in self._table[p.dtype].items())
+        return values
+
+    def keep(self, rows: np.ndarray) -> None:
+        """Keep only these rows of the stacks (the members still training); the others are frozen as they are."""
+        index = torch.as_tensor(rows, device=self.device)
+        for state in (self.params, self.buffers, self.exp_avg, self.exp_avg_sq):
+            for name in state:
+                state[name] = state[name].index_select(0, index)
+        for tables in (self._constants, self._table):
+            for per_dtype in tables.values():
+                for key in per_dtype:
+                    per_dtype[key] = per_dtype[key].index_select(1, index)
+        self.members = self.members[rows]
+
+    def member_state(self, row: int) -> dict[str, torch.Tensor]:
+        """One row of the stacks: the parameters and stacked buffers of one member, by name in ``bound``."""
+        return {n: t[row] for n, t in {**self.params, **self.buffers}.items()}
+
+
+class _Watch:
+    """The divergence watch of ``trainer.Run``, for K curves read in blocks of ``[steps, K]``."""
+
+    def __init__(self, configs: Sequence[OptimConfig], steps: int, chance: float | None, options: StabilityOptions) -> None:
+        self.options = options
+        self.chance = chance
+        self.curves = np.full((steps, len(configs)), np.nan)
+        self.ends = np.full(len(configs), steps)  # length of each member's curve
+        self.diverged_at: list[int | None] = [None] * len(configs)
+        self.warmup = np.array([c.warmup_steps(steps) for c in configs])
+        self.initial = np.full(len(configs), np.nan)
+        self.count = 0
+
+    def add(self, block: np.ndarray, members: np.ndarray) -> list[int]:
+        """Record ``block`` (``[n, len(members)]``) for ``members``; return the rows that diverged in it."""
+        start, self.count = self.count, self.count + block.shape[0]
+        self.curves[start : self.count, members] = block
+        opts = self.options
+        if self.count >= opts.head and start < opts.head:
+            for i in members:
+                self.initial[i] = initial_loss(self.curves[: self.count, i], head=opts.head)
+        initial = np.where(np.isnan(self.initial[members]), np.inf, self.initial[members])
+        base = np.fmax(initial, -np.inf if self.chance is None else self.chance)
+        limit = base + (opts.diverge_factor - 1.0) * np.abs(base)
+        # Only a member with a non-finite value or one above its limit in this block can have diverged in it.
+        suspects = np.flatnonzero((~np.isfinite(block) | (block > limit[None, :])).any(axis=0))
+        diverged = []
+        lo = max(0, start - (opts.diverge_run - 1))
+        for row in suspects:
+            i = members[row]
+            found = divergence_step(
+                self.curves[lo : self.count, i],
+                initial=float(initial[row]),
+                chance_loss=self.chance,
+                warmup=max(0, int(self.warmup[i]) - lo),
+                run=opts.diverge_run,
+                factor=opts.diverge_factor,
+            )
+            if found is not None:
+                self.diverged_at[i] = lo + found
+                self.ends[i] = self.count
+                diverged.append(int(row))
+        return diverged
+
+
+def _check(module: ModelModule, configs: Sequence[OptimConfig], steps: int) -> None:
+    if module.train is not None:
+        raise ValueError(f"{module.source}: its own train(run) loop cannot be trained as a population")
+    if module.model is None or module.batches is None or module.loss is None:
+        raise ValueError(f"{module.source}: a population needs model(), batches(seed) and loss(model, batch)")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+    if len(configs) == 0:
+        raise ValueError("configs is empty; a population needs at least one member")
+    for c in configs:
+        if not isinstance(c, OptimConfig):
+            raise TypeError(f"configs must be OptimConfig objects, got {type(c).__name__}")
+
+
+def train_population(
+    module: ModelModule,
+    configs: Sequence[OptimConfig],
+    *,
+    steps: int,
+    seed: int,
+    device: torch.device,
+    options: StabilityOptions | None = None,
+) -> list[TrainResult]:
+    """Train one member per config, all at once, for up to ``steps`` steps; one ``TrainResult`` each, in order.
+
+    Every member starts from the model ``seed_everything(seed); module.model()``
+    builds and sees the batches of ``module.batches(seed)``, exactly as
+    :func:`~stabsearch.trainer.train_trial` with that seed. Check
+    :func:`why_not_vectorizable` first: a module it refuses raises here
+    (``ValueError`` for a custom loop, the vmap error otherwise). Exceptions
+    from user code propagate.
+
+    Example:
+        >>> from stabsearch import load_model_module
+        >>> m = load_model_module("tests/modules/tiny.py")
+        >>> runs = train_population(m, [OptimConfig(lr=1e-2), OptimConfig(lr=50.0)], steps=200, seed=0, device=torch.device("cpu"))
+        >>> [(r.steps_run, r.diverged_at is None) for r in runs]  # doctest: +SKIP
+        [(200, True), (16, False)]
+    """
+    _check(module, configs, steps)
+    assert module.model is not None and module.loss is not None
+    options = options or StabilityOptions()
+    chance = math.log(module.classes) if module.classes else None
+    seed_everything(seed)
+    model = module.model().to(device)
+    model.train()
+    batches = batch_stream(module, seed, device)
+    first = next(batches)
+    bound = _Bound(model, module.loss)
+    population = _Population(bound, _plan(bound, first), _Hyper(configs, steps, device))
+    watch = _Watch(configs, steps, chance, options)
+    block = _block(device)
+    started = time.perf_counter()
+    batch = first
+    pending: list[torch.Tensor] = []
+    for t in range(steps):
+        if t % block == 0:
+            population.load_block(t, min(steps, t + block))
+        if t > 0:
+            batch = next(batches)
+        pending.append(population.step(batch, t))
+        if len(pending) == block or t == steps - 1:
+            values = torch.stack(pending).float().cpu().numpy().astype(np.float64)  # as Run reads them
+            pending = []
+            diverged = watch.add(values, population.members)
+            if diverged:
+                population.keep(np.setdiff1d(np.arange(population.members.size), diverged))
+            if population.members.size == 0:
+                break
+    seconds = (time.perf_counter() - started) / len(configs)
+    results = []
+    for i in range(len(configs)):
+        result = TrainResult(
+            losses=watch.curves[: min(watch.ends[i], watch.count), i].copy(),
+            diverged_at=watch.diverged_at[i],
+            seconds=seconds,
+        )
+        if result.diverged_at is None:
+            row = int(np.flatnonzero(population.members == i)[0])
+            _finish(module, bound, population.member_state(row), batch, result)
+        results.append(result)
+    return results
+
+
+def _finish(module: ModelModule, bound: _Bound, state: dict[str, torch.Tensor], batch: Any, result: TrainResult) -> None:
+    """Dead ReLU layers and the held-out loss of one member, on its own model rebuilt from the stacks."""
+    member = copy.deepcopy(bound)
+    targets = {**dict(member.named_parameters()), **dict(member.named_buffers())}
+    with torch.no_grad():
+        for name, tensor in state.items():
+            targets[name].copy_(tensor)
+    model = member.model
+    model.train()
+    assert module.loss is not None
+    counts = relu_dead_units(model, lambda: module.loss(model, batch))
+    result.dead_layers = tuple(name for name, (dead, units) in counts.items() if dead == units)
+    model.eval()
+    if module.evaluate is not None:
+        with torch.no_grad():
+            result.final_eval = float(module.evaluate(model))
+
+
+@contextmanager
+def _own_rng(device: torch.device) -> Iterator[None]:
+    """Seed freely inside; the caller's Python, numpy and torch random states come back afterwards."""
+    py, np_state = random.getstate(), np.random.get_state()
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        try:
+            yield
+        finally:
+            random.setstate(py)
+            np.random.set_state(np_state)
+
+
+def _one_line(exc: BaseException) -> str:
+    lines = [s.strip() for s in str(exc).splitlines() if s.strip()]
+    text = lines[0] if lines else ""
+    text = text if len(text) <= 200 else text[:197] + "..."
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def why_not_vectorizable(module: ModelModule, device: torch.device) -> str | None:
+    """``None`` if ``module`` can be trained as a population on ``device``, else a one-line reason.
+
+    Refused: a custom ``train(run)`` loop; a loss that is not a scalar or
+    reaches no parameter; anything ``torch.func.vmap`` fails on in one
+    vmapped forward and gradient on the first batch (data-dependent control
+    flow, ``.item()``, random ops such as dropout, in-place writes it cannot
+    batch); and a vmapped loss that differs from the plain one. BatchNorm is
+    trained correctly: its running statistics are stacked per member and
+    updated in place by each member's own batch statistics. The caller's
+    random state is left as it was.
+
+    Example:
+        >>> from stabsearch import load_model_module
+        >>> why_not_vectorizable(load_model_module("tests/modules/custom_loop.py"), torch.device("cpu"))
+        'custom train(run) loop: the population trainer needs model(), batches(seed) and loss(model, batch)'
+    """
+    if module.train is not None:
+        return "custom train(run) loop: the population trainer needs model(), batches(seed) and loss(model, batch)"
+    if module.model is None or module.batches is None or module.loss is None:
+        return "the module lacks model(), batches(seed) or loss(model, batch)"
+    with _own_rng(device):
+        try:
+            seed_everything(0)
+            model = module.model().to(device)
+            model.train()
+            batch = next(batch_stream(module, 0, device))
+            bound = _Bound(model, module.loss)
+            plan = _plan(bound, batch)
+            if not plan.trainable:
+                return "loss(model, batch) reaches no trainable parameter"
+            plain = float(functional_call(bound, {n: b.clone() for n, b in bound.named_buffers()}, (batch,)).detach())
+            population = _Population(bound, plan, _Hyper([OptimConfig()] * 2, 1, device))
+            _, losses = population.grad(population.params, population.buffers, batch)
+            values = losses.detach().cpu().tolist()
+        except Exception as exc:  # user code or vmap: both say why in one line
+            return f"torch.func.vmap cannot train it: {_one_line(exc)}"
+    if not all(math.isclose(v, plain, rel_tol=1e-4, abs_tol=1e-6) or (math.isnan(v) and math.isnan(plain)) for v in values):
+        return f"the vmapped loss {values[0]:.6g} differs from the plain loss {plain:.6g}"
+    return None
+
+
+# --------------------------------------------------------------------------- memory
+
+
+@dataclasses.dataclass(frozen=True)
+class PopulationMemory:
+    """Bytes a population needs: ``shared + k * per_member``, against ``available`` on the device.
+
+    ``measured`` is True on CUDA (peak allocations of a 1- and a 2-member
+    step), False on the CPU (an estimate from tensor sizes).
+    """
+
+    shared: int
+    per_member: int
+    available: int
+    measured: bool
+
+    def bytes_for(self, k: int) -> int:
+        return self.shared + k * self.per_member
+
+    def max_population(self, limit_fraction: float = 0.8) -> int:
+        budget = limit_fraction * self.available - self.shared
+        return max(0, int(budget // max(1, self.per_member)))
+
+
+def _tensor_bytes(t: torch.Tensor) -> int:
+    return t.numel() * t.element_size()
+
+
+def _nested_bytes(value: Any) -> int:
+    if isinstance(value, torch.Tensor):
+        return _tensor_bytes(value)
+    if isinstance(value, (list, tuple)):
+        return sum(_nested_bytes(v) for v in value)
+    if isinstance(value, dict):
+        return sum(_nested_bytes(v) for v in value.values())
+    return 0
+
+
+def _cpu_available() -> int:
+    """Bytes of RAM this process could still use: MemAvailable, capped by a cgroup limit when there is one."""
+    available = None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                available = int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    if available is None:
+        available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit != "max":
+            used = int(Path("/sys/fs/cgroup/memory.current").read_text())
+            available = min(available, int(limit) - used)
+    except (OSError, ValueError):
+        pass
+    return max(0, available)
+
+
+def population_memory(module: ModelModule, device: torch.device) -> PopulationMemory:
+    """How memory grows with K for ``module`` on ``device`` (see :class:`PopulationMemory`).
+
+    CUDA: ``torch.cuda.max_memory_allocated`` around one step of a 1- and a
+    2-member population; the difference is one member. CPU: one member is
+    its parameters, gradients and two Adam states (4x the trainable bytes),
+    its stacked buffers, the activations autograd saves for one batch
+    (counted with ``saved_tensors_hooks``, less those that are the batch or
+    the weights) and the step's temporaries (two of the largest parameter,
+    one of the largest activation); the shared part is the base model and
+    the batch. Available: free GPU memory, or MemAvailable within a cgroup limit.
+    """
+    if module.model is None or module.batches is None or module.loss is None or module.train is not None:
+        raise ValueError(f"{module.source}: not a population module ({why_not_vectorizable(module, device)})")
+    with _own_rng(device):
+        seed_everything(0)
+        model = module.model().to(device)
+        model.train()
+        batch = next(batch_stream(module, 0, device))
+        bound = _Bound(model, module.loss)
+        plan = _plan(bound, batch)
+        if device.type == "cuda":
+            return _measure_cuda(bound, plan, batch, device)
+        return _estimate_cpu(bound, plan, batch)
+
+
+def _estimate_cpu(bound: _Bound, plan: _Plan, batch: Any) -> PopulationMemory:
+    named, buffers = dict(bound.named_parameters()), dict(bound.named_buffers())
+    trainable = sum(_tensor_bytes(named[n]) for n in plan.trainable)
+    largest = max((_tensor_bytes(named[n]) for n in plan.trainable), default=0)
+    stacked_buffers = sum(_tensor_bytes(buffers[n]) for n in plan.mutable)
+    known = {t.data_ptr() for t in [*named.values(), *buffers.values()]}
+    known |= {t.data_ptr() for t in _leaves(batch)}
+    saved: list[int] = []
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        if t.data_ptr() not in known:
+            saved.append(_tensor_bytes(t))
+        return t
+
+    params = {n: named[n].detach().clone().requires_grad_(True) for n in plan.trainable}
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss = functional_call(bound, (params, {n: b.clone() for n, b in buffers.items()}), (batch,))
+    del loss
+    activations = sum(saved)
+    per_member = 4 * trainable + stacked_buffers + activations + 2 * largest + max(saved, default=0)
+    shared = sum(_tensor_bytes(t) for t in named.values()) + sum(_tensor_bytes(t) for t in buffers.values()) + _nested_bytes(batch)
+    return PopulationMemory(shared=shared, per_member=per_member, available=_cpu_available(), measured=False)
+
+
+def _leaves(value: Any) -> list[torch.Tensor]:
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, (list, tuple)):
+        return [t for v in value for t in _leaves(v)]
+    if isinstance(value, dict):
+        return [t for v in value.values() for t in _leaves(v)]
+    return []
+
+
+def _measure_cuda(bound: _Bound, plan: _Plan, batch: Any, device: torch.device) -> PopulationMemory:
+    peaks = []
+    for k in (1, 2):
+        torch.cuda.synchronize(device)
+        torch.cuda.empty_cache()
+        base = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        population = _Population(bound, plan, _Hyper([OptimConfig()] * k, 1, device))
+        population.load_block(0, 1)
+        population.step(batch, 0)
+        torch.cuda.synchronize(device)
+        peaks.append(torch.cuda.max_memory_allocated(device) - base)
+        del population
+    torch.cuda.empty_cache()
+    free, _ = torch.cuda.mem_get_info(device)
+    per_member = max(1, peaks[1] - peaks[0])
+    return PopulationMemory(shared=max(0, peaks[0] - per_member), per_member=per_member, available=free, measured=True)
+
+
+def max_population(module: ModelModule, device: torch.device, *, limit_fraction: float = 0.8) -> int:
+    """The largest K whose population fits in ``limit_fraction`` of the memory available on ``device``.
+
+    Example:
+        >>> from stabsearch import load_model_module
+        >>> max_population(load_model_module("tests/modules/tiny.py"), torch.device("cpu")) > 1000  # doctest: +SKIP
+        True
+    """
+    if not (isinstance(limit_fraction, (int, float)) and 0 < limit_fraction <= 1):
+        raise ValueError(f"limit_fraction must be in (0, 1], got {limit_fraction!r}")
+    return population_memory(module, device).max_population(limit_fraction)

@@ -1,0 +1,176 @@
+"""``stabsearch analyze`` against the labelled corpus in ``tests/data/corpus/``.
+
+Each curve's label (``labels.json``) says what a careful engineer calls it;
+``tests/data/make_corpus.py`` says how each curve was made and labelled. The
+tests check that ``analyze --format json`` gives the labelled verdict and the
+documented keys, that the spikes and the divergence it reports are the
+labelled ones (within 100 steps), and that the hand-made curves are exactly
+what the generator makes.
+
+Curves on which the analyzer and the label disagree are listed in
+``DISAGREE`` as strict xfails, with the reason: the label stays the honest
+one, and the mark has to go once the analyzer is fixed.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+from stabsearch.cli import main
+from stabsearch.curves import read_loss_log
+
+DATA = Path(__file__).resolve().parent / "data"
+CORPUS = DATA / "corpus"
+LABELS = json.loads((CORPUS / "labels.json").read_text(encoding="utf-8"))
+TOLERANCE = 100  # steps: how far a reported event may sit from the labelled one
+
+KEYS = {
+    "verdict", "initial_loss", "final_loss", "best_loss", "spikes", "late_spikes", "unrecovered",
+    "diverged_at", "plateau", "chance_loss", "score", "steps", "diagnosis",
+}
+SPIKE_KEYS = {"step", "size", "recovered", "recover_steps"}
+
+# Known disagreements between the analyzer and the labels (see the report of
+# bench/detectors.py). Heavy noise from the very first step: L0 is
+# min(first value, median of the first 5), and 5 noisy values in a row above
+# 1.2 * L0 within the first 20 steps read as divergence.
+_EARLY_NOISE = "noise at the start reads as divergence (5 values above 1.2*L0 at step < 20)"
+DISAGREE_VERDICT = {
+    "clean_lognormal_030.csv": _EARLY_NOISE,
+    "spiky_late_recovering.csv": _EARLY_NOISE + ", which also hides the two late spikes",
+    "clean_student_t.csv": "single heavy-tailed (Student-t) noise draws are flagged as late spikes",
+}
+DISAGREE_EVENTS = {
+    **DISAGREE_VERDICT,
+    "diverged_nan.csv": _EARLY_NOISE + " (step 6, the NaN is at 1400)",
+    "diverged_inf_blowup.csv": _EARLY_NOISE + " (step 19, the blow-up is at 1700)",
+}
+
+
+def _load_generator():
+    spec = importlib.util.spec_from_file_location("make_corpus", DATA / "make_corpus.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+make_corpus = _load_generator()
+
+
+def _params(disagree: dict[str, str]) -> list:
+    return [
+        pytest.param(name, id=name[:-4], marks=pytest.mark.xfail(reason=disagree[name], strict=True))
+        if name in disagree else pytest.param(name, id=name[:-4])
+        for name in sorted(LABELS)
+    ]
+
+
+def analyze_json(capsys, name: str) -> dict:
+    """``stabsearch analyze FILE --format json`` with the label's --classes and --warmup, in-process."""
+    label = LABELS[name]
+    args = ["analyze", str(CORPUS / name), "--format", "json", "--warmup", str(label["warmup"])]
+    if label["classes"]:
+        args += ["--classes", str(label["classes"])]
+    capsys.readouterr()
+    try:
+        main(args)
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    out = capsys.readouterr()
+    assert code in (0, None), out.err
+    return json.loads(out.out)
+
+
+# --------------------------------------------------------------------------- the corpus itself
+
+
+def test_every_curve_has_a_label_and_the_corpus_is_small():
+    files = {p.name for p in CORPUS.glob("*.csv")}
+    assert files == set(LABELS)
+    assert 20 <= len(files) <= 40
+    assert sum(p.stat().st_size for p in CORPUS.iterdir()) < 2_000_000
+    for name, label in LABELS.items():
+        assert label["verdict"] in {"stable", "spiky", "diverged", "plateau"}, name
+        assert (label["diverged_at"] is not None) == (label["verdict"] == "diverged"), name
+        assert label["source"] in {"hand-made", "objective"} and label["recipe"], name
+
+
+def test_the_corpus_covers_what_it_must():
+    verdicts = [label["verdict"] for label in LABELS.values()]
+    assert verdicts.count("stable") >= 5 and "spiky" in verdicts and "diverged" in verdicts
+    assert any(label["verdict"] == "plateau" and label["classes"] == 6 for label in LABELS.values())
+
+
+# --------------------------------------------------------------------------- analyze vs labels
+
+
+@pytest.mark.parametrize("name", _params(DISAGREE_VERDICT))
+def test_analyze_gives_the_labelled_verdict(capsys, name):
+    result = analyze_json(capsys, name)
+    assert KEYS <= set(result), sorted(KEYS - set(result))
+    for spike in result["spikes"]:
+        assert SPIKE_KEYS <= set(spike)
+    assert isinstance(result["diagnosis"], list) and result["diagnosis"]
+    assert result["verdict"] == LABELS[name]["verdict"], (result["verdict"], result["spikes"], result["diverged_at"])
+
+
+@pytest.mark.parametrize("name", _params(DISAGREE_EVENTS))
+def test_analyze_reports_the_labelled_events(capsys, name):
+    """Every reported spike sits within 100 steps of a labelled one and the other way round; same for divergence."""
+    label = LABELS[name]
+    result = analyze_json(capsys, name)
+    found = [s["step"] for s in result["spikes"]]
+    near = lambda step, others: any(abs(step - o) <= TOLERANCE for o in others)  # noqa: E731
+    assert [s for s in found if not near(s, label["events"])] == [], "spikes that are not in the label"
+    # Spikes are only searched before the divergence point.
+    expected = [e for e in label["events"] if label["diverged_at"] is None or e < label["diverged_at"]]
+    assert [e for e in expected if not near(e, found)] == [], "labelled spikes the analyzer missed"
+    if label["diverged_at"] is None:
+        assert result["diverged_at"] is None
+    else:
+        assert result["diverged_at"] is not None and abs(result["diverged_at"] - label["diverged_at"]) <= TOLERANCE
+
+
+def test_slow_rise_is_stable_but_the_score_pays_for_it(capsys):
+    """A slow late rise is no spike and no divergence: the verdict is stable, the rise term of the score is not 0."""
+    rise = analyze_json(capsys, "slow_late_rise.csv")
+    assert rise["verdict"] == "stable" and rise["spikes"] == []
+    penalty = math.log10(rise["final_loss"] / rise["best_loss"]) - math.log10(1.5)
+    assert penalty > 0.5
+    assert rise["score"] == pytest.approx(math.log10(rise["final_loss"] + 1e-3 * rise["initial_loss"]) + penalty)
+    assert any("drift up" in line for line in rise["diagnosis"])
+
+
+# --------------------------------------------------------------------------- the recipes are true
+
+
+@pytest.mark.parametrize("name", sorted(make_corpus.HAND_MADE))
+def test_hand_made_curve_regenerates_exactly(name):
+    curve = make_corpus.HAND_MADE[name]()
+    assert curve.name == name
+    stored = (CORPUS / f"{name}.csv").read_text(encoding="utf-8")
+    assert curve.csv(make_corpus.HAND_DIGITS) == stored
+    assert curve.label == LABELS[f"{name}.csv"]
+
+
+OBJECTIVE = sorted(n for n, label in LABELS.items() if label["source"] == "objective")
+
+
+@pytest.mark.skipif(not OBJECTIVE, reason="no objective-trained curves in the corpus")
+@pytest.mark.parametrize("name", OBJECTIVE)
+def test_objective_curve_loads_and_matches_its_labelling_rule(name):
+    """Trained curves may differ across machines by float noise: check the stored file, not a rerun."""
+    label = LABELS[name]
+    log = read_loss_log(CORPUS / name)
+    assert log.steps is not None and log.losses.size >= 100
+    assert make_corpus.label_run(log.losses, log.steps, classes=label["classes"], warmup=label["warmup"]) == {
+        k: label[k] for k in ("verdict", "events", "diverged_at")
+    }

@@ -1,0 +1,402 @@
+"""`stabsearch report`: the safe-region figures, the written summary, escaping, and the page in a real browser.
+
+Most tests build a study by hand (``make_study``: trials laid out exactly as the
+runner stores them, with loss-curve artifacts, no training), so they run in a
+second or two. The browser tests load the HTML in Debian's headless chromium
+through Playwright; ``.ci/run`` installs chromium, so CI never skips them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+from optuna.artifacts import FileSystemArtifactStore
+from optuna.distributions import CategoricalDistribution, FloatDistribution
+from optuna.trial import TrialState
+
+from stabsearch.config import OptimConfig
+from stabsearch.records import study_records
+from stabsearch.report import (
+    build_report, default_report_path, envelope, instability_probability, map_pairs, safe_filename, summarize,
+    summary_html, summary_markdown,
+)
+from stabsearch.space import SearchSpace
+from stabsearch.storage import Storage, open_storage
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+XSS = "<script>alert(1)</script>"
+CLIFF_LR = 0.03  # the hand-made study is stable below this learning rate
+
+
+# ---------------------------------------------------------------------------------------------
+# A study laid out like the runner's, without training
+
+
+def _curve(verdict: str, steps: int, rng: np.random.Generator) -> tuple[np.ndarray, list[dict], int | None]:
+    t = np.arange(steps)
+    loss = 2.0 * np.exp(-t / (steps / 6)) + 0.01
+    loss = loss * rng.lognormal(0, 0.05, steps)
+    spikes, diverged_at = [], None
+    if verdict == "spiky":
+        at = int(steps * 0.7)
+        loss[at:at + 5] *= 40
+        spikes = [{"step": at, "peak_step": at + 2, "size": math.log10(40), "before": float(loss[at - 1]),
+                   "peak": float(loss[at + 2]), "recovered": True, "recover_steps": 5}]
+    elif verdict == "diverged":
+        diverged_at = steps // 3
+        loss[diverged_at - 5:diverged_at] = np.geomspace(5, 1e6, 5)
+        loss = loss[:diverged_at + 1]
+        loss[-1] = np.inf
+    return loss, spikes, diverged_at
+
+
+DISTRIBUTIONS = {
+    "optimizer": CategoricalDistribution(["adam", "adamw"]), "lr": FloatDistribution(1e-5, 1.0, log=True),
+    "eps": FloatDistribution(1e-10, 1e-1, log=True), "beta1": FloatDistribution(0.8, 0.99),
+    "one_minus_beta2": FloatDistribution(1e-4, 1e-1, log=True),
+    "schedule": CategoricalDistribution(["constant", "cosine", "linear"]), "warmup": FloatDistribution(0.0, 0.1),
+}
+
+
+def _add_trial(study: optuna.Study, store: Storage, tmp: Path, config: OptimConfig, verdict: str, *, kind: str = "search",
+               seed: int = 0, steps: int = 200, of: int | None = None, rng: np.random.Generator) -> int:
+    """Train nothing; store the same attributes and artifact the runner writes, then tell."""
+    params = {"optimizer": config.optimizer, "lr": config.lr, "eps": config.eps, "beta1": config.beta1,
+              "one_minus_beta2": 1 - config.beta2, "schedule": config.schedule, "warmup": config.warmup}
+    loss, spikes, diverged_at = _curve(verdict, steps, rng)
+    final = None if diverged_at is not None else float(np.median(loss[-10:]))
+    score = math.log10(loss[0] * 1.001) + 1 if final is None else math.log10(final + 1e-3 * loss[0]) + 0.3 * len(spikes)
+    attrs = {"kind": kind, "config": config.to_dict(), "seed": seed, "steps": steps, "verdict": verdict, "score": score,
+             "final_loss": final, "initial_loss": float(loss[0]), "n_spikes": len(spikes), "late_spikes": len(spikes),
+             "unrecovered": 0, "spikes": spikes, "diverged_at": diverged_at, "steps_run": len(loss), "seconds": 0.25}
+    if of is not None:
+        attrs.update(of=of, backoff=False)
+    template = optuna.trial.create_trial(state=TrialState.RUNNING, params=params, distributions=DISTRIBUTIONS, user_attrs=attrs)
+    trial = optuna.Trial(study, study._storage.create_new_trial(study._study_id, template_trial=template))
+    path = tmp / f"loss_curve_trial{trial.number}.csv"
+    path.write_text("step,loss\n" + "".join(f"{i},{v!r}\n" for i, v in enumerate(loss.tolist())))
+    artifact = optuna.artifacts.upload_artifact(artifact_store=store.artifacts, file_path=str(path), study_or_trial=trial,
+                                                mimetype="text/csv")
+    trial.set_user_attr("curve_artifact", artifact)
+    if verdict == "stable":
+        study.tell(trial, score)
+    else:
+        trial.report(score, steps)
+        study.tell(trial, state=TrialState.PRUNED)
+    return trial.number
+
+
+def make_study(store: Storage, name: str = "synthetic", *, model: str = "tests/modules/tiny.py", all_unstable: bool = False,
+               trials: int = 18) -> optuna.Study:
+    """A finished search (stable below ``CLIFF_LR``, spiky then diverged above) plus confirmation runs."""
+    study = optuna.create_study(study_name=name, storage=store.storage, direction="minimize")
+    study.set_user_attr("model", model)
+    study.set_user_attr("steps", 200)
+    study.set_user_attr("seed", 0)
+    study.set_user_attr("space", SearchSpace().to_dict())
+    rng = np.random.default_rng(0)
+    lrs = np.geomspace(1e-4, 0.8, trials)
+    numbers = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, lr in enumerate(lrs):
+            # eps and beta2 vary within what recommend() calls "similar", so the cliff along lr is one cliff
+            config = OptimConfig(optimizer="adamw", lr=float(lr), eps=float(10 ** rng.uniform(-8.9, -7.1)), beta1=0.9,
+                                 beta2=float(1 - 10 ** rng.uniform(-3.2, -2.8)), schedule="cosine", warmup=float(rng.uniform(0, 0.1)))
+            if all_unstable:
+                verdict = "diverged"
+            else:
+                verdict = "stable" if lr < CLIFF_LR else ("spiky" if lr < 0.15 else "diverged")
+            numbers[i] = (_add_trial(study, store, Path(tmp), config, verdict, rng=rng), config, verdict)
+        stable = [(n, c) for n, c, v in numbers.values() if v == "stable"]
+        for n, config in stable[-2:]:  # the two highest stable learning rates, confirmed on two new seeds
+            for seed in (1000, 1001):
+                _add_trial(study, store, Path(tmp), config, "stable", kind="confirm", seed=seed, steps=400, of=n, rng=rng)
+    return study
+
+
+def sqlite_store(root: Path) -> Storage:
+    return open_storage(f"sqlite:///{root}/studies/stabsearch.db", create=True)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    root = tmp_path_factory.mktemp("report")
+    store = sqlite_store(root)
+    study = make_study(store)
+    return study, store, build_report(study, store)
+
+
+# ---------------------------------------------------------------------------------------------
+# Pure pieces
+
+
+def test_instability_probability_follows_the_trials():
+    points = np.array([[0.1, 0.5], [0.2, 0.5], [0.8, 0.5], [0.9, 0.5]])
+    unstable = np.array([False, False, True, True])
+    p = instability_probability(points, unstable, np.array([[0.1, 0.5], [0.5, 0.5], [0.9, 0.5], [0.5, 50.0]]))
+    assert p[0] < 0.15 and p[2] > 0.85
+    assert p[0] < p[1] < p[2]
+    assert p[3] == pytest.approx(0.5)  # far from every trial: the overall share
+    assert instability_probability(np.zeros((0, 2)), np.zeros(0, bool), np.zeros((3, 2))).tolist() == [0, 0, 0]
+    with pytest.raises(ValueError, match="differ in length"):
+        instability_probability(points, unstable[:2], points)
+    with pytest.raises(ValueError, match="bandwidth must be positive"):
+        instability_probability(points, unstable, points, bandwidth=0)
+
+
+def test_envelope_keeps_spikes_and_breaks():
+    values = np.ones(100_000)
+    values[54_321] = 1e4
+    values[-10:] = np.inf
+    steps, thin = envelope(np.arange(len(values)), values, buckets=500)
+    assert len(thin) <= 1600
+    assert 1e4 in thin.tolist() and 54_321 in steps.tolist()
+    assert np.isinf(thin).any()
+    short = np.arange(10.0)
+    assert envelope(np.arange(10), short)[1].tolist() == short.tolist()
+
+
+def test_filenames_from_study_names():
+    assert safe_filename("tiny") == "tiny"
+    assert safe_filename(XSS) == "script_alert_1_script"
+    assert safe_filename("../../etc/passwd") == "etc_passwd"
+    assert safe_filename("///") == "study"
+    assert default_report_path("a b") == Path("studies") / "a_b.html"
+
+
+# ---------------------------------------------------------------------------------------------
+# The report of a hand-made study
+
+
+def test_summary_says_what_was_searched_spent_found_and_what_to_copy(built):
+    study, store, report = built
+    s = report.summary
+    assert s.search_trials == 18 and s.confirm_runs == 4
+    assert s.search_verdicts["stable"] + s.search_verdicts["spiky"] + s.search_verdicts["diverged"] == 18
+    assert s.steps_run > 0 and s.train_seconds == pytest.approx(0.25 * 22)
+    assert s.recommendation is not None and s.nothing_reason is None
+    rec = s.recommendation
+    assert rec["lr"] < CLIFF_LR
+    ev = rec["evidence"]
+    assert ev["confirmed"] and ev["nearest_unstable_lr"] > rec["lr"] and ev["margin_decades"] >= math.log10(3) - 1e-9
+    page = report.html
+    for text in ("Summary", "Searched", "Compute", "Found", "What to copy", f"{rec['lr']:.4g}",
+                 f"search: {s.search_verdicts['stable']} stable", "18 search trials and 4 confirmation runs",
+                 f"Margin: {ev['margin_decades']:.2f} decades", "Python code that builds it", "torch.optim.AdamW"):
+        assert text in page, text
+    note = report.note_markdown
+    assert note.startswith("## stabsearch: synthetic") and "**Recommended**" in note and "Margin:" in note
+
+
+def test_figures_maps_curves_confirmation_and_breakdown(built):
+    study, store, report = built
+    figs = report.figures
+    assert list(figs) == ["safe-region_lr-x-eps", "safe-region_lr-x-beta2", "safe-region_lr-x-warmup", "loss-curves",
+                          "confirmation", "verdicts", "param-importances"]
+    lr_eps = figs["safe-region_lr-x-eps"]
+    heat = [t for t in lr_eps.data if t.type == "heatmap"]
+    assert len(heat) == 1
+    z = np.array(heat[0].z)
+    xs = np.array(heat[0].x)
+    assert z[:, xs < 1e-3].mean() < 0.2 < 0.8 < z[:, xs > 0.3].mean()  # unstable at high lr, safe at low
+    names = [t.name or "" for t in lr_eps.data]
+    assert any(n.startswith("stable (") for n in names) and any(n.startswith("diverged (") for n in names)
+    assert any(n.startswith("recommended") for n in names)
+    assert any(n.startswith("margin ") for n in names)
+    assert "Gaussian kernel estimate in log10 space" in lr_eps.layout.annotations[0].text
+    assert lr_eps.layout.xaxis.type == "log" and lr_eps.layout.yaxis.type == "log"
+    assert figs["safe-region_lr-x-beta2"].layout.yaxis.title.text.startswith("1 - beta2")
+    assert figs["safe-region_lr-x-warmup"].layout.yaxis.type == "linear"
+    curves = figs["loss-curves"]
+    assert curves.layout.yaxis.type == "log"
+    lines = [t.name for t in curves.data if t.mode == "lines"]
+    assert any(n.startswith("best: ") for n in lines) and any(n.startswith("recommended") for n in lines)
+    assert any(n.startswith("spiky: ") for n in lines) and any(n.startswith("diverged: ") for n in lines)
+    spike_marks = [t for t in curves.data if t.marker and t.marker.symbol == "triangle-down"]
+    assert spike_marks and "spike at step" in spike_marks[0].text[0]
+    confirm = figs["confirmation"]
+    assert sum(len(t.x) for t in confirm.data if t.name.startswith("stable")) == 4
+    assert report.html.count("<tr><td>#") == 4  # the seed-by-seed table
+    assert [t.name for t in figs["verdicts"].data] == ["stable", "spiky", "diverged"]
+
+
+def test_page_is_self_contained(built):
+    page = built[2].html
+    assert page.startswith("<!DOCTYPE html>")
+    assert page.count("<script") == page.count("</script>")
+    assert not re.search(r"<script[^>]*\bsrc=", page) and "<link" not in page and "@import" not in page
+    assert "plotly.js" in page and len(page) > 3_000_000  # the library itself, inline
+    assert page.count('class="plotly-graph-div"') == 7
+
+
+def test_warmup_map_only_when_warmup_varied(built):
+    records = study_records(built[0])
+    assert ("lr", "warmup") in map_pairs(records)
+    fixed = [r.__class__(**{**r.__dict__, "params": {**r.params, "warmup": 0.05}}) for r in records]
+    assert map_pairs(fixed) == [("lr", "eps"), ("lr", "beta2")]
+
+
+def test_no_recommendation_says_why(tmp_path):
+    store = sqlite_store(tmp_path)
+    study = make_study(store, "all-diverged", all_unstable=True, trials=5)
+    report = build_report(study, store)
+    assert report.summary.recommendation is None
+    assert "none of its 5 trials trained stably" in report.summary.nothing_reason
+    assert "No recommendation" in report.html and "What to copy" not in report.html
+    assert "param-importances" not in report.figures  # no finished (COMPLETE) search trial
+    assert "Parameter importances need at least two finished search trials" in report.html
+    assert "**No recommendation**" in report.note_markdown
+
+
+def test_empty_study(tmp_path):
+    store = sqlite_store(tmp_path)
+    study = optuna.create_study(study_name="empty", storage=store.storage)
+    report = build_report(study, store)
+    assert "no finished search trials yet" in report.html and "no finished trials yet" in report.html
+
+
+def test_cli_writes_the_report_and_saves_it_for_the_dashboard(workdir, cli):
+    store = open_storage(None, create=True)
+    make_study(store, "my study", trials=8)
+    result = cli("report")
+    assert result.code == 0, result.err
+    path = Path("studies/my_study.html")
+    assert result.out.strip() == str(path) and path.is_file()
+    assert "stabsearch report: my study" in path.read_text()
+    from optuna_dashboard import get_note
+
+    assert get_note(optuna.load_study(study_name="my study", storage=store.storage)).startswith("## stabsearch: my study")
+    result = cli("report", "--output", "out/r.html", "--no-dashboard")
+    assert result.code == 0 and Path("out/r.html").is_file()
+    assert cli("report", "--output", "out").code == 2
+    bad = cli("report", "--study", "nope")
+    assert bad.code == 2 and "no study named 'nope'" in bad.err
+
+
+# ---------------------------------------------------------------------------------------------
+# Escaping and secrets
+
+
+def test_user_written_text_is_escaped(tmp_path):
+    store = sqlite_store(tmp_path)
+    study = make_study(store, XSS, model='"><img src=x onerror=alert(2)>.py', trials=6)
+    report = build_report(study, store)
+    page = report.html
+    assert XSS not in page and "<img" not in page
+    assert "stabsearch report: &lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "&quot;&gt;&lt;img src=x onerror=alert(2)&gt;.py" in page
+    # Plotly's embedded JSON can't close the script tag: every </script> is one of ours.
+    assert page.count("</script>") == page.count("<script")
+    assert "\\u003c\\u002fscript\\u003e" in page or "&lt;/script&gt;" in page
+    assert XSS not in report.note_markdown and "&lt;script&gt;" in report.note_markdown
+    assert default_report_path(XSS).name == "script_alert_1_script.html"
+
+
+def test_storage_password_never_appears(tmp_path):
+    url = "postgresql://user:secret@db.example:5432/studies"
+    store = Storage(url=url, storage=optuna.storages.InMemoryStorage(), artifacts=FileSystemArtifactStore(str(tmp_path)),
+                    artifacts_dir=tmp_path)
+    study = make_study(store, "remote", trials=6)
+    summary = summarize(study, study_records(study), store)
+    assert summary.storage == "postgresql://user:***@db.example:5432/studies"
+    report = build_report(study, store)
+    for text in (summary_html(summary), summary_markdown(summary), report.html, report.note_markdown,
+                 json.dumps([f.to_plotly_json() for f in report.figures.values()], default=str)):
+        assert "secret" not in text
+    assert "postgresql://user:***@db.example:5432/studies" in report.html
+
+
+# ---------------------------------------------------------------------------------------------
+# In a real browser
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"chromium is not installed at {CHROMIUM} (Debian: apt-get install chromium; .ci/run does this)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+def open_page(browser, path: Path) -> dict:
+    """Load ``path``; return the page plus its JavaScript errors, dialogs and every request it made."""
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    seen: dict = {"page": page, "errors": [], "dialogs": [], "requests": []}
+    page.on("pageerror", lambda exc: seen["errors"].append(str(exc)))
+    page.on("console", lambda msg: seen["errors"].append(msg.text) if msg.type == "error" else None)
+    page.on("dialog", lambda d: (seen["dialogs"].append(d.message), d.dismiss()))
+    page.on("request", lambda req: seen["requests"].append(req.url))
+    page.goto(path.resolve().as_uri(), wait_until="load")
+    page.wait_for_function("document.querySelectorAll('.js-plotly-plot .main-svg').length > 0", timeout=20_000)
+    page.wait_for_timeout(300)
+    return seen
+
+
+def drawn(page, div_id: str) -> dict:
+    return page.evaluate("""(id) => {
+        const el = document.getElementById(id);
+        if (!el) return null;
+        return {svg: el.querySelectorAll('.main-svg').length,
+                traces: el.querySelectorAll('.scatterlayer .trace').length,
+                points: el.querySelectorAll('.scatterlayer .trace .point').length,
+                lines: [...el.querySelectorAll('.scatterlayer .trace .js-line')].filter(p => (p.getAttribute('d') || '').length > 20).length,
+                heatmap: el.querySelectorAll('.heatmaplayer image, .heatmaplayer .hm').length,
+                data: (el.data || []).length};
+    }""", div_id)
+
+
+@pytest.mark.slow
+def test_report_of_a_real_search_in_a_browser(workdir, cli, browser):
+    from conftest import module_path
+
+    result = cli("run", module_path("tiny"), "--trials", "6", "--confirm", "1", "--seeds", "2", "--no-progress")
+    assert result.code == 0, result.err
+    result = cli("report")
+    assert result.code == 0, result.err
+    path = Path(result.out.strip())
+    assert path == Path("studies/tiny.html")
+    seen = open_page(browser, path)
+    page = seen["page"]
+    assert seen["errors"] == []
+    assert seen["dialogs"] == []
+    assert seen["requests"] == [path.resolve().as_uri()]  # nothing from the network
+    lr_eps = drawn(page, "fig-safe-region_lr-x-eps")
+    assert lr_eps["svg"] >= 1 and lr_eps["heatmap"] >= 1 and lr_eps["points"] >= 6
+    curves = drawn(page, "fig-loss-curves")
+    assert curves["svg"] >= 1 and curves["lines"] >= 2  # the best trial and the recommended one
+    for fig in ("fig-safe-region_lr-x-beta2", "fig-confirmation", "fig-verdicts"):
+        assert drawn(page, fig)["svg"] >= 1, fig
+    assert "What to copy" in page.inner_text("#recommendation")
+    page.close()
+
+
+def test_script_in_study_name_renders_as_text_in_a_browser(tmp_path, browser):
+    store = sqlite_store(tmp_path)
+    study = make_study(store, XSS, model='"><img src=x onerror=alert(2)>.py', trials=6)
+    path = build_report(study, store).write(tmp_path / "xss.html")
+    seen = open_page(browser, path)
+    page = seen["page"]
+    assert seen["dialogs"] == [] and seen["errors"] == []
+    assert page.inner_text("header h1") == f"stabsearch report: {XSS}"
+    assert page.title() == f"stabsearch report: {XSS}"
+    assert page.evaluate("document.querySelectorAll('script').length") == path.read_text().count("<script")  # none injected
+    assert page.evaluate("document.querySelectorAll('img').length") == 0
+    assert seen["requests"] == [path.resolve().as_uri()]
+    page.close()
