@@ -8,7 +8,10 @@ The pieces, one concept per module:
 - :mod:`stabsearch.trainer`: train one trial and watch its loss;
 - :mod:`stabsearch.stability`: pure analysis of a loss curve;
 - :mod:`stabsearch.runner`: the search loop that talks to Optuna;
+- :mod:`stabsearch.confirm`: re-running the best configurations on new seeds at a longer horizon;
 - :mod:`stabsearch.recommend`, :mod:`stabsearch.export`: the recommendation and its formats;
+- :mod:`stabsearch.report`, :mod:`stabsearch.dashboard`: the HTML report and optuna-dashboard;
+- :mod:`stabsearch.queue`, :mod:`stabsearch.workers`: sharing a study between workers;
 - :mod:`stabsearch.cli`: the command line.
 """
 
@@ -16,6 +19,7 @@ from stabsearch.config import OptimConfig
 from stabsearch.errors import UsageError
 from stabsearch.loader import ModelModule, load_model_module
 from stabsearch.recommend import Recommendation, recommend
+from stabsearch.report import build_report
 from stabsearch.schedule import lr_factor
 from stabsearch.space import SearchSpace
 from stabsearch.stability import Analysis, Spike, StabilityOptions, analyze
@@ -34,6 +38,7 @@ __all__ = [
     "TrainResult",
     "UsageError",
     "analyze",
+    "build_report",
     "load_model_module",
     "lr_factor",
     "recommend",

@@ -111,7 +111,26 @@ def _confirm_and_report(module, space, store, name, settings, confirm_settings, 
         if done.interrupted:
             click.echo("interrupted: run the same command to resume the confirmation", err=True)
             sys.exit(130)
+    _write_report(store, name)
     click.echo(f"next: stabsearch recommend --study {name}" + (f" --storage '{store.shown}'" if storage else ""), err=True)
+
+
+def _write_report(store, name: str) -> None:  # noqa: ANN001
+    """After a run: the HTML report, and the same figures and note saved for optuna-dashboard."""
+    from stabsearch.dashboard import save_to_dashboard
+    from stabsearch.report import build_report, default_report_path
+    from stabsearch.storage import load_study
+
+    try:
+        loaded = load_study(store, name)
+        built = build_report(loaded, store)
+        path = default_report_path(name)
+        built.write(path)
+        save_to_dashboard(loaded, built.figures, built.note_markdown)
+    except (UsageError, OSError) as exc:
+        click.echo(f"report not written: {exc}", err=True)
+        return
+    click.echo(f"report: {path} (figures and note saved for `stabsearch dashboard`)", err=True)
 
 
 def _load(model: str, space_file: str | None, device: str):  # noqa: ANN202

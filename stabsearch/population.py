@@ -38,7 +38,6 @@ Example::
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
 import os
@@ -182,31 +181,41 @@ class _Population:
     def __init__(self, bound: _Bound, plan: _Plan, hyper: _Hyper) -> None:
         self.bound = bound
         self.hyper = hyper
-        self.k = len(hyper.configs)
-        self.members = np.arange(self.k)  # which config each row of the stacks holds
-        self.params, self.buffers = _stack(bound, plan, self.k)
+        self.members = np.arange(len(hyper.configs))  # which config each row of the stacks holds
+        self.params, self.buffers = _stack(bound, plan, len(hyper.configs))
         self.exp_avg = {n: torch.zeros_like(p) for n, p in self.params.items()}
         self.exp_avg_sq = {n: torch.zeros_like(p) for n, p in self.params.items()}
-        self.dtypes = sorted({p.dtype for p in self.params.values()}, key=str)
+        self.kinds = [(p.dtype, p.dim()) for p in self.params.values()]
         self.grad = vmap(grad_and_value(self._loss), in_dims=(0, 0, None))
         self._constants = self._to_device({k: v[None, :] for k, v in hyper.constants.items()})
+        self._fixed = self._columns(self._constants, 0)
         self._table: dict[torch.dtype, dict[str, torch.Tensor]] = {}
         self._table_start = 0
-
-    def _loss(self, params: Params, buffers: Params, batch: Any) -> torch.Tensor:
-        loss = functional_call(self.bound, (params, buffers), (batch,))
-        return loss.reshape(())
-
-    def _to_device(self, arrays: dict[str, np.ndarray]) -> dict[torch.dtype, dict[str, torch.Tensor]]:
-        """float64 arrays ``[rows, K]`` as tensors of each parameter dtype, columns of the live members."""
-        out = {}
-        for dtype in self.dtypes:
-            out[dtype] = {k: torch.from_numpy(np.ascontiguousarray(v[:, self.members])).to(self.device, dtype) for k, v in arrays.items()}
-        return out
 
     @property
     def device(self) -> torch.device:
         return self.hyper.device
+
+    def _loss(self, params: Params, buffers: Params, batch: Any) -> torch.Tensor:
+        return functional_call(self.bound, (params, buffers), (batch,)).reshape(())
+
+    def _to_device(self, arrays: dict[str, np.ndarray]) -> dict[torch.dtype, dict[str, torch.Tensor]]:
+        """float64 arrays ``[rows, K]`` as tensors of each parameter dtype, columns of the live members."""
+        return {
+            dtype: {k: torch.from_numpy(np.ascontiguousarray(v[:, self.members])).to(self.device, dtype) for k, v in arrays.items()}
+            for dtype, _ in set(self.kinds)
+        }
+
+    def _columns(self, tables: dict[torch.dtype, dict[str, torch.Tensor]], row: int) -> dict[str, list[torch.Tensor]]:
+        """Row ``row`` of each ``[rows, K]`` table, viewed as ``[K, 1, ...]`` for each parameter in turn."""
+        views: dict[tuple[str, torch.dtype, int], torch.Tensor] = {}
+        out: dict[str, list[torch.Tensor]] = {}
+        for dtype, ndim in self.kinds:
+            for key, table in tables[dtype].items():
+                if (key, dtype, ndim) not in views:
+                    views[key, dtype, ndim] = table[row].view((-1,) + (1,) * (ndim - 1))
+                out.setdefault(key, []).append(views[key, dtype, ndim])
+        return out
 
     def load_block(self, start: int, stop: int) -> None:
         """Move the per-step tables of steps ``start .. stop - 1`` to the device (once per block)."""
@@ -214,32 +223,36 @@ class _Population:
         self._table_start = start
 
     def step(self, batch: Any, t: int) -> torch.Tensor:
-        """One Adam/AdamW step of every member on ``batch`` (step ``t``, 0-based); returns the ``[K]`` losses."""
-        grads, losses = self.grad(self.params, self.buffers, batch)
-        row = t - self._table_start
-        with torch.no_grad():
-            for name, p in self.params.items():
-                g, m, v = grads[name], self.exp_avg[name], self.exp_avg_sq[name]
-                h = self._settings(p, row)  # [K] settings viewed as [K, 1, ...] to broadcast over p
-                if self.hyper.use_decay:
-                    p.mul_(h["decay"])  # AdamW's decoupled decay: p *= 1 - lr * wd
-                if self.hyper.use_l2:
-                    g = g.add_(h["l2"] * p)  # Adam's L2: g += wd * p
-                m.lerp_(g, h["one_minus_beta1"])
-                v.mul_(h["beta2"]).add_(h["one_minus_beta2"] * g * g)
-                denom = v.sqrt().div_(h["bias2_sqrt"]).add_(h["eps"])  # eps after sqrt(v_hat)
-                p.add_((h["neg_step_size"] * m).div_(denom))  # p - lr_t / bc1 * m / denom
-        return losses.detach()
+        """One Adam/AdamW step of every member on ``batch`` (step ``t``, 0-based); returns the ``[K]`` losses.
 
-    def _settings(self, p: torch.Tensor, row: int) -> dict[str, torch.Tensor]:
-        shape = (-1,) + (1,) * (p.dim() - 1)
-        values = {k: v[0].view(shape) for k, v in self._constants[p.dtype].items()}
-        values.update((k, v[row].view(shape)) for k, v in self._table[p.dtype].items())
-        return values
+        torch.optim's single-tensor Adam op for op, on lists of stacked
+        tensors: ``c`` and ``s`` hold each setting as ``[K, 1, ...]`` views.
+        """
+        grads, losses = self.grad(self.params, self.buffers, batch)
+        p, m, v = list(self.params.values()), list(self.exp_avg.values()), list(self.exp_avg_sq.values())
+        g = [grads[n] for n in self.params]
+        c, s = self._fixed, self._columns(self._table, t - self._table_start)
+        with torch.no_grad():
+            if self.hyper.use_decay:
+                torch._foreach_mul_(p, s["decay"])  # AdamW's decoupled decay: p *= 1 - lr_t * wd
+            if self.hyper.use_l2:
+                torch._foreach_add_(g, torch._foreach_mul(c["l2"], p))  # Adam's L2: g += wd * p
+            torch._foreach_lerp_(m, g, c["one_minus_beta1"])  # m = beta1 * m + (1 - beta1) * g
+            torch._foreach_mul_(v, c["beta2"])
+            g2 = torch._foreach_mul(c["one_minus_beta2"], g)
+            torch._foreach_mul_(g2, g)
+            torch._foreach_add_(v, g2)  # v = beta2 * v + (1 - beta2) * g * g
+            denom = torch._foreach_sqrt(v)
+            torch._foreach_div_(denom, s["bias2_sqrt"])
+            torch._foreach_add_(denom, c["eps"])  # sqrt(v / (1 - beta2^t)) + eps
+            update = torch._foreach_mul(s["neg_step_size"], m)
+            torch._foreach_div_(update, denom)
+            torch._foreach_add_(p, update)  # p -= lr_t / (1 - beta1^t) * m / denom
+        return losses.detach()
 
     def keep(self, rows: np.ndarray) -> None:
         """Keep only these rows of the stacks (the members still training); the others are frozen as they are."""
-        index = torch.as_tensor(rows, device=self.device)
+        index = torch.as_tensor(rows, dtype=torch.long, device=self.device)
         for state in (self.params, self.buffers, self.exp_avg, self.exp_avg_sq):
             for name in state:
                 state[name] = state[name].index_select(0, index)
@@ -247,6 +260,7 @@ class _Population:
             for per_dtype in tables.values():
                 for key in per_dtype:
                     per_dtype[key] = per_dtype[key].index_select(1, index)
+        self._fixed = self._columns(self._constants, 0)
         self.members = self.members[rows]
 
     def member_state(self, row: int) -> dict[str, torch.Tensor]:
@@ -335,14 +349,15 @@ def train_population(
         >>> from stabsearch import load_model_module
         >>> m = load_model_module("tests/modules/tiny.py")
         >>> runs = train_population(m, [OptimConfig(lr=1e-2), OptimConfig(lr=50.0)], steps=200, seed=0, device=torch.device("cpu"))
-        >>> [(r.steps_run, r.diverged_at is None) for r in runs]  # doctest: +SKIP
-        [(200, True), (16, False)]
+        >>> [(r.steps_run, r.diverged_at) for r in runs]  # the second diverged at step 1, seen after a block of 16
+        [(200, None), (16, 1)]
     """
     _check(module, configs, steps)
     assert module.model is not None and module.loss is not None
     options = options or StabilityOptions()
     chance = math.log(module.classes) if module.classes else None
     seed_everything(seed)
+    started = time.perf_counter()  # like train_trial: building the model counts, the final evaluations don't
     model = module.model().to(device)
     model.train()
     batches = batch_stream(module, seed, device)
@@ -351,7 +366,6 @@ def train_population(
     population = _Population(bound, _plan(bound, first), _Hyper(configs, steps, device))
     watch = _Watch(configs, steps, chance, options)
     block = _block(device)
-    started = time.perf_counter()
     batch = first
     pending: list[torch.Tensor] = []
     for t in range(steps):
@@ -384,13 +398,17 @@ def train_population(
 
 
 def _finish(module: ModelModule, bound: _Bound, state: dict[str, torch.Tensor], batch: Any, result: TrainResult) -> None:
-    """Dead ReLU layers and the held-out loss of one member, on its own model rebuilt from the stacks."""
-    member = copy.deepcopy(bound)
-    targets = {**dict(member.named_parameters()), **dict(member.named_buffers())}
+    """Dead ReLU layers and the held-out loss of one member, on its model rebuilt from the stacks.
+
+    The base model is that model once the member's trained tensors are
+    copied in: the rest (frozen parameters, buffers no forward writes) is the
+    same in every member and never changed.
+    """
+    targets = {**dict(bound.named_parameters()), **dict(bound.named_buffers())}
     with torch.no_grad():
         for name, tensor in state.items():
             targets[name].copy_(tensor)
-    model = member.model
+    model = bound.model
     model.train()
     assert module.loss is not None
     counts = relu_dead_units(model, lambda: module.loss(model, batch))
@@ -606,7 +624,7 @@ def max_population(module: ModelModule, device: torch.device, *, limit_fraction:
 
     Example:
         >>> from stabsearch import load_model_module
-        >>> max_population(load_model_module("tests/modules/tiny.py"), torch.device("cpu")) > 1000  # doctest: +SKIP
+        >>> max_population(load_model_module("tests/modules/tiny.py"), torch.device("cpu")) > 1000
         True
     """
     if not (isinstance(limit_fraction, (int, float)) and 0 < limit_fraction <= 1):

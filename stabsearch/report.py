@@ -64,9 +64,14 @@ PRIOR_WEIGHT = 0.5
 GRID = 60
 #: Loss curves are thinned to a min/max envelope of this many buckets (spikes survive).
 CURVE_BUCKETS = 600
-KERNEL_NOTE = (
-    f"shading: P(unstable), Gaussian kernel estimate in log10 space (bandwidth {BANDWIDTH:g} of each axis, "
-    f"shrunk to the overall rate where trials are sparse); other parameters averaged over"
+KERNEL_NOTE = f"shading: P(unstable), Gaussian kernel estimate in log10 space (bandwidth {BANDWIDTH:g} of each axis)"
+MAPS_NOTE = (
+    "Each point is one search trial, coloured by its verdict; hover for its settings. The shading beneath is the "
+    "estimated probability that a run there goes unstable (spiky, diverged or plateau): a Gaussian kernel estimate "
+    f"(Nadaraya-Watson) in log10 space with a bandwidth of {BANDWIDTH:g} of each axis, shrunk towards the study's "
+    "overall rate where trials are sparse. Each map averages over the other parameters. The star is the "
+    "recommendation, the green bar the stable basin along the learning rate, the dotted line its margin to the "
+    "nearest learning rate that went unstable."
 )
 
 
@@ -196,6 +201,10 @@ class Summary:
     recommendation: dict[str, Any] | None
     nothing_reason: str | None
     python_code: str | None = None
+    #: The best stable search trial, the lowest learning rate that went unstable, the highest that stayed stable.
+    best: dict[str, Any] | None = None
+    lowest_unstable: dict[str, Any] | None = None
+    highest_stable: dict[str, Any] | None = None
 
 
 def _space_lines(space: Mapping[str, Any]) -> list[str]:
@@ -223,6 +232,11 @@ def summarize(study: optuna.Study, records: Sequence[TrialRecord], storage: Any,
     starts = [t.datetime_start for t in trials if t.datetime_start]
     ends = [t.datetime_complete for t in trials if t.datetime_complete]
     wall = (max(ends) - min(starts)).total_seconds() if starts and ends else None
+    search = [r for r in finished if r.kind == "search" and r.params.get("lr") is not None]
+    stable = [r for r in search if r.verdict == "stable" and r.score is not None]
+    unstable = [r for r in search if r.verdict in UNSTABLE]
+    brief = lambda r: {"number": r.number, "lr": float(r.params["lr"]), "verdict": r.verdict,  # noqa: E731
+                       "final_loss": r.final_loss, "score": r.score}
     code = None
     if recommendation is not None:
         from stabsearch.export import format_recommendation
@@ -245,6 +259,9 @@ def summarize(study: optuna.Study, records: Sequence[TrialRecord], storage: Any,
         recommendation=recommendation.to_dict() if recommendation is not None else None,
         nothing_reason=nothing_reason,
         python_code=code,
+        best=brief(min(stable, key=lambda r: r.score)) if stable else None,
+        lowest_unstable=brief(min(unstable, key=lambda r: float(r.params["lr"]))) if unstable else None,
+        highest_stable=brief(max(stable, key=lambda r: float(r.params["lr"]))) if stable else None,
     )
 
 
@@ -305,7 +322,23 @@ def _summary_lines(s: Summary) -> list[tuple[str, str]]:
     if s.unfinished:
         compute += f"; {s.unfinished} still running or waiting"
     what = f"{s.model or 'model'}" + (f", {s.steps_per_trial} steps per search trial" if s.steps_per_trial else "")
-    return [("Searched", f"{searched} on {what}"), ("Compute", compute), ("Found", verdicts)]
+    lines = [("Searched", f"{searched} on {what}"), ("Compute", compute), ("Found", verdicts)]
+    if s.best:
+        b = s.best
+        lines.append(("Best", f"the lowest search score, trial #{b['number']} at lr={b['lr']:.3g}: final loss {_fmt(b['final_loss'])}, "
+                              f"score {_fmt(b['score'])}"))
+    if s.lowest_unstable:
+        u = s.lowest_unstable
+        edge = f"the lowest lr that went unstable was {u['lr']:.3g} (#{u['number']}, {u['verdict']})"
+        if s.highest_stable:
+            h = s.highest_stable
+            edge += f"; the highest that stayed stable {h['lr']:.3g} (#{h['number']})"
+            if h["lr"] > u["lr"]:
+                edge += ": the edge depends on the other settings too (see the maps)"
+        lines.append(("Edge", edge))
+    elif s.search_trials:
+        lines.append(("Edge", "no search trial went unstable: the searched range may not reach the edge"))
+    return lines
 
 
 def summary_markdown(s: Summary) -> str:
@@ -467,10 +500,12 @@ def safe_region_figure(records: Sequence[TrialRecord], x: str, y: str, space: Ma
         _mark_recommendation(fig, recommendation, ax, ay)
     fig.update_xaxes(title_text=ax.title + (" (log)" if ax.log else ""), type="log" if ax.log else "linear", range=[x0, x1])
     fig.update_yaxes(title_text=ay.title + (" (log)" if ay.log else ""), type="log" if ay.log else "linear", range=[y0, y1])
-    fig.add_annotation(text=KERNEL_NOTE if judged else "no judged trials yet", xref="paper", yref="paper", x=0, y=-0.2,
-                       xanchor="left", yanchor="top", showarrow=False, font={"size": 10, "color": "#555"})
-    _base_layout(fig, f"Safe region: {ax.key} x {ay.key}", height=460)
-    fig.update_layout(margin={"b": 80})
+    _base_layout(fig, f"Safe region: {ax.key} x {ay.key}", height=480)
+    fig.update_layout(
+        title={"subtitle": {"text": KERNEL_NOTE if judged else "no judged trials yet", "font": {"size": 10, "color": "#555"}}},
+        legend={"orientation": "h", "x": 0, "xanchor": "left", "y": -0.2, "yanchor": "top"},
+        margin={"t": 62, "b": 40},
+    )
     return fig
 
 
@@ -490,13 +525,13 @@ def _mark_recommendation(fig: go.Figure, rec: Recommendation, ax: MapAxis, ay: M
         fig.add_trace(go.Scatter(x=[rx, edge], y=[ry, ry], mode="lines+markers", name=f"margin {margin:.2f} decades",
                                  line={"color": "#444", "dash": "dot", "width": 2}, marker={"symbol": ["line-ns", "line-ns"], "size": 12, "line": {"width": 2, "color": "#444"}},
                                  hovertemplate=f"nearest unstable lr {edge:.3g}: margin {margin:.2f} decades<extra></extra>"))
-    label = "recommended" + (" (backed off from the cliff)" if ev.get("at_cliff") else "")
+    label = "recommended" + (" (backed off)" if ev.get("at_cliff") else "")
     fig.add_trace(go.Scatter(x=[rx], y=[ry], mode="markers", name=label,
                              marker={"symbol": "star", "size": 19, "color": "#ffd400", "line": {"color": "#000", "width": 1.5}},
                              hovertemplate=f"recommended: lr={rec.config.lr:.3g} eps={rec.config.eps:.3g} "
                                            f"beta2={rec.config.beta2:.6g} warmup={rec.config.warmup:.3g}<extra></extra>"))
     if ev.get("backed_off_from") and ax.key == "lr":
-        fig.add_trace(go.Scatter(x=[ev["backed_off_from"]], y=[ry], mode="markers", name="best lr (at the cliff)",
+        fig.add_trace(go.Scatter(x=[ev["backed_off_from"]], y=[ry], mode="markers", name="best lr (cliff)",
                                  marker={"symbol": "diamond-open", "size": 13, "color": "#000", "line": {"width": 2}},
                                  hovertemplate=f"best lr {ev['backed_off_from']:.3g}<extra></extra>"))
 
@@ -579,7 +614,7 @@ def loss_curves_figure(picks: Sequence[tuple[str, TrialRecord]], trials: Mapping
                 hovertemplate=f"#{r.number}: %{{text}}<extra></extra>",
             ))
         if r.diverged_at is not None:
-            finite = [(s, v) for s, v in zip(curve[0].tolist(), curve[1].tolist()) if math.isfinite(v) and v > 0 and s <= r.diverged_at]
+            finite = [(s, v) for s, v in zip(curve[0].tolist(), curve[1].tolist(), strict=True) if math.isfinite(v) and v > 0 and s <= r.diverged_at]
             if finite:
                 fig.add_trace(go.Scatter(
                     x=[finite[-1][0]], y=[_sig(finite[-1][1])], mode="markers", showlegend=False, legendgroup=str(r.number),
@@ -773,6 +808,7 @@ code,pre{font-family:"SFMono-Regular",Menlo,Consolas,monospace;font-size:12.5px}
 pre{background:#f4f5f7;padding:8px;overflow:auto;max-height:360px}
 .evidence li.warn{color:#b3261e;font-weight:600}
 .hint,.muted{color:#666;font-size:12px}
+p.note{color:#4a5263;font-size:12.5px;margin:0 0 8px;max-width:1200px}
 .grid2{display:grid;grid-template-columns:1fr 1fr;gap:14px}
 .fig{background:#fff;border-radius:6px;box-shadow:0 1px 2px rgba(0,0,0,.12);padding:4px;min-width:0}
 table.runs{border-collapse:collapse;font-size:12.5px;background:#fff;margin-top:10px;width:100%}
@@ -817,6 +853,7 @@ def render_html(summary: Summary, figures: Mapping[str, go.Figure], records: Seq
 <main>
 {summary_html(summary)}
 <section id="safe-region"><h2>Where the safe region ends</h2>
+<p class="note">{_esc(MAPS_NOTE)}</p>
 <div class="grid2">{''.join(maps)}</div></section>
 <section id="loss-curves"><h2>Loss curves</h2>{rest.get('loss-curves', '')}</section>
 <section id="confirmation"><h2>Confirmation, seed by seed</h2>{rest.get('confirmation', '')}{confirmation_table(records)}</section>
