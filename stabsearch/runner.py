@@ -189,12 +189,9 @@ def run_trial(
     Search trials sample their configuration from ``space``; confirmation runs
     pass ``config``, a new ``seed`` and a longer ``steps``, and are tagged by ``kind``.
     """
-    config = config or sample(space, trial)
     steps = steps or settings.steps
     seed = settings.seed if seed is None else seed
-    for key, value in {"kind": kind, "config": config.to_dict(), "seed": seed, "steps": steps,
-                       "device": str(settings.device), **(attrs or {})}.items():
-        trial.set_user_attr(key, value)
+    config = prepare_trial(trial, space, settings, kind=kind, seed=seed, steps=steps, config=config, attrs=attrs)
     every = max(50, steps // _REPORTS_PER_TRIAL)  # a few storage writes per trial, none for tiny runs
 
     def on_progress(step: int, loss: float) -> None:
@@ -206,12 +203,36 @@ def run_trial(
             module, config, steps=steps, seed=seed, device=settings.device,
             options=settings.options, on_progress=on_progress,
         )
-        if result.steps_run == 0:
-            raise RuntimeError("the training loop logged no losses; call run.log(loss) once per step")
-        analysis = analyze_result(result, module, config, steps, settings.options)
     except KeyboardInterrupt:
         raise
     except BaseException as exc:  # user code: fail this trial only
+        _fail(study, trial, exc)
+        return "failed"
+    return finish_trial(study, trial, module, storage, settings, config, steps, result)
+
+
+def prepare_trial(
+    trial: optuna.Trial, space: SearchSpace, settings: SearchSettings, *, kind: str, seed: int, steps: int,
+    config: OptimConfig | None = None, attrs: dict[str, Any] | None = None,
+) -> OptimConfig:
+    """Sample (or take) the trial's configuration and record what it will run."""
+    config = config or sample(space, trial)
+    for key, value in {"kind": kind, "config": config.to_dict(), "seed": seed, "steps": steps,
+                       "device": str(settings.device), **(attrs or {})}.items():
+        trial.set_user_attr(key, value)
+    return config
+
+
+def finish_trial(
+    study: optuna.Study, trial: optuna.Trial, module: ModelModule, storage: Storage, settings: SearchSettings,
+    config: OptimConfig, steps: int, result: TrainResult,
+) -> str:
+    """Analyse a finished run, store it on the trial and tell Optuna; returns the verdict."""
+    try:
+        if result.steps_run == 0:
+            raise RuntimeError("the training loop logged no losses; call run.log(loss) once per step")
+        analysis = analyze_result(result, module, config, steps, settings.options)
+    except Exception as exc:
         _fail(study, trial, exc)
         return "failed"
     warning = early_warning(result, config, steps)
