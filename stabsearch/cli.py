@@ -56,6 +56,8 @@ def cli() -> None:
 @click.option("--space", "space_file", type=click.Path(dir_okay=False), default=None, metavar="FILE", help="YAML file of search-space overrides.")
 @click.option("--warning-penalty", type=click.FloatRange(min=0), default=1.0, show_default=True,
               help="Decades added to the score of a trial predicted to blow up later (0: off).")
+@click.option("--population", type=click.IntRange(min=1), default=1, show_default=True, metavar="K",
+              help="Train K trials at once as one vectorized population (torch.func.vmap).")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Worker processes sharing the study (one per GPU when there are several).")
 @click.option("--heartbeat", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True,
@@ -63,7 +65,7 @@ def cli() -> None:
 @_confirm_options
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
 def run(model: str, study: str | None, storage: str | None, trials: int, steps: int | None, timeout: float | None,
-        seed: int, device: str, space_file: str | None, warning_penalty: float, workers: int, heartbeat: float,
+        seed: int, device: str, space_file: str | None, warning_penalty: float, population: int, workers: int, heartbeat: float,
         confirm: int, seeds: int, stress: float, progress: bool) -> None:
     """Search optimizer settings for the model module MODEL (a .py file or module name).
 
@@ -79,6 +81,7 @@ def run(model: str, study: str | None, storage: str | None, trials: int, steps: 
     settings = SearchSettings(
         trials=trials, steps=steps or module.steps or 1000, seed=seed, timeout=timeout,
         device=device_, progress=progress, warning_penalty=warning_penalty, heartbeat=heartbeat,
+        population=_population_size(module, device_, population),
     )
     store = open_storage(storage, create=True)
     name = study or module.name
@@ -131,6 +134,22 @@ def _write_report(store, name: str) -> None:  # noqa: ANN001
         click.echo(f"report not written: {exc}", err=True)
         return
     click.echo(f"report: {path} (figures and note saved for `stabsearch dashboard`)", err=True)
+
+
+def _population_size(module, device, requested: int) -> int:  # noqa: ANN001
+    """``requested``, or 1 with a notice when the model can't be vectorized; refuse a K that won't fit."""
+    if requested == 1:
+        return 1
+    from stabsearch.population import max_population, why_not_vectorizable
+
+    reason = why_not_vectorizable(module, device)
+    if reason is not None:
+        click.echo(f"--population {requested}: training one trial at a time instead ({reason})", err=True)
+        return 1
+    fits = max_population(module, device)
+    if requested > fits:
+        raise UsageError(f"--population {requested} does not fit in the memory of {device}: at most {fits} members fit")
+    return requested
 
 
 def _load(model: str, space_file: str | None, device: str):  # noqa: ANN202

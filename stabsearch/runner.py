@@ -15,6 +15,7 @@ This is where stabsearch talks to Optuna while training. Rules (DESIGN section 8
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import math
 import tempfile
@@ -63,6 +64,8 @@ class SearchSettings:
     warning_penalty: float = 1.0
     #: Seconds between a running trial's heartbeats; a trial silent for 6 of them is recovered.
     heartbeat: float = 10.0
+    #: Trials trained at once as one vectorized population (1: one at a time).
+    population: int = 1
 
 
 @dataclasses.dataclass
@@ -120,7 +123,8 @@ def run_search(
     summary = SearchSummary(study_name, finished, 0, dict(verdicts), 0.0)
     bar = tqdm(total=settings.trials, initial=min(finished, settings.trials), unit="trial", disable=None if settings.progress else True, dynamic_ncols=True, leave=True)
     bar.set_postfix_str(_postfix(verdicts))
-    trial: optuna.Trial | None = None
+    held: list[optuna.Trial] = []
+    size = settings.population
     try:
         while True:
             if settings.timeout is not None and time.perf_counter() - started >= settings.timeout:
@@ -129,23 +133,30 @@ def run_search(
             finished, running, waiting = budget_state(study)
             if finished >= settings.trials:
                 break
-            if reserve_slots and waiting == 0 and finished + running < settings.trials:
-                reserve(study, settings.trials, at_most=1)  # one at a time: nothing left queued on Ctrl-C
-            trial = claim(study)
-            if trial is None:
+            if reserve_slots and waiting < size and finished + running < settings.trials:
+                # A few at a time: nothing is left queued after Ctrl-C but what was already claimed.
+                reserve(study, settings.trials, at_most=size - waiting)
+            held = _claim_up_to(study, size)
+            if not held:
                 if recover_lost(study, settings.heartbeat):
                     continue
                 break  # the remaining slots are held by other workers
-            with heartbeat(study, trial._trial_id, settings.heartbeat):
-                verdict = run_trial(study, trial, module, space, storage, settings)
-            trial = None
-            summary.new_trials += 1
-            verdicts[verdict] += 1
-            bar.update(1)
+            with contextlib.ExitStack() as beats:
+                for trial in held:
+                    beats.enter_context(heartbeat(study, trial._trial_id, settings.heartbeat))
+                if len(held) == 1:
+                    done = [run_trial(study, held[0], module, space, storage, settings)]
+                else:
+                    done = run_population(study, held, module, space, storage, settings)
+            held = []
+            for verdict in done:
+                summary.new_trials += 1
+                verdicts[verdict] += 1
+            bar.update(len(done))
             bar.set_postfix_str(_postfix(verdicts))
     except KeyboardInterrupt:
         summary.interrupted = True
-        if trial is not None:
+        for trial in held:
             _abandon(study, trial, "interrupted")
     finally:
         bar.close()
@@ -153,6 +164,36 @@ def run_search(
     summary.verdicts = dict(verdicts)
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _claim_up_to(study: optuna.Study, size: int) -> list[optuna.Trial]:
+    held = []
+    while len(held) < size:
+        trial = claim(study)
+        if trial is None:
+            break
+        held.append(trial)
+    return held
+
+
+def run_population(
+    study: optuna.Study, trials: list[optuna.Trial], module: ModelModule, space: SearchSpace,
+    storage: Storage, settings: SearchSettings,
+) -> list[str]:
+    """Train ``trials`` at once as one vectorized population, then finish each like a sequential trial."""
+    from stabsearch.population import train_population
+
+    steps, seed = settings.steps, settings.seed
+    configs = [prepare_trial(t, space, settings, kind="search", seed=seed, steps=steps, attrs={"population": len(trials)}) for t in trials]
+    try:
+        results = train_population(module, configs, steps=steps, seed=seed, device=settings.device, options=settings.options)
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # user code: these trials fail, the study goes on
+        for trial in trials:
+            _fail(study, trial, exc)
+        return ["failed"] * len(trials)
+    return [finish_trial(study, t, module, storage, settings, c, steps, r) for t, c, r in zip(trials, configs, results)]
 
 
 def _postfix(verdicts: collections.Counter[str]) -> str:
