@@ -10,8 +10,8 @@ same search space, it runs:
 
 Each method's chosen configuration is then trained on 3 new seeds at twice the
 search horizon by ``independent_check`` below, a plain torch loop with its own
-pass rule (finite throughout, never 10x above its running minimum after the
-first 10% of steps, and ending below where it started). The table reports
+pass rule (finite throughout; after the first 10% of steps never 10x above its
+running minimum and above 1e-3 of its first loss; ending below where it started). The table reports
 whether the choice passed, its final loss, the steps spent on trials that
 diverged, and the total steps until a passing configuration was known.
 
@@ -94,9 +94,9 @@ def passes(losses: list[float], steps: int) -> bool:
     """The independent pass rule."""
     if len(losses) < steps or not all(math.isfinite(v) for v in losses):
         return False
-    running = math.inf
+    running, floor = math.inf, 1e-3 * losses[0]
     for i, v in enumerate(losses):
-        if i >= steps // 10 and v > 10 * running:
+        if i >= steps // 10 and v > 10 * running and v > floor:
             return False
         running = min(running, v)
     return statistics.median(losses[-max(1, steps // 20):]) < losses[0]

@@ -25,9 +25,11 @@ What a :class:`~stabsearch.trainer.TrainResult` from here holds: ``losses``,
 ``diverged_at``, ``seconds`` (the population's wall time divided by K: the
 members share every step), and for a member that did not diverge
 ``final_eval`` (``evaluate``) and ``dead_layers``, measured on the member's
-model rebuilt from its slice of the stacks. ``telemetry`` is empty and
-``sharpness`` is ``None``: the early-warning sharpness is a per-model Hessian
-power iteration, measured by the runner separately if at all.
+model rebuilt from its slice of the stacks. ``telemetry`` (Adam's internals,
+sampled per optimizer) is empty. ``sharpness`` (the early warning's top
+Hessian eigenvalue) is ``None`` unless asked for with ``sharpness=True``;
+then one vectorized power iteration gives every member the value
+``train_trial`` would have measured.
 
 Example::
 
@@ -43,6 +45,7 @@ import math
 import os
 import random
 import time
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -50,7 +53,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.func import functional_call, grad_and_value, stack_module_state, vmap
+from torch.func import functional_call, grad, grad_and_value, stack_module_state, vjp, vmap
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from stabsearch.config import OptimConfig
 from stabsearch.loader import ModelModule
@@ -185,6 +189,7 @@ class _Population:
         self.params, self.buffers = _stack(bound, plan, len(hyper.configs))
         self.exp_avg = {n: torch.zeros_like(p) for n, p in self.params.items()}
         self.exp_avg_sq = {n: torch.zeros_like(p) for n, p in self.params.items()}
+        self._scratch()
         self.kinds = [(p.dtype, p.dim()) for p in self.params.values()]
         self.grad = vmap(grad_and_value(self._loss), in_dims=(0, 0, None))
         self._constants = self._to_device({k: v[None, :] for k, v in hyper.constants.items()})
@@ -195,6 +200,11 @@ class _Population:
     @property
     def device(self) -> torch.device:
         return self.hyper.device
+
+    def _scratch(self) -> None:
+        """Two work tensors per parameter, kept between steps: fresh ones every step cost page faults."""
+        self.work = [torch.empty_like(p) for p in self.params.values()]
+        self.denom = [torch.empty_like(p) for p in self.params.values()]
 
     def _loss(self, params: Params, buffers: Params, batch: Any) -> torch.Tensor:
         return functional_call(self.bound, (params, buffers), (batch,)).reshape(())
@@ -230,24 +240,29 @@ class _Population:
         """
         grads, losses = self.grad(self.params, self.buffers, batch)
         p, m, v = list(self.params.values()), list(self.exp_avg.values()), list(self.exp_avg_sq.values())
-        g = [grads[n] for n in self.params]
+        g, work, denom = [grads[n] for n in self.params], self.work, self.denom
         c, s = self._fixed, self._columns(self._table, t - self._table_start)
         with torch.no_grad():
             if self.hyper.use_decay:
                 torch._foreach_mul_(p, s["decay"])  # AdamW's decoupled decay: p *= 1 - lr_t * wd
             if self.hyper.use_l2:
-                torch._foreach_add_(g, torch._foreach_mul(c["l2"], p))  # Adam's L2: g += wd * p
+                torch._foreach_copy_(work, p)
+                torch._foreach_mul_(work, c["l2"])
+                torch._foreach_add_(g, work)  # Adam's L2: g += wd * p
             torch._foreach_lerp_(m, g, c["one_minus_beta1"])  # m = beta1 * m + (1 - beta1) * g
             torch._foreach_mul_(v, c["beta2"])
-            g2 = torch._foreach_mul(c["one_minus_beta2"], g)
-            torch._foreach_mul_(g2, g)
-            torch._foreach_add_(v, g2)  # v = beta2 * v + (1 - beta2) * g * g
-            denom = torch._foreach_sqrt(v)
+            torch._foreach_copy_(work, g)
+            torch._foreach_mul_(work, c["one_minus_beta2"])
+            torch._foreach_mul_(work, g)
+            torch._foreach_add_(v, work)  # v = beta2 * v + (1 - beta2) * g * g
+            torch._foreach_copy_(denom, v)
+            torch._foreach_sqrt_(denom)
             torch._foreach_div_(denom, s["bias2_sqrt"])
             torch._foreach_add_(denom, c["eps"])  # sqrt(v / (1 - beta2^t)) + eps
-            update = torch._foreach_mul(s["neg_step_size"], m)
-            torch._foreach_div_(update, denom)
-            torch._foreach_add_(p, update)  # p -= lr_t / (1 - beta1^t) * m / denom
+            torch._foreach_copy_(work, m)
+            torch._foreach_mul_(work, s["neg_step_size"])
+            torch._foreach_div_(work, denom)
+            torch._foreach_add_(p, work)  # p -= lr_t / (1 - beta1^t) * m / denom
         return losses.detach()
 
     def keep(self, rows: np.ndarray) -> None:
@@ -260,6 +275,7 @@ class _Population:
             for per_dtype in tables.values():
                 for key in per_dtype:
                     per_dtype[key] = per_dtype[key].index_select(1, index)
+        self._scratch()
         self._fixed = self._columns(self._constants, 0)
         self.members = self.members[rows]
 
@@ -335,6 +351,7 @@ def train_population(
     seed: int,
     device: torch.device,
     options: StabilityOptions | None = None,
+    sharpness: bool = False,
 ) -> list[TrainResult]:
     """Train one member per config, all at once, for up to ``steps`` steps; one ``TrainResult`` each, in order.
 
@@ -344,6 +361,11 @@ def train_population(
     :func:`why_not_vectorizable` first: a module it refuses raises here
     (``ValueError`` for a custom loop, the vmap error otherwise). Exceptions
     from user code propagate.
+
+    With ``sharpness`` set, each member that did not diverge also gets the
+    top Hessian eigenvalue on the last batch, as ``train_trial(...,
+    sharpness=True)`` measures it for the early warning, by one vectorized
+    power iteration over all members (``sharpness_seconds`` is its time / K).
 
     Example:
         >>> from stabsearch import load_model_module
@@ -383,6 +405,11 @@ def train_population(
             if population.members.size == 0:
                 break
     seconds = (time.perf_counter() - started) / len(configs)
+    eigenvalues, sharpness_seconds = np.full(population.members.size, np.nan), 0.0
+    if sharpness and population.members.size:
+        started = time.perf_counter()
+        eigenvalues = _sharpness(population, batch, seed)
+        sharpness_seconds = (time.perf_counter() - started) / len(configs)
     results = []
     for i in range(len(configs)):
         result = TrainResult(
@@ -393,8 +420,69 @@ def train_population(
         if result.diverged_at is None:
             row = int(np.flatnonzero(population.members == i)[0])
             _finish(module, bound, population.member_state(row), batch, result)
+            if sharpness:
+                result.sharpness, result.sharpness_seconds = float(eigenvalues[row]), sharpness_seconds
         results.append(result)
     return results
+
+
+def _sharpness(population: _Population, batch: Any, seed: int, iters: int = 10, tol: float = 1e-3) -> np.ndarray:
+    """Top Hessian eigenvalue of each member's loss on ``batch``, as ``telemetry.hessian_top_eigenvalue`` finds it.
+
+    The same power iteration (start vector drawn from ``seed``, Rayleigh
+    quotient, stop once it moves less than ``tol``), each member stopping on
+    its own; each iteration is one vmapped Hessian-vector product
+    (reverse over reverse, as the double backward there) for all members.
+    Eval mode, as train_trial's probe after ``evaluate``.
+    """
+    bound, params, buffers = population.bound, population.params, population.buffers
+    k = population.members.size
+
+    def loss(p: Params, b: Params) -> torch.Tensor:
+        return functional_call(bound, (p, b), (batch,)).reshape(())
+
+    def hvp(p: Params, b: Params, v: Params) -> Params:
+        _, pullback = vjp(lambda q: grad(loss)(q, b), p)
+        return pullback(v)[0]
+
+    def per_member(values: dict[str, torch.Tensor]) -> torch.Tensor:  # sum over each member's own entries
+        total = torch.zeros((), device=population.device)
+        for t in values.values():
+            total = total + t.reshape(k, -1).sum(1)
+        return total
+
+    training = bound.training
+    bound.eval()
+    try:
+        finite = torch.isfinite(vmap(loss)(params, buffers)).cpu().numpy()
+        gen = torch.Generator(device="cpu").manual_seed(seed)
+        start = {n: torch.randn(p.shape[1:], generator=gen).to(p.device, p.dtype) for n, p in params.items()}
+        norm = torch.sqrt(sum((v * v).sum() for v in start.values()))
+        vec = {n: (v / norm).expand(k, *v.shape).clone() for n, v in start.items()}
+        result, estimate, done = np.full(k, np.nan), np.full(k, np.nan), ~finite
+        batched = vmap(hvp)
+        for _ in range(iters):
+            if done.all():
+                break
+            hv = batched(params, buffers, vec)
+            rayleigh = per_member({n: hv[n] * vec[n] for n in hv}).detach()
+            hv_norm = torch.sqrt(per_member({n: hv[n] * hv[n] for n in hv})).detach()
+            r, h = rayleigh.cpu().double().numpy(), hv_norm.cpu().double().numpy()
+            stuck = ~done & (~np.isfinite(r) | (h == 0.0))
+            result[stuck] = np.where(np.isfinite(r[stuck]), r[stuck], np.nan)
+            moving = ~done & ~stuck
+            converged = moving & np.isfinite(estimate) & (np.abs(r - estimate) <= tol * np.abs(estimate))
+            result[converged] = r[converged]
+            step = torch.as_tensor(moving, device=population.device)
+            for n in vec:
+                shape = (k,) + (1,) * (vec[n].dim() - 1)
+                vec[n] = torch.where(step.view(shape), hv[n].detach() / hv_norm.view(shape), vec[n])
+            estimate = np.where(moving & ~converged, r, estimate)
+            done = done | stuck | converged
+        result[~done] = estimate[~done]
+    finally:
+        bound.train(training)
+    return result
 
 
 def _finish(module: ModelModule, bound: _Bound, state: dict[str, torch.Tensor], batch: Any, result: TrainResult) -> None:
@@ -435,8 +523,20 @@ def _own_rng(device: torch.device) -> Iterator[None]:
 def _one_line(exc: BaseException) -> str:
     lines = [s.strip() for s in str(exc).splitlines() if s.strip()]
     text = lines[0] if lines else ""
-    text = text if len(text) <= 200 else text[:197] + "..."
+    if len(text) > 200:  # keep whole sentences where there are some
+        cut = text.rfind(". ", 0, 200)
+        text = text[: cut + 1] if cut > 40 else text[:197] + "..."
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+_HINTS = {
+    "random operation": "the model or loss draws random numbers (dropout?), and members could not reproduce train_trial's draws; ",
+    "data-dependent control flow": "the model or loss branches on a tensor's value or calls .item(); ",
+}
+
+
+def _hint(exc: BaseException) -> str:
+    return next((hint for key, hint in _HINTS.items() if key in str(exc)), "")
 
 
 def why_not_vectorizable(module: ModelModule, device: torch.device) -> str | None:
@@ -468,14 +568,17 @@ def why_not_vectorizable(module: ModelModule, device: torch.device) -> str | Non
             batch = next(batch_stream(module, 0, device))
             bound = _Bound(model, module.loss)
             plan = _plan(bound, batch)
-            if not plan.trainable:
-                return "loss(model, batch) reaches no trainable parameter"
             plain = float(functional_call(bound, {n: b.clone() for n, b in bound.named_buffers()}, (batch,)).detach())
+        except Exception as exc:  # user code, before any vmap
+            return f"one plain training step fails: {_one_line(exc)}"
+        if not plan.trainable:
+            return "loss(model, batch) reaches no trainable parameter"
+        try:
             population = _Population(bound, plan, _Hyper([OptimConfig()] * 2, 1, device))
             _, losses = population.grad(population.params, population.buffers, batch)
             values = losses.detach().cpu().tolist()
-        except Exception as exc:  # user code or vmap: both say why in one line
-            return f"torch.func.vmap cannot train it: {_one_line(exc)}"
+        except Exception as exc:  # what vmap could not batch
+            return f"torch.func.vmap cannot train it: {_hint(exc)}{_one_line(exc)}"
     if not all(math.isclose(v, plain, rel_tol=1e-4, abs_tol=1e-6) or (math.isnan(v) and math.isnan(plain)) for v in values):
         return f"the vmapped loss {values[0]:.6g} differs from the plain loss {plain:.6g}"
     return None
@@ -488,8 +591,8 @@ def why_not_vectorizable(module: ModelModule, device: torch.device) -> str | Non
 class PopulationMemory:
     """Bytes a population needs: ``shared + k * per_member``, against ``available`` on the device.
 
-    ``measured`` is True on CUDA (peak allocations of a 1- and a 2-member
-    step), False on the CPU (an estimate from tensor sizes).
+    ``measured`` is True when the numbers are the peaks of a 1- and a
+    2-member step, False for the CPU's fallback estimate from tensor sizes.
     """
 
     shared: int
@@ -509,14 +612,14 @@ def _tensor_bytes(t: torch.Tensor) -> int:
     return t.numel() * t.element_size()
 
 
-def _nested_bytes(value: Any) -> int:
+def _leaves(value: Any) -> list[torch.Tensor]:
     if isinstance(value, torch.Tensor):
-        return _tensor_bytes(value)
+        return [value]
     if isinstance(value, (list, tuple)):
-        return sum(_nested_bytes(v) for v in value)
+        return [t for v in value for t in _leaves(v)]
     if isinstance(value, dict):
-        return sum(_nested_bytes(v) for v in value.values())
-    return 0
+        return [t for v in value.values() for t in _leaves(v)]
+    return []
 
 
 def _cpu_available() -> int:
@@ -540,17 +643,84 @@ def _cpu_available() -> int:
     return max(0, available)
 
 
+class LiveBytes(TorchDispatchMode):
+    """The CPU's ``max_memory_allocated``: peak bytes of tensor storage that the ops run inside it allocate.
+
+    A dispatch mode sees every op below ``vmap`` and ``grad``, so it counts
+    the real, batched tensors. Each new storage counts until the last tensor
+    on it is freed; views and in-place results count nothing new.
+
+    Example:
+        >>> with LiveBytes() as mode:
+        ...     x = torch.ones(1000)
+        ...     y = (x * 2).sum()
+        >>> mode.peak  # x, and x * 2 while it is summed
+        8004
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._live: dict[int, list[int]] = {}  # storage pointer -> [bytes, tensors alive on it]
+        self.now = self.peak = 0
+
+    def _release(self, ptr: int) -> None:
+        entry = self._live.get(ptr)
+        if entry is not None:
+            entry[1] -= 1
+            if entry[1] == 0:
+                del self._live[ptr]
+                self.now -= entry[0]
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        out = func(*args, **(kwargs or {}))
+        inputs = {t.untyped_storage().data_ptr() for t in _leaves([list(args), kwargs or {}])}
+        for t in _leaves(out if isinstance(out, (list, tuple)) else [out]):
+            storage = t.untyped_storage()
+            ptr, size = storage.data_ptr(), storage.nbytes()
+            if ptr in self._live:
+                self._live[ptr][1] += 1
+            elif ptr in inputs or size == 0:
+                continue  # a view of, or a write into, a tensor made outside
+            else:
+                self._live[ptr] = [size, 1]
+                self.now += size
+                self.peak = max(self.peak, self.now)
+            weakref.finalize(t, self._release, ptr)
+        return out
+
+
+def _step_peak(bound: _Bound, plan: _Plan, batch: Any, device: torch.device, k: int) -> int:
+    """Peak bytes allocated while a K-member population is built and takes two steps."""
+
+    def run() -> None:
+        population = _Population(bound, plan, _Hyper([OptimConfig()] * k, 2, device))
+        population.load_block(0, 2)
+        population.step(batch, 0)
+        population.step(batch, 1)
+
+    if device.type != "cuda":
+        with LiveBytes() as mode:
+            run()
+        return mode.peak
+    torch.cuda.synchronize(device)
+    torch.cuda.empty_cache()
+    base = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    run()
+    torch.cuda.synchronize(device)
+    return torch.cuda.max_memory_allocated(device) - base
+
+
 def population_memory(module: ModelModule, device: torch.device) -> PopulationMemory:
     """How memory grows with K for ``module`` on ``device`` (see :class:`PopulationMemory`).
 
-    CUDA: ``torch.cuda.max_memory_allocated`` around one step of a 1- and a
-    2-member population; the difference is one member. CPU: one member is
-    its parameters, gradients and two Adam states (4x the trainable bytes),
-    its stacked buffers, the activations autograd saves for one batch
-    (counted with ``saved_tensors_hooks``, less those that are the batch or
-    the weights) and the step's temporaries (two of the largest parameter,
-    one of the largest activation); the shared part is the base model and
-    the batch. Available: free GPU memory, or MemAvailable within a cgroup limit.
+    Measured: the peak bytes allocated by a 1- and a 2-member population
+    taking two steps (``torch.cuda.max_memory_allocated`` on CUDA,
+    :class:`LiveBytes` on the CPU); their difference is one member. The base
+    model and the batch are already allocated, so they are in neither.
+    Available: free GPU memory, or MemAvailable within a cgroup limit. Should
+    the CPU measurement fail, an estimate from tensor sizes stands in (see
+    :func:`_estimate_cpu`).
     """
     if module.model is None or module.batches is None or module.loss is None or module.train is not None:
         raise ValueError(f"{module.source}: not a population module ({why_not_vectorizable(module, device)})")
@@ -561,18 +731,29 @@ def population_memory(module: ModelModule, device: torch.device) -> PopulationMe
         batch = next(batch_stream(module, 0, device))
         bound = _Bound(model, module.loss)
         plan = _plan(bound, batch)
-        if device.type == "cuda":
-            return _measure_cuda(bound, plan, batch, device)
-        return _estimate_cpu(bound, plan, batch)
+        try:
+            one, two = (_step_peak(bound, plan, batch, device, k) for k in (1, 2))
+        except Exception:
+            if device.type == "cuda":
+                raise
+            return _estimate_cpu(bound, plan, batch)
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        available = torch.cuda.mem_get_info(device)[0]
+    else:
+        available = _cpu_available()
+    per_member = max(1, two - one)
+    return PopulationMemory(shared=max(0, one - per_member), per_member=per_member, available=available, measured=True)
 
 
 def _estimate_cpu(bound: _Bound, plan: _Plan, batch: Any) -> PopulationMemory:
+    """One member: parameters, gradients, two Adam states and two work tensors (6x the trainable bytes),
+    stacked buffers, the activations autograd saves (``saved_tensors_hooks``, less the batch and weights)
+    and twice the largest of those (the gradients flowing in and out)."""
     named, buffers = dict(bound.named_parameters()), dict(bound.named_buffers())
     trainable = sum(_tensor_bytes(named[n]) for n in plan.trainable)
-    largest = max((_tensor_bytes(named[n]) for n in plan.trainable), default=0)
     stacked_buffers = sum(_tensor_bytes(buffers[n]) for n in plan.mutable)
-    known = {t.data_ptr() for t in [*named.values(), *buffers.values()]}
-    known |= {t.data_ptr() for t in _leaves(batch)}
+    known = {t.data_ptr() for t in [*named.values(), *buffers.values(), *_leaves(batch)]}
     saved: list[int] = []
 
     def pack(t: torch.Tensor) -> torch.Tensor:
@@ -582,41 +763,9 @@ def _estimate_cpu(bound: _Bound, plan: _Plan, batch: Any) -> PopulationMemory:
 
     params = {n: named[n].detach().clone().requires_grad_(True) for n in plan.trainable}
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        loss = functional_call(bound, (params, {n: b.clone() for n, b in buffers.items()}), (batch,))
-    del loss
-    activations = sum(saved)
-    per_member = 4 * trainable + stacked_buffers + activations + 2 * largest + max(saved, default=0)
-    shared = sum(_tensor_bytes(t) for t in named.values()) + sum(_tensor_bytes(t) for t in buffers.values()) + _nested_bytes(batch)
-    return PopulationMemory(shared=shared, per_member=per_member, available=_cpu_available(), measured=False)
-
-
-def _leaves(value: Any) -> list[torch.Tensor]:
-    if isinstance(value, torch.Tensor):
-        return [value]
-    if isinstance(value, (list, tuple)):
-        return [t for v in value for t in _leaves(v)]
-    if isinstance(value, dict):
-        return [t for v in value.values() for t in _leaves(v)]
-    return []
-
-
-def _measure_cuda(bound: _Bound, plan: _Plan, batch: Any, device: torch.device) -> PopulationMemory:
-    peaks = []
-    for k in (1, 2):
-        torch.cuda.synchronize(device)
-        torch.cuda.empty_cache()
-        base = torch.cuda.memory_allocated(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        population = _Population(bound, plan, _Hyper([OptimConfig()] * k, 1, device))
-        population.load_block(0, 1)
-        population.step(batch, 0)
-        torch.cuda.synchronize(device)
-        peaks.append(torch.cuda.max_memory_allocated(device) - base)
-        del population
-    torch.cuda.empty_cache()
-    free, _ = torch.cuda.mem_get_info(device)
-    per_member = max(1, peaks[1] - peaks[0])
-    return PopulationMemory(shared=max(0, peaks[0] - per_member), per_member=per_member, available=free, measured=True)
+        functional_call(bound, (params, {n: b.clone() for n, b in buffers.items()}), (batch,))
+    per_member = 6 * trainable + stacked_buffers + sum(saved) + 2 * max(saved, default=0)
+    return PopulationMemory(shared=0, per_member=per_member, available=_cpu_available(), measured=False)
 
 
 def max_population(module: ModelModule, device: torch.device, *, limit_fraction: float = 0.8) -> int:

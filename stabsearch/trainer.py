@@ -103,27 +103,34 @@ class Run:
         self.block = block or (64 if device.type == "cuda" else 16)
         self.on_progress = on_progress
         self.progress_every = progress_every or max(1, steps // 20)
-        self.telemetry_every = telemetry_every or max(10, steps // 50)
+        self.telemetry_every = telemetry_every or max(50, steps // 20)  # ~1% of a tiny model's steps
         self.telemetry: list[dict[str, float]] = []
         self.model: torch.nn.Module | None = None
         self.last_batch: Any = None
         self.probe: Callable[[], Any] | None = None  # one forward on the current batch, for dead-unit counts
         self.optimizer: torch.optim.Optimizer | None = None
-        self.scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
+        self._scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
         self.diverged_at: int | None = None
         self._pending: list[Any] = []
         self._count = 0
         self._losses: list[float] = []
         self._initial = math.nan
 
-    def make_optimizer(self, model_or_params: torch.nn.Module | Any) -> torch.optim.Optimizer:
-        """Build the configured optimizer (and ``self.scheduler``) for a model or its parameters."""
+    def make_optimizer(self, model_or_params: torch.nn.Module | Any, *, scheduler: bool = True) -> torch.optim.Optimizer:
+        """Build the configured optimizer, and ``self.scheduler`` unless told not to, for a model or its parameters."""
         if isinstance(model_or_params, torch.nn.Module):
             self.model = model_or_params
             model_or_params = model_or_params.parameters()
         self.optimizer = build_optimizer(model_or_params, self.config)
-        self.scheduler = build_scheduler(self.optimizer, self.config, self.steps)
+        self._scheduler = build_scheduler(self.optimizer, self.config, self.steps) if scheduler else None
         return self.optimizer
+
+    @property
+    def scheduler(self) -> torch.optim.lr_scheduler.LRScheduler:
+        """The configured schedule as a ``LambdaLR`` (call ``make_optimizer`` first)."""
+        if self._scheduler is None:
+            raise RuntimeError("call run.make_optimizer(model) before using run.scheduler")
+        return self._scheduler
 
     def log(self, loss: torch.Tensor | float) -> None:
         """Record one step's loss; raises :class:`StopRun` when the run diverged or overran its budget."""
@@ -228,12 +235,12 @@ def default_loop(module: ModelModule, run: Run) -> None:
     assert module.model is not None and module.loss is not None
     model = module.model().to(run.device)
     model.train()
-    optimizer = run.make_optimizer(model)
-    run.probe = lambda: module.loss(model, run.last_batch)
-    scheduler = run.scheduler
-    batches = batch_stream(module, run.seed, run.device)
     # A constant schedule without warmup never changes the learning rate: skip its per-step cost.
     step_schedule = run.config.schedule != "constant" or run.warmup_steps > 0
+    optimizer = run.make_optimizer(model, scheduler=step_schedule)
+    scheduler = run.scheduler if step_schedule else None
+    run.probe = lambda: module.loss(model, run.last_batch)
+    batches = batch_stream(module, run.seed, run.device)
     for _ in range(run.steps):
         batch = next(batches)
         run.last_batch = batch
@@ -241,7 +248,7 @@ def default_loop(module: ModelModule, run: Run) -> None:
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        if step_schedule:
+        if scheduler is not None:
             scheduler.step()
         run.log(loss)
 

@@ -2,21 +2,29 @@
 
 from __future__ import annotations
 
+import dataclasses
 import doctest
 import random
 import types
-import weakref
 
 import numpy as np
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_leaves
 
 from conftest import OBJECTIVES, ROOT, module_path
 from stabsearch import OptimConfig, load_model_module, population, train_trial
 from stabsearch.loader import ModelModule
-from stabsearch.population import max_population, population_memory, train_population, why_not_vectorizable
+from stabsearch.population import (
+    LiveBytes,
+    _Bound,
+    _estimate_cpu,
+    _plan,
+    _step_peak,
+    max_population,
+    population_memory,
+    train_population,
+    why_not_vectorizable,
+)
 from stabsearch.trainer import batch_stream, seed_everything
 
 CPU = torch.device("cpu")
@@ -63,20 +71,58 @@ CONFIGS = [
 ]
 
 
+def relative_gap(curve, reference, end):
+    """``|curve - reference| / |reference|`` over the first ``end`` values, as a running maximum."""
+    a, b = np.asarray(curve[:end]), np.asarray(reference[:end])
+    return np.maximum.accumulate(np.abs(a - b) / np.abs(b)) if end else np.zeros(0)
+
+
 def assert_same_run(pop, seq, rtol=1e-4):
-    """A member's result is train_trial's: curve (to rtol), divergence step, held-out loss, dead layers."""
+    """A member's result is train_trial's: curve (within ``rtol``, a number or one per step), divergence step,
+    held-out loss, dead layers. Only the values before a divergence are compared: after it both are noise."""
     assert pop.diverged_at == seq.diverged_at
     assert pop.losses.dtype == np.float64 and pop.losses.shape == seq.losses.shape
+    end = seq.steps_run if seq.diverged_at is None else seq.diverged_at
+    gap = relative_gap(pop.losses, seq.losses, end)
+    allowed = np.broadcast_to(rtol, (seq.steps_run,))[:end]
+    assert np.all(gap <= allowed), f"curves part at step {int(np.argmax(gap > allowed))}: {gap.max():.2g} > {allowed.min():.2g}"
     if seq.diverged_at is None:
-        np.testing.assert_allclose(pop.losses, seq.losses, rtol=rtol, atol=0)
         assert pop.dead_layers == seq.dead_layers
         if seq.final_eval is not None:
-            assert pop.final_eval == pytest.approx(seq.final_eval, rel=10 * rtol)
-    else:  # up to the divergence; after it both curves are noise of the same blow-up
-        end = seq.diverged_at
-        np.testing.assert_allclose(pop.losses[:end], seq.losses[:end], rtol=rtol, atol=0)
+            assert pop.final_eval == pytest.approx(seq.final_eval, rel=max(1e-3, 10 * float(np.max(allowed))))
+    else:
         assert pop.final_eval is None and pop.dead_layers == ()
     assert pop.telemetry == [] and pop.sharpness is None and pop.seconds > 0
+
+
+def nudged(module):
+    """``module`` whose model has one ulp added to its largest first-layer weight."""
+
+    def model():
+        net = module.model()
+        with torch.no_grad():
+            first = next(p for p in net.parameters() if p.requires_grad and bool((p != 0).any()))
+            flat = first.view(-1)
+            i = int(flat.abs().argmax())
+            flat[i] = torch.nextafter(flat[i], 2 * flat[i])
+        return net
+
+    return dataclasses.replace(module, model=model)
+
+
+def rounding_tolerance(module, config, steps, seed, rtol=1e-4, margin=10.0):
+    """Per step, ``max(rtol, margin x`` the relative gap between train_trial and train_trial on the nudged model).
+
+    How far apart two curves may drift when they differ only by float rounding is a property of the run:
+    a curve that falls seven decades, or crosses an unstable stretch, amplifies a last-bit difference to
+    1e-3 by itself. The nudged run measures that, and the population must stay within ``margin`` of it.
+    """
+    seq = train_trial(module, config, steps=steps, seed=seed, device=CPU, sharpness=False)
+    ref = train_trial(nudged(module), config, steps=steps, seed=seed, device=CPU, sharpness=False)
+    end = min(seq.steps_run, ref.steps_run)
+    gap = np.full(seq.steps_run, np.inf)
+    gap[:end] = relative_gap(ref.losses, seq.losses, end)
+    return seq, np.maximum(rtol, margin * gap)
 
 
 @pytest.mark.parametrize("module", [load_model_module(module_path("tiny")), MLP], ids=["tiny", "mlp"])
@@ -136,8 +182,9 @@ def test_members_match_train_trial_on_every_objective(name):
     steps = min(module.steps or 300, 300)
     results = train_population(module, configs, steps=steps, seed=0, device=CPU)
     for config, pop in zip(configs, results):
-        seq = train_trial(module, config, steps=steps, seed=0, device=CPU, sharpness=False)
-        assert_same_run(pop, seq)
+        # 1e-4, or 10x the drift that one ulp at init causes where the curve itself amplifies rounding
+        seq, tolerance = rounding_tolerance(module, config, steps, seed=0)
+        assert_same_run(pop, seq, rtol=tolerance)
 
 
 def test_a_diverging_member_is_frozen_and_leaves_the_others_alone():
@@ -193,6 +240,16 @@ def test_batchnorm_is_trained_with_per_member_running_statistics():
         assert_same_run(pop, seq)
 
 
+@pytest.mark.parametrize("module", [MLP, make_module(bn_model, cross_entropy, evaluate=held_out, classes=3)], ids=["mlp", "batchnorm"])
+def test_sharpness_is_the_power_iteration_of_train_trial(module):
+    configs = [*CONFIGS, OptimConfig(lr=50.0, eps=1e-10)]
+    results = train_population(module, configs, steps=100, seed=2, device=CPU, sharpness=True)
+    for config, pop in zip(configs[:3], results):
+        seq = train_trial(module, config, steps=100, seed=2, device=CPU)
+        assert pop.sharpness == pytest.approx(seq.sharpness, rel=1e-4) and pop.sharpness_seconds > 0
+    assert results[3].diverged_at is not None and results[3].sharpness is None
+
+
 class DataDependent(torch.nn.Module):
     def __init__(self):
         super().__init__()
@@ -245,80 +302,49 @@ def wide(width):
     return make_module(model, cross_entropy)
 
 
-def test_memory_grows_linearly_with_the_population():
-    small, big = population_memory(wide(64), CPU), population_memory(wide(1024), CPU)
-    params = (6 * 1024 + 1024 + 1024 * 3 + 3) * 4
-    # One member: weights, gradients and two Adam states, plus its activations; the batch and base model are shared.
-    assert big.per_member >= 4 * params and big.shared >= params
-    assert big.bytes_for(2) - big.bytes_for(1) == big.per_member
-    assert big.bytes_for(2) < 2 * big.bytes_for(1)  # K=2 is twice K=1 less the shared part
-    assert big.per_member > 10 * small.per_member
-    assert big.available == small.available > 0 and not big.measured
-    k = max_population(wide(1024), CPU)
-    assert 0 < k < max_population(wide(64), CPU)
-    assert big.bytes_for(k) <= 0.8 * big.available < big.bytes_for(k + 1)
-    assert max_population(wide(1024), CPU, limit_fraction=0.4) == pytest.approx(k / 2, rel=0.01)
-
-
-class LiveBytes(TorchDispatchMode):
-    """Peak bytes of tensor storage allocated by the ops run inside it (the CPU's max_memory_allocated)."""
-
-    def __init__(self):
-        super().__init__()
-        self.live: dict[int, list[int]] = {}
-        self.now = self.peak = 0
-
-    def _release(self, ptr):
-        entry = self.live.get(ptr)
-        if entry is not None:
-            entry[1] -= 1
-            if entry[1] == 0:
-                del self.live[ptr]
-                self.now -= entry[0]
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        inputs = {t.untyped_storage().data_ptr() for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)}
-        for t in tree_leaves(out):
-            if not isinstance(t, torch.Tensor):
-                continue
-            storage = t.untyped_storage()
-            ptr = storage.data_ptr()
-            if ptr in self.live:
-                self.live[ptr][1] += 1
-            elif ptr in inputs or storage.nbytes() == 0:
-                continue  # a view of something made outside
-            else:
-                self.live[ptr] = [storage.nbytes(), 1]
-                self.now += storage.nbytes()
-                self.peak = max(self.peak, self.now)
-            weakref.finalize(t, self._release, ptr)
-        return out
-
-
 def live_peak(module, k):
-    """Peak tensor bytes of building a K-member population and taking two steps (vmap's batched tensors included)."""
-    from stabsearch.population import _Bound, _Hyper, _plan, _Population
-
+    """Peak tensor bytes of a K-member population's build and two steps, as population_memory measures it."""
     seed_everything(0)
     bound = _Bound(module.model(), module.loss)
     batch = next(batch_stream(module, 0, CPU))
-    plan = _plan(bound, batch)
+    return _step_peak(bound, _plan(bound, batch), batch, CPU, k)
+
+
+def test_memory_grows_linearly_with_the_population():
+    small, big = population_memory(wide(64), CPU), population_memory(wide(1024), CPU)
+    params = (6 * 1024 + 1024 + 1024 * 3 + 3) * 4
+    # One member: weights, gradients, two Adam states and two work tensors, plus its activations.
+    assert big.measured and big.per_member >= 6 * params
+    assert big.bytes_for(2) - big.bytes_for(1) == big.per_member
+    assert big.per_member > 10 * small.per_member
+    assert big.available == pytest.approx(small.available, rel=0.05) and big.available > 0
+    assert live_peak(wide(1024), 8) == pytest.approx(big.bytes_for(8), rel=0.02)  # linear in K
+    k = big.max_population(0.8)
+    assert 0 < k < small.max_population(0.8)
+    assert big.bytes_for(k) <= 0.8 * big.available < big.bytes_for(k + 1)
+    assert max_population(wide(1024), CPU) == pytest.approx(k, rel=0.05)  # free memory moves a little
+    assert max_population(wide(1024), CPU, limit_fraction=0.4) == pytest.approx(k / 2, rel=0.05)
+
+
+def test_live_bytes_counts_what_vmap_allocates_and_frees():
     with LiveBytes() as mode:
-        population = _Population(bound, plan, _Hyper([OptimConfig()] * k, 2, CPU))
-        population.load_block(0, 2)
-        population.step(batch, 0)
-        population.step(batch, 1)
-    return mode.peak
+        x = torch.ones(1000)
+        y = torch.func.vmap(torch.sin)(x.view(10, 100))  # a new [10, 100] under vmap
+        del y
+        z = x.view(10, 100)  # a view: nothing new
+        x.mul_(2)  # in place: nothing new
+    assert mode.peak == 8000 and mode.now == 4000 and z.shape == (10, 100)
 
 
-@pytest.mark.parametrize("module", [wide(1024), MLP, load_model_module(module_path("tiny"))], ids=["wide", "mlp", "tiny"])
-def test_the_cpu_estimate_covers_what_a_member_really_allocates(module):
-    peaks = {k: live_peak(module, k) for k in (1, 2, 8)}
-    per_member = peaks[2] - peaks[1]
-    assert peaks[8] - peaks[1] == pytest.approx(7 * per_member, rel=0.02)  # linear in K
-    estimate = population_memory(module, CPU).per_member
-    assert per_member <= estimate <= 1.5 * per_member
+@pytest.mark.parametrize("module", [wide(1024), MLP, load_model_module(module_path("tiny")), make_module(bn_model, cross_entropy)],
+                         ids=["wide", "mlp", "tiny", "batchnorm"])
+def test_the_fallback_estimate_is_near_the_measurement(module):
+    measured = population_memory(module, CPU).per_member
+    seed_everything(0)
+    bound = _Bound(module.model(), module.loss)
+    batch = next(batch_stream(module, 0, CPU))
+    estimate = _estimate_cpu(bound, _plan(bound, batch), batch)
+    assert not estimate.measured and 0.75 * measured <= estimate.per_member <= 1.5 * measured
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

@@ -444,21 +444,37 @@ HAND_MADE: dict[str, Callable[[], Curve]] = {
 @dataclasses.dataclass(frozen=True)
 class ObjectiveRun:
     module: str  # objectives/<module>.py
-    settings: str  # "FAILING" or "STABLE": the module's dict of optimizer settings
+    settings: str  # "FAILING" or "STABLE": the module's dict of optimizer settings ...
     seed: int
+    overrides: tuple[tuple[str, float], ...] = ()  # ... with these changed (then ``tag`` names the run)
+    tag: str = ""
+    note: str = ""  # what inspection of the stored curve found, for the recipe
     steps: int | None = None  # default: the module's STEPS
 
     @property
     def name(self) -> str:
-        return f"obj_{self.module}_{self.settings.lower()}_s{self.seed}"
+        return f"obj_{self.module}_{self.tag or self.settings.lower()}_s{self.seed}"
 
 
 OBJECTIVE_RUNS: tuple[ObjectiveRun, ...] = (
-    ObjectiveRun("adam_late_blowup", "FAILING", 0),
-    ObjectiveRun("adam_late_blowup", "FAILING", 1),
-    ObjectiveRun("adam_late_blowup", "STABLE", 0),
-    ObjectiveRun("softmax_chance", "FAILING", 0),
-    ObjectiveRun("softmax_chance", "STABLE", 0),
+    ObjectiveRun("adam_late_blowup", "FAILING", 0, note=(
+        "two blow-ups from ~1e-14 to ~1e-3 at 1840 and 2383, both recover; the rise at the very end (to 7e-9 at "
+        "step 2999) is under the absolute floor (1e-3 * L0): harmless by DESIGN, not an event")),
+    ObjectiveRun("adam_late_blowup", "FAILING", 1, note=(
+        "blow-ups at 1722 and 2640; an earlier one at 1137 peaks at 2.8e-5, under the absolute floor "
+        "(1e-3 * L0 = 1e-3), so by DESIGN it is harmless and not labelled, though it is the same mechanism")),
+    ObjectiveRun("adam_late_blowup", "STABLE", 0, note="falls smoothly to ~3e-13, no event"),
+    ObjectiveRun("adam_late_blowup", "FAILING", 0, overrides=(("lr", 1e-2),), tag="lr1e-2", note=(
+        "lr 1e-2: a blow-up every 150-400 steps from step ~240 on, each recovering")),
+    ObjectiveRun("softmax_chance", "FAILING", 0, note=(
+        "the loss jumps to 12.9 at step 1, then sits at chance (median 1.797, jitter 1.76-1.86) from step ~10: "
+        "collapse (plateau); the step-1 jump has no history and is part of the collapse, not labelled an event")),
+    ObjectiveRun("softmax_chance", "FAILING", 1, note="collapses to chance within the first steps, as seed 0"),
+    ObjectiveRun("softmax_chance", "STABLE", 0, note=(
+        "learns to ~1e-3 with heavy mini-batch noise (a spread of about 10x late in the run), no event")),
+    ObjectiveRun("softmax_chance", "FAILING", 1, overrides=(("lr", 1.0),), tag="lr1", note=(
+        "lr 1.0: the loss explodes at step 1 (1.9 -> 1376 -> 2145) and the trainer stops the run after 16 "
+        "values: diverged at step 1")),
     ObjectiveRun("broken_lines", "FAILING", 0),
     ObjectiveRun("broken_lines", "FAILING", 1),
     ObjectiveRun("broken_lines", "STABLE", 0),
@@ -477,7 +493,9 @@ def run_divergence(x: np.ndarray, steps: np.ndarray, *, chance: float | None, wa
     """Where a trained run diverged: the first non-finite value, or the step
     (at or after ``warmup``) from which the median of the 11 values centred on
     each value (fewer at the ends) stays above ``1.2 * max(L0, ln K)`` to the
-    end of the log, ``L0`` the median of the first 11 values.
+    end of the log. ``L0`` is the smaller of the first value and the median
+    of the first 11: the first value is the only one measured before any
+    update, so a run that explodes at once does not lift its own L0.
 
     DESIGN's rule ("above max(L0, chance)"), read offline: the trainer stops a
     diverged run, so a diverged log ends above its start, while noise near the
@@ -485,11 +503,14 @@ def run_divergence(x: np.ndarray, steps: np.ndarray, *, chance: float | None, wa
     starting loss from being called diverged."""
     bad = np.flatnonzero(~np.isfinite(x))
     end = int(bad[0]) if bad.size else x.size
-    limit = DIVERGE_FACTOR * max(float(np.median(x[:SMOOTH])), chance if chance is not None else -math.inf)
+    l0 = min(float(x[0]), float(np.median(x[:SMOOTH])))
+    limit = DIVERGE_FACTOR * max(l0, chance if chance is not None else -math.inf)
     half = SMOOTH // 2
     smooth = np.array([np.median(x[max(0, i - half) : min(end, i + half + 1)]) for i in range(end)])
     below = np.flatnonzero((smooth <= limit) | (steps[:end] < warmup))
     start = 0 if below.size == 0 else int(below[-1]) + 1
+    while start < end and x[start] <= limit:  # the median is centred: start at a value that is above itself
+        start += 1
     if start < end:
         return int(steps[start])
     return int(steps[end]) if end < x.size else None
@@ -531,14 +552,17 @@ def run_events(x: np.ndarray, steps: np.ndarray) -> list[tuple[int, bool]]:
 
 def label_run(losses: np.ndarray, steps: np.ndarray, *, classes: int | None, warmup: int) -> dict:
     """Verdict, events and divergence of a trained run, by the rules above and DESIGN's verdict order:
-    diverged, then plateau (the last 25% within 2% of ln K), then spiky (an event in the second half, or
+    diverged, then plateau (over the last 25% of the run the centred 11-value median stays within 2% of
+    ln K: stuck at chance, whatever the mini-batch jitter), then spiky (an event in the second half, or
     one that never recovered), else stable."""
     x = np.asarray(losses, dtype=np.float64)
     chance = math.log(classes) if classes else None
     diverged_at = run_divergence(x, steps, chance=chance, warmup=warmup)
     end = x.size if diverged_at is None else int(np.searchsorted(steps, diverged_at))
     events = run_events(x[:end], steps[:end])
-    tail = x[-max(1, math.ceil(0.25 * x.size)) :]
+    k = max(1, math.ceil(0.25 * x.size))
+    half = SMOOTH // 2
+    tail = np.array([np.median(x[max(0, i - half) : i + half + 1]) for i in range(x.size - k, x.size)])
     if diverged_at is not None:
         verdict = "diverged"
     elif chance is not None and bool(np.all(np.abs(tail - chance) <= 0.02 * chance)):
@@ -561,7 +585,7 @@ def train_curve(run: ObjectiveRun) -> Curve | None:
 
     torch.set_num_threads(1)
     module = load_model_module(str(path))
-    settings = dict(getattr(module.module, run.settings))
+    settings = {**getattr(module.module, run.settings), **dict(run.overrides)}
     steps = run.steps or module.steps
     result = train_trial(module, OptimConfig(**settings), steps=steps, seed=run.seed, device=torch.device("cpu"), sharpness=False)
     x = rounded(result.losses, RUN_DIGITS)
@@ -571,11 +595,15 @@ def train_curve(run: ObjectiveRun) -> Curve | None:
     found = label_run(x, st, classes=module.classes, warmup=warmup)
     recipe = (
         f"objectives/{run.module}.py trained by stabsearch.train_trial on CPU (1 thread), seed {run.seed}, "
-        f"{steps} steps, the module's {run.settings} settings {settings}; the trainer stops a diverged run early. "
+        f"{steps} steps, the module's {run.settings} settings"
+        + (f" with {', '.join(f'{k}={v:g}' for k, v in run.overrides)}" if run.overrides else "")
+        + f" ({settings}); the trainer stops a diverged run early. "
         f"Labels by make_corpus.label_run, independent of stabsearch's detector: an event where the loss is above "
         f"{EVENT_FACTOR:g}x the median of the previous {EVENT_LOOKBACK} values and above it by more than "
         f"{EVENT_FLOOR:g}*L0 (flags merged within {EVENT_MERGE} steps); diverged at the first non-finite value or "
-        f"where the centred {SMOOTH}-value median passes {DIVERGE_FACTOR:g}*max(L0, ln K); checked by eye on a plot"
+        f"from where the centred {SMOOTH}-value median stays above {DIVERGE_FACTOR:g}*max(L0, ln K) to the end; "
+        f"plateau when that median stays within 2% of ln K over the last 25%. Checked by eye on a plot: "
+        f"{run.note or 'no event'}"
     )
     return Curve(run.name, x, st, label(
         found["verdict"], found["events"], recipe, diverged_at=found["diverged_at"], classes=module.classes,
