@@ -286,25 +286,27 @@ def _first_nonfinite(x: np.ndarray) -> int | None:
 
 
 def initial_loss(losses: ArrayLike, head: int = 5) -> float:
-    """``L0``: the smaller of the first finite value and the median of the first ``head``; NaN if none.
+    """``L0``: the median of the first ``head`` finite values, each capped at 10x the first; NaN if none.
 
     The median keeps one odd first batch from moving the divergence threshold
-    or the score floor. The first value caps it because it is the only one
+    or the score floor. The cap is there because only the first value is
     measured before any update: a learning rate that explodes within a few
-    steps would otherwise lift ``L0`` to the exploded level and hide the
+    steps would otherwise lift ``L0`` to the exploded level and hide the very
     divergence it is meant to reveal.
 
     Example:
         >>> initial_loss([2.3, 9.0, 2.2, 2.4, 2.1, 0.5])
         2.3
         >>> initial_loss([0.4, 5e4, 2e5, 1e5, 8e4])
-        0.4
+        4.0
     """
     if not _is_int(head) or head < 1:
         raise ValueError(f"head must be an integer >= 1; got {head!r}")
     x = _as_curve(losses)
     finite = x[np.isfinite(x)][:head]
-    return float(min(finite[0], np.median(finite))) if finite.size else math.nan
+    if not finite.size:
+        return math.nan
+    return float(np.median(np.minimum(finite, 10.0 * abs(finite[0]))))
 
 
 def final_loss(losses: ArrayLike, fraction: float = 0.05) -> float:
@@ -380,11 +382,13 @@ def is_plateau(
     chance_loss: float | None,
     options: StabilityOptions | None = None,
 ) -> bool:
-    """True when every value of the last ``plateau_fraction`` of the run is within
-    ``plateau_tolerance`` (relative) of ``chance_loss``.
+    """True when the last ``plateau_fraction`` of the run stays within ``plateau_tolerance``
+    (relative) of ``chance_loss``, read through a moving median of ``smooth`` values.
 
     This is the "stuck at chance" collapse: cost about ``ln K``, accuracy
-    ``1/K``. Without a chance loss there is no plateau to detect.
+    ``1/K``. The moving median lets mini-batch jitter of a few percent around
+    ``ln K`` still count as stuck, while a run that trains below chance for
+    even a short stretch does not. Without a chance loss there is no plateau.
 
     Example:
         >>> import math
@@ -395,10 +399,13 @@ def is_plateau(
     if chance_loss is None:
         return False
     x = _as_curve(losses)
-    if x.size == 0:
+    if x.size == 0 or not np.all(np.isfinite(x[-1:])):
         return False
     k = max(1, math.ceil(opts.plateau_fraction * x.size - 1e-9))
     tail = x[-k:]
+    width = min(opts.smooth, tail.size)
+    if width > 1:
+        tail = np.median(np.lib.stride_tricks.sliding_window_view(tail, width), axis=1)
     return bool(np.all(np.abs(tail - chance_loss) <= opts.plateau_tolerance * abs(chance_loss)))
 
 
@@ -597,7 +604,7 @@ def score(
         floor = floor_fraction * L0
         score = log10(final + floor)
               + spike_weight * sum(size of spikes with step >= n // 2)
-              + rise_weight * max(0, log10(final / best) - log10(rise_tolerance))
+              + rise_weight * max(0, log10((final + floor) / (best + floor)) - log10(rise_tolerance))
               + unrecovered_weight * (number of spikes that did not recover)
 
     The floor stops the search chasing 1e-12 against 1e-11 to the edge of
@@ -631,8 +638,9 @@ def score(
     unrecovered = sum(1 for s in spikes if not s.recovered)
     rise_final = final if curve_final is None else curve_final
     rise = 0.0
-    if best > 0 and rise_final > 0 and math.isfinite(best) and math.isfinite(rise_final):
-        rise = max(0.0, math.log10(rise_final / best) - math.log10(opts.rise_tolerance))
+    if best >= 0 and rise_final >= 0 and math.isfinite(best) and math.isfinite(rise_final):
+        # Floored like the final loss: a drift from 1e-15 to 1e-10 is a wiggle near zero, not a late rise.
+        rise = max(0.0, math.log10((rise_final + floor) / (best + floor)) - math.log10(opts.rise_tolerance))
     value = (
         math.log10(max(final + floor, _TINY))
         + opts.spike_weight * late

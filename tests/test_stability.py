@@ -341,8 +341,14 @@ def test_score_terms_follow_the_design_formula():
     late = Spike(step=600, peak_step=601, size=0.5, before=0.1, peak=0.3, recovered=True, recover_steps=3)
     early = Spike(step=100, peak_step=100, size=0.7, before=0.2, peak=1.0, recovered=False, recover_steps=None)
     value = score(initial=L0, final=0.3, best=0.1, spikes=[late, early], n=1000, diverged=False)
-    expected = math.log10(0.3 + 1e-3 * L0) + 0.5 + (math.log10(3.0) - math.log10(1.5)) + 1.0
+    floor = 1e-3 * L0
+    rise = math.log10((0.3 + floor) / (0.1 + floor)) - math.log10(1.5)  # the rise is floored like the final loss
+    expected = math.log10(0.3 + floor) + 0.5 + rise + 1.0
     assert value == pytest.approx(expected)
+    # A drift far below the floor (1e-15 to 1e-10) is no late rise.
+    assert score(initial=L0, final=1e-10, best=1e-15, spikes=[], n=1000, diverged=False) == pytest.approx(
+        math.log10(1e-10 + floor)
+    )
     # A final loss within 1.5x of the best costs nothing extra.
     assert score(initial=L0, final=0.14, best=0.1, spikes=[], n=1000, diverged=False) == pytest.approx(
         math.log10(0.14 + 1e-3 * L0)
