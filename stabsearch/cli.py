@@ -222,7 +222,8 @@ def _row(d: dict) -> dict:
     p = d["params"]
     fmt = lambda v: "" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))  # noqa: E731
     return {
-        "number": d["number"], "kind": d["kind"], "state": d["state"], "verdict": d["verdict"],
+        "number": d["number"], "kind": "probe" if d.get("probe") else "back-off" if d.get("backoff") else d["kind"],
+        "state": d["state"], "verdict": d["verdict"],
         "score": fmt(d["score"]), "final_loss": fmt(d["final_loss"]), "spikes": d["spikes"],
         "optimizer": p.get("optimizer", ""), "lr": fmt(p.get("lr")), "eps": fmt(p.get("eps")),
         "beta1": fmt(p.get("beta1")), "beta2": fmt(p.get("beta2")), "weight_decay": fmt(p.get("weight_decay")),

@@ -2,9 +2,11 @@
 
 A single short run on one seed cannot show late instability, so the best
 ``candidates`` search trials are each trained again on ``seeds`` new seeds for
-``stress`` times the search steps. Then the back-off configuration that
-:func:`stabsearch.recommend.recommend` would pick is confirmed the same way,
-when it differs. Runs are trials of the same study, tagged ``kind=confirm``
+``stress`` times the search steps. The best of them is then probed at 3x (and,
+if that fails, sqrt(3)x) its learning rate on the same seeds, to find how far
+the edge is; and the back-off configuration that
+:func:`stabsearch.recommend.recommend` picks is confirmed the same way, when
+it differs. Runs are trials of the same study, tagged ``kind=confirm``
 with the number of the search trial they check (``of``), so ``trials`` and the
 dashboard show them apart. Finished runs are never repeated, so an interrupted
 confirmation resumes where it stopped.
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -21,7 +24,7 @@ from tqdm import tqdm
 
 from stabsearch.config import OptimConfig
 from stabsearch.loader import ModelModule
-from stabsearch.recommend import back_off, choose_confirmed
+from stabsearch.recommend import back_off, choose_confirmed, nearest_unstable_lr
 from stabsearch.records import study_records
 from stabsearch.queue import NOT_COUNTED, heartbeat
 from stabsearch.runner import SearchSettings, open_search_study, run_trial
@@ -98,20 +101,33 @@ def run_confirmation(
     )[: confirm.candidates]
     horizon = max(1, round(confirm.stress * settings.steps))
     seeds = confirmation_seeds(settings.seed, confirm.seeds)
-    jobs = [(t, OptimConfig.from_dict(t.user_attrs["config"]), s, False) for t in best for s in seeds]
+    jobs = [(t, OptimConfig.from_dict(t.user_attrs["config"]), s, {}) for t in best for s in seeds]
     summary = _run_jobs(study, jobs, module, space, storage, settings, horizon, summary, "confirm")
     if summary.interrupted:
         return summary
-    records = study_records(study)
-    chosen = choose_confirmed(records)
+    chosen = choose_confirmed(study_records(study))
     if chosen is None:
         return summary
     source_record, _ = chosen
+    source = study.trials[source_record.number]
     config = OptimConfig.from_dict(source_record.params)
-    safe = back_off(records, config, confirm.safety)
+    # Edge probes: does the candidate still train at 3x (then sqrt(3)x) its learning rate? Skip a
+    # probe at or above a learning rate already known to fail.
+    for factor in (confirm.safety, math.sqrt(confirm.safety)):
+        probe = dataclasses.replace(config, lr=config.lr * factor)
+        known = nearest_unstable_lr(study_records(study), config)
+        if known is not None and probe.lr >= known:
+            continue
+        jobs = [(source, probe, s, {"probe": True}) for s in seeds]
+        summary = _run_jobs(study, jobs, module, space, storage, settings, horizon, summary, f"edge probe x{factor:.3g}")
+        if summary.interrupted or nearest_unstable_lr(study_records(study), config) is None:
+            break  # interrupted, or it passed: the margin is proven
+    if summary.interrupted:
+        return summary
+    safe = back_off(study_records(study), config, confirm.safety)
     if safe != config:
-        source = study.trials[source_record.number]
-        summary = _run_jobs(study, [(source, safe, s, True) for s in seeds], module, space, storage, settings, horizon, summary, "back-off")
+        jobs = [(source, safe, s, {"backoff": True}) for s in seeds]
+        summary = _run_jobs(study, jobs, module, space, storage, settings, horizon, summary, "back-off")
     return summary
 
 
@@ -123,9 +139,9 @@ def _run_jobs(study, jobs, module, space, storage, settings, horizon, summary, l
                disable=None if settings.progress else True, dynamic_ncols=True)
     trial = None
     try:
-        for source, config, seed, is_backoff in todo:
+        for source, config, seed, tags in todo:
             trial = _new_trial(study, source, config)
-            attrs = {"of": source.number, "backoff": is_backoff}
+            attrs = {"of": source.number, "backoff": False, "probe": False, **tags}
             with heartbeat(study, trial._trial_id, settings.heartbeat):
                 run_trial(study, trial, module, space, storage, settings, kind="confirm", seed=seed, steps=horizon, config=config, attrs=attrs)
             trial = None

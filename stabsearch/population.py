@@ -213,7 +213,7 @@ class _Population:
         """float64 arrays ``[rows, K]`` as tensors of each parameter dtype, columns of the live members."""
         return {
             dtype: {k: torch.from_numpy(np.ascontiguousarray(v[:, self.members])).to(self.device, dtype) for k, v in arrays.items()}
-            for dtype, _ in set(self.kinds)
+            for dtype in {dtype for dtype, _ in self.kinds}
         }
 
     def _columns(self, tables: dict[torch.dtype, dict[str, torch.Tensor]], row: int) -> dict[str, list[torch.Tensor]]:
@@ -253,16 +253,14 @@ class _Population:
             torch._foreach_mul_(v, c["beta2"])
             torch._foreach_copy_(work, g)
             torch._foreach_mul_(work, c["one_minus_beta2"])
-            torch._foreach_mul_(work, g)
-            torch._foreach_add_(v, work)  # v = beta2 * v + (1 - beta2) * g * g
+            torch._foreach_addcmul_(v, work, g)  # v = beta2 * v + (1 - beta2) * g * g
             torch._foreach_copy_(denom, v)
             torch._foreach_sqrt_(denom)
             torch._foreach_div_(denom, s["bias2_sqrt"])
             torch._foreach_add_(denom, c["eps"])  # sqrt(v / (1 - beta2^t)) + eps
             torch._foreach_copy_(work, m)
             torch._foreach_mul_(work, s["neg_step_size"])
-            torch._foreach_div_(work, denom)
-            torch._foreach_add_(p, work)  # p -= lr_t / (1 - beta1^t) * m / denom
+            torch._foreach_addcdiv_(p, work, denom)  # p -= lr_t / (1 - beta1^t) * m / denom
         return losses.detach()
 
     def keep(self, rows: np.ndarray) -> None:

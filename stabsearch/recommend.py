@@ -6,9 +6,12 @@ With confirmation runs (the best search configurations re-run on new seeds at
 a longer horizon), the recommendation is the configuration with the best worst
 case among those that never diverged, collapsed or left a spike unrecovered on
 any seed. It is then backed off along the learning rate: it stays a safety
-factor (default 3) below the nearest learning rate at which the study saw
-divergence, collapse or late spikes at similar eps and beta2. Without
-confirmation runs it falls back to the best stable search trial and says so.
+factor (default 3) below wherever the edge may be. The edge lies between the
+highest learning rate known to pass (the candidate's own, or a passed edge
+probe at 3x or sqrt(3)x of it) and the lowest known to fail (a failed probe,
+or any trial at similar eps and beta2 that diverged, collapsed or spiked
+late). Without confirmation runs it falls back to the best stable search
+trial and says so.
 """
 
 from __future__ import annotations
@@ -83,28 +86,74 @@ def similar(a: dict[str, Any], b: OptimConfig) -> bool:
 
 
 def nearest_unstable_lr(records: Sequence[TrialRecord], config: OptimConfig) -> float | None:
-    """The smallest learning rate at or above ``config.lr`` that went unstable at similar eps and beta2."""
+    """The smallest learning rate above ``config.lr`` that went unstable at similar eps and beta2.
+
+    Failed edge probes (:func:`probe_failed`) count as unstable too.
+    """
     lrs = [
         float(r.params["lr"])
         for r in records
-        if r.verdict in UNSTABLE and "lr" in r.params and float(r.params["lr"]) >= config.lr and similar(r.params, config)
+        if r.verdict in UNSTABLE and not r.probe and "lr" in r.params
+        and float(r.params["lr"]) > config.lr and similar(r.params, config)
     ]
+    lrs += [lr for lr, failed in probe_outcomes(records).items() if lr > config.lr and failed]
     return min(lrs) if lrs else None
 
 
+def probes(records: Sequence[TrialRecord]) -> dict[float, list[TrialRecord]]:
+    """Finished edge-probe runs by learning rate."""
+    out: dict[float, list[TrialRecord]] = defaultdict(list)
+    for r in records:
+        if r.probe and r.state in FINISHED and r.failure != "interrupted":
+            out[float(r.params["lr"])].append(r)
+    return dict(out)
+
+
+def probe_failed(runs: Sequence[TrialRecord], reference: float | None = None) -> bool:
+    """An edge probe failed: it diverged, collapsed, spiked late, or trained a decade worse than ``reference``."""
+    if not survived(runs) or any(r.verdict == "spiky" for r in runs):
+        return True
+    worst = max((r.score for r in runs if r.score is not None), default=math.inf)
+    return reference is not None and worst > reference + 1.0
+
+
+def probe_outcomes(records: Sequence[TrialRecord]) -> dict[float, bool]:
+    """Whether each probed learning rate failed, judged against its candidate's confirmation runs."""
+    groups = confirmation_groups(records)
+    outcomes = {}
+    for lr, runs in probes(records).items():
+        reference = max((r.score for r in groups.get(runs[0].of, []) if r.score is not None), default=None)
+        outcomes[lr] = probe_failed(runs, reference)
+    return outcomes
+
+
+def highest_passing_lr(records: Sequence[TrialRecord], config: OptimConfig, below: float | None) -> float:
+    """The highest learning rate, from ``config.lr`` up to ``below``, that passed an edge probe."""
+    passed = [lr for lr, failed in probe_outcomes(records).items() if not failed and (below is None or lr < below)]
+    return max([config.lr, *passed])
+
+
 def back_off(records: Sequence[TrialRecord], config: OptimConfig, safety: float = 3.0) -> OptimConfig:
-    """``config`` with its learning rate at least ``safety`` times below the nearest unstable one."""
+    """``config`` with a learning rate ``safety`` times below wherever the edge may be.
+
+    The edge lies between the highest learning rate known to pass (``config``'s
+    own, or a passed edge probe) and the lowest known to fail. Anywhere in that
+    bracket is possible, so the learning rate goes to ``safety`` below its
+    bottom: stay 3x below the cliff even if it is right above the last pass.
+    """
     edge = nearest_unstable_lr(records, config)
-    if edge is None or config.lr * safety <= edge:
+    if edge is None:
         return config
-    return dataclasses.replace(config, lr=edge / safety)
+    lr = min(config.lr, highest_passing_lr(records, config, edge) / safety)
+    return config if lr >= config.lr else dataclasses.replace(config, lr=lr)
 
 
 def confirmation_groups(records: Sequence[TrialRecord]) -> dict[int, list[TrialRecord]]:
     """Finished confirmation runs of each search trial (back-off runs excluded)."""
     groups: dict[int, list[TrialRecord]] = defaultdict(list)
     for r in records:
-        if r.kind == "confirm" and not r.backoff and r.of is not None and r.state in FINISHED and r.failure != "interrupted":
+        if (r.kind == "confirm" and not r.backoff and not r.probe and r.of is not None
+                and r.state in FINISHED and r.failure != "interrupted"):
             groups[r.of].append(r)
     return dict(groups)
 
@@ -170,7 +219,10 @@ def recommend(records: Sequence[TrialRecord], study: str, *, safety: float = 3.0
         "unstable_trials": sum(r.verdict in UNSTABLE for r in records),
         "basin_lr": _basin(stable, best, worst, tolerance),
         "nearest_unstable_lr": edge,
+        "highest_stable_lr": highest_passing_lr(records, best, edge) if runs else None,
+        "edge_probes": {f"{lr:.3g}": "failed" if failed else "passed" for lr, failed in sorted(probe_outcomes(records).items())},
         "margin_decades": None if edge is None else round(math.log10(edge / config.lr), 3),
+        "proven_margin_decades": round(math.log10(highest_passing_lr(records, best, edge) / config.lr), 3) if runs else None,
         "at_cliff": edge is not None and best.lr * safety > edge,
         "backed_off_from": best.lr if config.lr != best.lr else None,
         "backoff_check": _backoff_check(records, config),
@@ -186,7 +238,7 @@ def _basin(stable: Sequence[TrialRecord], best: OptimConfig, worst: float, toler
     return [min(lrs), max(lrs)]
 
 
-def _backoff_check(records: Sequence[TrialRecord], config: OptimConfig) -> dict[str, Any] | None:
+def _backoff_check(records: Sequence[TrialRecord], config: OptimConfig) -> dict[str, Any] | None:  # noqa: D103
     """What the confirmation runs of the backed-off configuration showed, if any were made."""
     runs = [r for r in records if r.backoff and r.state in FINISHED and math.isclose(float(r.params.get("lr", -1)), config.lr, rel_tol=1e-9)]
     if not runs:

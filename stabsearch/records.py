@@ -36,6 +36,7 @@ class TrialRecord:
     predicted_unstable: bool = False
     of: int | None = None
     backoff: bool = False
+    probe: bool = False
     failure: str | None = None
     error: str | None = None
 
@@ -81,6 +82,7 @@ def trial_record(trial: FrozenTrial) -> TrialRecord:
         predicted_unstable=bool(attrs.get("predicted_unstable", False)),
         of=attrs.get("of"),
         backoff=bool(attrs.get("backoff", False)),
+        probe=bool(attrs.get("probe", False)),
         failure=attrs.get("failure"),
         error=attrs.get("error"),
     )

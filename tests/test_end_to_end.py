@@ -36,7 +36,6 @@ def test_readme_search_on_objective_a_and_its_recommendation_holds_on_new_seeds(
     for t in search:
         assert t["state"] != "FAIL"
         assert (t["state"] == "PRUNED") == (t["verdict"] in ("spiky", "diverged", "plateau")), t
-    assert any(t["verdict"] in ("spiky", "diverged") for t in search), "the search should meet the cliff"
 
     rec = json.loads(stabsearch("recommend", "--format", "json", cwd=tmp_path))
     assert rec["evidence"]["confirmed"]
