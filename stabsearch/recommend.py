@@ -24,9 +24,7 @@ from typing import Any
 
 from stabsearch.config import OptimConfig
 from stabsearch.errors import UsageError
-from stabsearch.records import TrialRecord
-
-UNSTABLE = ("spiky", "diverged", "plateau")
+from stabsearch.records import UNSTABLE, TrialRecord
 FINISHED = ("COMPLETE", "PRUNED", "FAIL")
 #: "Similar" eps and beta2 for the cliff search: within this many decades of eps and of 1 - beta2.
 EPS_DECADES = 1.0

@@ -13,6 +13,8 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 VERDICTS = ("stable", "spiky", "diverged", "plateau", "failed", "running")
+#: Verdicts of a run that went unstable: told to Optuna as PRUNED, and the edge the recommendation keeps away from.
+UNSTABLE = ("spiky", "diverged", "plateau")
 
 
 @dataclasses.dataclass(frozen=True)

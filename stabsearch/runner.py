@@ -33,18 +33,16 @@ from tqdm import tqdm
 
 from stabsearch.config import OptimConfig
 from stabsearch.early_warning import EarlyWarning, predict
-from stabsearch.schedule import lr_factor
-from stabsearch.telemetry import FIELDS as TELEMETRY_FIELDS
 from stabsearch.loader import ModelModule
 from stabsearch.queue import budget_state, claim, counts_toward_budget, heartbeat, recover_lost, reserve
-from stabsearch.records import VERDICTS
+from stabsearch.records import UNSTABLE, VERDICTS
+from stabsearch.schedule import lr_factor
 from stabsearch.space import SearchSpace, sample
 from stabsearch.stability import Analysis, StabilityOptions, analyze
 from stabsearch.storage import Storage
+from stabsearch.telemetry import FIELDS as TELEMETRY_FIELDS
 from stabsearch.trainer import TrainResult, train_trial
 
-#: Verdicts that end a trial as PRUNED (bad for the sampler, but not an error).
-UNSTABLE = frozenset({"spiky", "diverged", "plateau"})
 _MAX_SPIKES_STORED = 50
 _REPORTS_PER_TRIAL = 10
 
