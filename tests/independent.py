@@ -42,13 +42,15 @@ def train(module, rec: dict, steps: int, seed: int) -> tuple[list[float], torch.
 
 
 def spiked_or_diverged(losses: list[float], steps: int) -> str | None:
-    """A reason if the run diverged, or after the first 10% ever jumped 10x above its running minimum
-    to more than 1e-3 of its first loss (wiggles near zero don't count)."""
+    """A reason if the run diverged, or if after the first 10% its level (a 3-step running median, so
+    one hard batch is not a spike) ever rose 10x above its running minimum to more than 1e-3 of its
+    first loss (wiggles near zero don't count)."""
     if len(losses) < steps or not all(math.isfinite(v) for v in losses):
         return f"diverged at step {len(losses) - 1}"
     running = math.inf
     floor = 1e-3 * losses[0]
-    for i, v in enumerate(losses):
+    for i in range(len(losses)):
+        v = sorted(losses[max(0, i - 2): i + 1])[len(losses[max(0, i - 2): i + 1]) // 2]
         if i >= steps // 10 and v > 10 * running and v > floor:
             return f"spike at step {i}: {v:.3g} vs running min {running:.3g}"
         running = min(running, v)
