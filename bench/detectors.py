@@ -3,10 +3,9 @@
 Four detectors read every curve of ``tests/data/corpus/`` (see
 ``tests/data/make_corpus.py`` for how each was made and labelled):
 
-* **stabsearch**: ``stabsearch.stability.find_spikes`` on the curve up to its
-  divergence, plus the divergence itself as an event at ``divergence_step``
-  (with the label's ``classes`` and ``warmup``), which is what ``analyze``
-  runs.
+* **stabsearch**: ``stabsearch.stability.analyze`` (with the label's
+  ``classes`` and ``warmup``): its spikes, found on the curve up to its
+  divergence, plus the divergence itself as an event at ``diverged_at``.
 * **lightning**: ``lightning.fabric.utilities.spike.SpikeDetection`` with its
   defaults (``window=10, warmup=1, rtol=2.0, atol=None, finite_only=True``):
   a loss is a spike when it is not lower than the previous loss and
@@ -59,7 +58,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from stabsearch.curves import read_loss_log  # noqa: E402
-from stabsearch.stability import StabilityOptions, divergence_step, find_spikes, initial_loss  # noqa: E402
+from stabsearch.stability import analyze  # noqa: E402
 
 CORPUS = ROOT / "tests" / "data" / "corpus"
 MERGE = 100  # flags closer than this (in steps) are one event
@@ -72,15 +71,11 @@ TOLERANCE = 100  # a detected event matches a true one within this many steps
 
 
 def stabsearch_flags(x: np.ndarray, steps: np.ndarray, lab: dict) -> list[int]:
-    opts = StabilityOptions()
     chance = math.log(lab["classes"]) if lab.get("classes") else None
-    l0 = initial_loss(x, opts.head)
-    warmup_index = int(np.searchsorted(steps, lab.get("warmup", 0), side="left"))
-    div = divergence_step(x, initial=l0, chance_loss=chance, warmup=warmup_index, run=opts.diverge_run, factor=opts.diverge_factor)
-    end = x.size if div is None else div
-    flags = [s.step for s in find_spikes(x[:end], initial=l0, options=opts, steps=steps[:end])]
-    if div is not None:
-        flags.append(int(steps[div]))
+    result = analyze(x, steps=steps, chance_loss=chance, warmup=lab.get("warmup", 0))
+    flags = [s.step for s in result.spikes]
+    if result.diverged_at is not None:
+        flags.append(int(result.diverged_at))
     return flags
 
 

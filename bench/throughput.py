@@ -154,7 +154,7 @@ def main() -> None:
                 runs[k].append(measure(path, k, args))
         print(f"\n{Path(path).stem}")
         print(f"{'mode':<15} {'trial-steps/s':>14} {'x seq':>7} {'x seq (cpu)':>12} {'peak MB':>9} {'MB/member':>10} "
-              f"{'estimate MB':>12} {'diverged':>9}")
+              f"{'planned MB':>12} {'diverged':>9}")
         rate = lambda rs, key: statistics.median(r["trial_steps"] / r[key] for r in rs)  # noqa: E731
         seq_wall, seq_cpu = rate(runs[0], "wall"), rate(runs[0], "cpu")
         for k, rs in runs.items():
@@ -167,7 +167,7 @@ def main() -> None:
             print(f"{name:<15} {wall:>14,.0f} {wall / seq_wall:>7.1f} {cpu / seq_cpu:>12.1f} {peak:>9.1f} {per:>10.2f} "
                   f"{estimate:>12.1f} {rs[0]['diverged']:>5}/{members:<4}")
     print("\npeak MB: growth of the process's peak over its warmed-up baseline (CPU: maxrss; CUDA: max_memory_allocated);")
-    print("estimate MB: population_memory(...).bytes_for(K), what max_population plans with (one member for sequential).")
+    print("planned MB: population_memory(...).bytes_for(K), the tensor bytes max_population plans with (K=1 for sequential).")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ same search space, it runs:
 
 Each method's chosen configuration is then trained on 3 new seeds at twice the
 search horizon by ``independent_check`` below, a plain torch loop with its own
-pass rule (finite throughout; after the first 10% of steps its level, a 3-step
+pass rule (finite throughout; after the first 10% of steps its level, a 9-step
 running median, never 10x above its running minimum and above 1e-3 of its first
 loss; ending below where it started). The table reports
 whether the choice passed, its final loss, the steps spent on trials that
@@ -92,10 +92,10 @@ def bare_losses(module, c: OptimConfig, steps: int, seed: int, report=None) -> l
 
 
 def passes(losses: list[float], steps: int) -> bool:
-    """The independent pass rule, on the loss level (a 3-step running median, so one hard batch is not a spike)."""
+    """The independent pass rule, on the loss level (a 9-step running median: hard batches are not spikes)."""
     if len(losses) < steps or not all(math.isfinite(v) for v in losses):
         return False
-    level = [statistics.median(losses[max(0, i - 2): i + 1]) for i in range(len(losses))]
+    level = [statistics.median(losses[max(0, i - 8): i + 1]) for i in range(len(losses))]
     running, floor = math.inf, 1e-3 * losses[0]
     for i, v in enumerate(level):
         if i >= steps // 10 and v > 10 * running and v > floor:

@@ -6,6 +6,7 @@ The pieces, one concept per module:
 - :mod:`stabsearch.loader`: the model-module contract;
 - :mod:`stabsearch.config`, :mod:`stabsearch.optim`, :mod:`stabsearch.schedule`: one configuration, built for torch;
 - :mod:`stabsearch.trainer`: train one trial and watch its loss;
+- :mod:`stabsearch.population`: train many trials at once as one vectorized population;
 - :mod:`stabsearch.stability`: pure analysis of a loss curve;
 - :mod:`stabsearch.runner`: the search loop that talks to Optuna;
 - :mod:`stabsearch.confirm`: re-running the best configurations on new seeds at a longer horizon;
@@ -18,6 +19,7 @@ The pieces, one concept per module:
 from stabsearch.config import OptimConfig
 from stabsearch.errors import UsageError
 from stabsearch.loader import ModelModule, load_model_module
+from stabsearch.population import max_population, train_population, why_not_vectorizable
 from stabsearch.recommend import Recommendation, recommend
 from stabsearch.report import build_report
 from stabsearch.schedule import lr_factor
@@ -41,8 +43,11 @@ __all__ = [
     "build_report",
     "load_model_module",
     "lr_factor",
+    "max_population",
     "recommend",
+    "train_population",
     "train_trial",
+    "why_not_vectorizable",
 ]
 
 __version__ = "0.1.0"

@@ -14,12 +14,19 @@ seed, to float rounding (vmap's batched matmuls sum in another order).
 
 Members are independent. Nothing reduces across members; each member's
 losses are read off the device in blocks (16 steps on the CPU, 64 on a GPU,
-as :class:`stabsearch.trainer.Run` does) and checked with the same
-divergence rule. A member that diverged is frozen at the end of that block,
-the very step where ``train_trial`` would have stopped it, with the same
-curve: it is cut out of the stacks (an index select, no arithmetic on it), so
-its parameters and Adam state stop changing, its NaN cannot reach anyone, and
-it costs nothing afterwards. The run ends early once every member is frozen.
+as :class:`stabsearch.trainer.Run` does), and a member that may have
+diverged is judged by a ``Run`` itself. A member that diverged is frozen at
+the end of that block, the very step where ``train_trial`` would have
+stopped it, with the same curve: it is cut out of the stacks (an index
+select, no arithmetic on it), so its parameters and Adam state stop
+changing, its NaN cannot reach anyone, and it costs nothing afterwards. The
+run ends early once every member is frozen. BatchNorm works: its running
+statistics are stacked per member and updated by each member's forward.
+
+Where it pays: small dense models, whose single steps are mostly overhead.
+On a CPU, vmap turns a convolution over K weight sets into a grouped
+convolution with permuted layouts, and a population of CNNs gains little
+there (``bench/throughput.py`` measures it).
 
 What a :class:`~stabsearch.trainer.TrainResult` from here holds: ``losses``,
 ``diverged_at``, ``seconds`` (the population's wall time divided by K: the
@@ -59,16 +66,16 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from stabsearch.config import OptimConfig
 from stabsearch.loader import ModelModule
 from stabsearch.schedule import lr_factor
-from stabsearch.stability import StabilityOptions, divergence_step, initial_loss
+from stabsearch.stability import StabilityOptions, initial_loss
 from stabsearch.telemetry import relu_dead_units
-from stabsearch.trainer import TrainResult, batch_stream, seed_everything
+from stabsearch.trainer import Run, StopRun, TrainResult, batch_stream, seed_everything
 
 Params = dict[str, torch.Tensor]
 
 
 def _block(device: torch.device) -> int:
-    """Steps between reads of the losses: the default of ``trainer.Run``, so frozen members stop where it stops."""
-    return 64 if device.type == "cuda" else 16
+    """Steps between reads of the losses: ``trainer.Run``'s default, so a frozen member stops where it stops."""
+    return Run(OptimConfig(), steps=1, seed=0, device=device).block
 
 
 class _Bound(torch.nn.Module):
@@ -283,48 +290,58 @@ class _Population:
 
 
 class _Watch:
-    """The divergence watch of ``trainer.Run``, for K curves read in blocks of ``[steps, K]``."""
+    """``trainer.Run``'s divergence watch over K curves, read in blocks of ``[steps, K]``.
+
+    The verdict is Run's own: a member is checked by a fresh :class:`Run`
+    fed its whole curve so far in one block. That finds what Run, fed block
+    by block, finds at this block: the earliest run of high values complete
+    by now (none was complete before, or the member would be frozen), with
+    the same ``L0``, noise estimate and warmup. Only members that can have
+    diverged in this block are checked: a non-finite value, or one above
+    ``diverge_factor * max(L0, chance)``, the least margin ``divergence_step``
+    allows. The others cost one vectorized comparison.
+    """
 
     def __init__(self, configs: Sequence[OptimConfig], steps: int, chance: float | None, options: StabilityOptions) -> None:
+        self.configs = list(configs)
+        self.steps = steps
         self.options = options
         self.chance = chance
         self.curves = np.full((steps, len(configs)), np.nan)
         self.ends = np.full(len(configs), steps)  # length of each member's curve
         self.diverged_at: list[int | None] = [None] * len(configs)
-        self.warmup = np.array([c.warmup_steps(steps) for c in configs])
-        self.initial = np.full(len(configs), np.nan)
+        self.initial = np.full(len(configs), np.inf)  # L0 once `head` values are in; inf before (Run's rule)
         self.count = 0
 
     def add(self, block: np.ndarray, members: np.ndarray) -> list[int]:
         """Record ``block`` (``[n, len(members)]``) for ``members``; return the rows that diverged in it."""
         start, self.count = self.count, self.count + block.shape[0]
         self.curves[start : self.count, members] = block
-        opts = self.options
-        if self.count >= opts.head and start < opts.head:
+        head = self.options.head
+        if self.count >= head and start < head:
             for i in members:
-                self.initial[i] = initial_loss(self.curves[: self.count, i], head=opts.head)
-        initial = np.where(np.isnan(self.initial[members]), np.inf, self.initial[members])
-        base = np.fmax(initial, -np.inf if self.chance is None else self.chance)
-        limit = base + (opts.diverge_factor - 1.0) * np.abs(base)
-        # Only a member with a non-finite value or one above its limit in this block can have diverged in it.
+                self.initial[i] = np.nan_to_num(initial_loss(self.curves[: self.count, i], head=head), nan=np.inf)
+        base = np.fmax(self.initial[members], -np.inf if self.chance is None else self.chance)
+        limit = base + (self.options.diverge_factor - 1.0) * np.abs(base)
         suspects = np.flatnonzero((~np.isfinite(block) | (block > limit[None, :])).any(axis=0))
         diverged = []
-        lo = max(0, start - (opts.diverge_run - 1))
-        for row in suspects:
-            i = members[row]
-            found = divergence_step(
-                self.curves[lo : self.count, i],
-                initial=float(initial[row]),
-                chance_loss=self.chance,
-                warmup=max(0, int(self.warmup[i]) - lo),
-                run=opts.diverge_run,
-                factor=opts.diverge_factor,
-            )
+        for row in suspects.tolist():
+            i = int(members[row])
+            found = self._run_verdict(i)
             if found is not None:
-                self.diverged_at[i] = lo + found
-                self.ends[i] = self.count
-                diverged.append(int(row))
+                self.diverged_at[i], self.ends[i] = found, self.count
+                diverged.append(row)
         return diverged
+
+    def _run_verdict(self, i: int) -> int | None:
+        run = Run(self.configs[i], steps=self.steps, seed=0, device=torch.device("cpu"), chance_loss=self.chance,
+                  options=self.options, block=self.count)
+        try:
+            for value in self.curves[: self.count, i].tolist():
+                run.log(value)
+        except StopRun:
+            pass
+        return run.diverged_at
 
 
 def _check(module: ModelModule, configs: Sequence[OptimConfig], steps: int) -> None:

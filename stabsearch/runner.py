@@ -184,7 +184,9 @@ def run_population(
     steps, seed = settings.steps, settings.seed
     configs = [prepare_trial(t, space, settings, kind="search", seed=seed, steps=steps, attrs={"population": len(trials)}) for t in trials]
     try:
-        results = train_population(module, configs, steps=steps, seed=seed, device=settings.device, options=settings.options)
+        results = train_population(
+            module, configs, steps=steps, seed=seed, device=settings.device, options=settings.options, sharpness=True
+        )
     except KeyboardInterrupt:
         raise
     except BaseException as exc:  # user code: these trials fail, the study goes on

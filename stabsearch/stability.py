@@ -5,20 +5,23 @@ only: no torch, no Optuna), so the trainer, the CLI's ``analyze`` command and
 the tests all run the very same rules. DESIGN sections 6 and 7 give them:
 
 * **diverged**: a non-finite loss; or, after warmup, ``diverge_run`` logged
-  values in a row above ``diverge_factor * max(L0, chance loss)``. Losses are
+  values in a row above ``margin * max(L0, chance loss)``. Losses are
   capped at the initial loss as in Wortsman et al. 2023, and the Deep
-  Learning Tuning Playbook calls such a trial infeasible. The factor (default
-  1.2) is a margin for mini-batch noise: with none, a run that sits at its
-  starting loss (a collapse to chance, or a learning rate too small to move
-  it) soon shows 5 noisy values in a row above it, and would be called
-  diverged instead of plateau or stable.
+  Learning Tuning Playbook calls such a trial infeasible. The margin is for
+  mini-batch noise: with none, a run that sits at its starting loss (a
+  collapse to chance, or a learning rate too small to move it) soon shows 5
+  noisy values in a row above it, and would be called diverged instead of
+  plateau or stable. It is ``max(diverge_factor, exp(diverge_sigmas *
+  noise))``: at least 1.2, and wider when the log-loss noise (measured on
+  the first ``window`` values, from their step-to-step changes) is heavy.
 * **plateau**: the end of the run sits within ``plateau_tolerance`` of the
   chance loss ``ln K`` (or the trainer saw a dead hidden layer).
 * **spike**: a robust z-score of the log-loss against the trailing window,
-  plus an absolute rise. The relative rules of the Lightning, llm-foundry and
-  Megatron-LM spike callbacks (3x a 10-step mean, 2x a window mean, 10x the
-  max) fire on mini-batch noise and on wiggles near zero; the median/MAD scale
-  and the absolute floor are what stop that.
+  plus an absolute rise, that persists (or is far too big for noise). The
+  relative rules of the Lightning, llm-foundry and Megatron-LM spike
+  callbacks (3x a 10-step mean, 2x a window mean, 10x the max) fire on
+  mini-batch noise and on wiggles near zero; the median/MAD scale, the
+  absolute floor and the persistence rule are what stop that.
 * **score**: ``log10(final + floor)`` plus penalties for late spikes, a final
   loss well above the best one, and spikes that never recovered; a diverged
   run gets a finite capped score so Optuna's sampler learns the region is bad
@@ -51,17 +54,21 @@ __all__ = [
     "StabilityOptions",
     "analyze",
     "capped_score",
+    "divergence_noise",
     "divergence_step",
     "final_loss",
     "find_spikes",
     "initial_loss",
     "is_plateau",
+    "log_noise",
     "score",
 ]
 
 _TINY = float(np.finfo(np.float64).tiny)  # clamp for log of non-positive losses
 _MAD_SCALE = 1.4826  # MAD -> standard deviation for normal noise
 _MIN_HISTORY = 10  # values of history needed before a value can be flagged
+_NOISE_HISTORY = 20  # values needed before the log-loss noise is known
+_EXPLODE = 10.0  # while it is not: a run this far above the start diverges whatever the noise
 _RECOVER_RUN = 5  # recovery must hold for most of this many values
 _CHUNK = 4096  # rows of the sliding window processed at once (bounded memory)
 
@@ -100,11 +107,14 @@ class StabilityOptions:
     window: int = 100
     head: int = 5
     z_threshold: float = 6.0
+    z_persist: float = 3.0  # a flag opens an event if one of the next two values keeps this z-score ...
+    z_single: float = 18.0  # ... or if its own z-score is above this (a jump far too big for noise)
     mad_floor: float = 0.05
     abs_rise: float = 1e-3
     recover_factor: float = 1.15
     diverge_run: int = 5
     diverge_factor: float = 1.2
+    diverge_sigmas: float = 2.5  # divergence margin: max(diverge_factor, exp(diverge_sigmas * log-loss noise))
     final_fraction: float = 0.05
     plateau_tolerance: float = 0.02
     plateau_fraction: float = 0.25
@@ -123,10 +133,13 @@ class StabilityOptions:
         # (name, lower bound, lower bound allowed, upper bound or None)
         checks = (
             ("z_threshold", 0.0, False, None),
+            ("z_persist", 0.0, True, None),
+            ("z_single", 0.0, False, None),
             ("mad_floor", 0.0, False, None),
             ("abs_rise", 0.0, True, None),
             ("recover_factor", 0.0, False, None),
             ("diverge_factor", 1.0, True, None),
+            ("diverge_sigmas", 0.0, True, None),
             ("final_fraction", 0.0, False, 1.0),
             ("plateau_tolerance", 0.0, False, None),
             ("plateau_fraction", 0.0, False, 1.0),
@@ -329,6 +342,65 @@ def final_loss(losses: ArrayLike, fraction: float = 0.05) -> float:
     return float(np.median(tail)) if tail.size else math.nan
 
 
+def log_noise(losses: ArrayLike) -> float:
+    """Robust standard deviation of the step-to-step noise of ``log(loss)``.
+
+    ``1.4826 * MAD(diff(log L)) / sqrt(2)`` over the finite values: the MAD of
+    first differences, around their median, so a steady trend (a fall or a
+    blow-up at a constant rate) does not count as noise, and a few odd steps
+    do not move it. 0.0 with fewer than two differences.
+
+    Example:
+        >>> log_noise([2.0, 1.0, 0.5, 0.25, 0.125])  # a clean geometric fall: no noise
+        0.0
+        >>> import numpy as np
+        >>> round(log_noise(np.random.default_rng(0).lognormal(0.0, 0.3, 1000)), 2)
+        0.29
+    """
+    x = _as_curve(losses)
+    x = x[np.isfinite(x)]
+    if x.size < 3:
+        return 0.0
+    d = np.diff(_log(x))
+    return float(_MAD_SCALE * np.median(np.abs(d - np.median(d))) / math.sqrt(2.0))
+
+
+def divergence_noise(losses: ArrayLike, *, window: int = 100, start: int = 0, stop: int | None = None) -> np.ndarray:
+    """The ``noise`` that :func:`divergence_step` allows at each index ``i`` in ``start .. stop - 1``.
+
+    ``log_noise`` of the first ``min(i + 1, window)`` values: what had been
+    seen when a run of high values ending at ``i`` completed, and from
+    ``window`` values on a fixed number. ``inf`` (no run can diverge yet)
+    while fewer than ``min(20, window)`` values are in: an estimate from a handful of
+    values is often far too low, and 5 noisy values in a row would then read
+    as divergence. Only the first ``window`` values are read, so a caller
+    that logs as it goes (the trainer) can pass just those, with ``stop``
+    the length of its curve (default ``len(losses)``).
+
+    Example:
+        >>> import numpy as np
+        >>> noise = divergence_noise(np.random.default_rng(0).lognormal(0.0, 0.3, 1000), window=100)
+        >>> float(noise[18]), round(float(noise[19]), 2), round(float(noise[99]), 2), bool(noise[99] == noise[999])
+        (inf, 0.18, 0.24, True)
+    """
+    if not _is_int(window) or window < 1:
+        raise ValueError(f"window must be an integer >= 1; got {window!r}")
+    x = _as_curve(losses)
+    stop = x.size if stop is None else stop
+    if not (_is_int(start) and _is_int(stop) and 0 <= start <= stop):
+        raise ValueError(f"need integers 0 <= start <= stop; got start={start!r}, stop={stop!r}")
+    if min(stop, window) > x.size:
+        raise ValueError(f"stop={stop} needs the first {min(stop, window)} values; got {x.size}")
+    head = x[:window]
+    need = min(_NOISE_HISTORY, window)
+    out = np.full(stop - start, math.inf)
+    for i in range(max(start, need - 1), min(stop, window)):
+        out[i - start] = log_noise(head[: i + 1])
+    if stop > window:  # from `window` values on, the noise of the first `window` values
+        out[max(start, window) - start :] = log_noise(head)
+    return out
+
+
 def divergence_step(
     losses: ArrayLike,
     *,
@@ -337,23 +409,44 @@ def divergence_step(
     warmup: int = 0,
     run: int = 5,
     factor: float = 1.2,
+    noise: float | ArrayLike = 0.0,
+    sigmas: float = 2.5,
 ) -> int | None:
     """Index where the run diverged, or ``None``.
 
-    The first non-finite value; or, counting only indices ``>= warmup``, the
-    first of ``run`` consecutive values above ``factor * max(initial,
-    chance_loss)`` (a loss above where it started is as bad as diverging:
-    Wortsman et al. 2023 cap losses at the initial loss). The earlier of the
-    two wins. ``factor`` (``StabilityOptions.diverge_factor``) keeps
-    mini-batch noise around the starting loss from counting; ``factor=1.0``
-    is the bare rule. NaN thresholds are ignored, so with no usable threshold
-    only non-finite values count.
+    The first non-finite value; or, counting only runs that start at an index
+    ``>= warmup``, the first of ``run`` consecutive values above
+    ``max(factor, exp(sigmas * noise)) * max(initial, chance_loss)`` (a loss
+    above where it started is as bad as diverging: Wortsman et al. 2023 cap
+    losses at the initial loss). The earlier of the two wins. The margin
+    keeps mini-batch noise around the starting loss from counting: at least
+    ``factor`` (``StabilityOptions.diverge_factor``), wider for a noisy
+    curve; ``factor=1.0`` with ``noise=0`` is the bare rule.
+
+    ``noise`` is the standard deviation of the log-loss noise
+    (:func:`log_noise`), ``sigmas`` how many of them the margin allows
+    (``StabilityOptions.diverge_sigmas``): with heavy mini-batch noise near
+    the start of a run, 5 values in a row above ``1.2 * L0`` happen by
+    chance (``L0`` is itself a median of noisy values). Either
+    one number, or one number per value: the threshold for a run is then the
+    one at the run's last value (``analyze`` and the trainer pass
+    ``log_noise`` of the first ``min(i + 1, window)`` values at index ``i``,
+    what was seen when the run completed: :func:`divergence_noise`). A clean
+    curve has ``noise`` near 0 and keeps the plain threshold. ``inf`` means
+    the noise is not known yet (``divergence_noise`` says so for the first 20
+    values): a run that completes there diverges if it is above
+    ``max(factor, 10) * base`` (an explosion, whatever the noise), and is
+    otherwise judged at the first index where the noise is known, and must
+    stay above that threshold all the way to it. NaN thresholds are ignored,
+    so with no usable threshold only non-finite values count.
 
     Example:
         >>> divergence_step([2.0, 1.0, float("nan")], initial=2.0)
         2
         >>> divergence_step([2.0, 1.0, 3, 3, 3, 3, 3], initial=2.0, run=5)
         2
+        >>> divergence_step([2.0, 1.0, 3, 3, 3, 3, 3], initial=2.0, noise=0.2) is None  # 3 < 2.0 * e^0.5
+        True
     """
     if not _is_int(warmup) or warmup < 0:
         raise ValueError(f"warmup must be an integer >= 0; got {warmup!r}")
@@ -361,16 +454,42 @@ def divergence_step(
         raise ValueError(f"run must be an integer >= 1; got {run!r}")
     if not _is_real(factor) or factor < 1.0:
         raise ValueError(f"factor must be a finite number >= 1; got {factor!r}")
+    if not _is_real(sigmas) or sigmas < 0.0:
+        raise ValueError(f"sigmas must be a finite number >= 0; got {sigmas!r}")
     x = _as_curve(losses)
+    try:
+        spread = np.asarray(noise, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"noise must be a number or one number per loss; got {noise!r}") from None
+    if spread.ndim not in (0, 1) or (spread.ndim == 1 and spread.shape != x.shape):
+        raise ValueError(f"noise must be a number or one number per loss; got shape {spread.shape} for {x.size} losses")
+    if np.any(np.isnan(spread)) or np.any(spread < 0):
+        raise ValueError("noise must be >= 0 (inf: not known yet, no run can diverge there)")
     found = _first_nonfinite(x)
     base = float(np.fmax(initial, -math.inf if chance_loss is None else chance_loss))
-    limit = base + (factor - 1.0) * abs(base)  # = factor * base for a positive loss
-    if math.isnan(limit) or x.size < run:
+    if math.isnan(base) or x.size < run:
         return found
-    above = x > limit  # NaN compares False
-    above[: min(warmup, x.size)] = False
-    counts = np.convolve(above.astype(np.int64), np.ones(run, dtype=np.int64), mode="valid")
-    starts = np.flatnonzero(counts == run)
+    n = x.size
+    spread = np.broadcast_to(spread, x.shape)
+    known = np.isfinite(spread)
+    with np.errstate(over="ignore", invalid="ignore"):
+        margin = np.where(known, np.maximum(factor, np.exp(sigmas * np.where(known, spread, 0.0))), max(factor, _EXPLODE))
+        limit = base + (margin - 1.0) * abs(base)  # = margin * base for a positive loss
+        lowest = sliding_window_view(x, run).min(axis=1)  # NaN propagates and compares False
+        ok = lowest > limit[run - 1 :]
+    # A run that completes while the noise is not known yet, and is no explosion, is judged at the
+    # first index where it is known, and must hold above the threshold there all the way to it.
+    position = np.where(known, np.arange(n), n)
+    judged = np.minimum.accumulate(position[::-1])[::-1][run - 1 :]
+    waits = ~known[run - 1 :] & (judged < n)
+    for end in np.unique(judged[waits]):
+        js = np.flatnonzero(waits & (judged == end))
+        first = int(js[0])
+        held = np.minimum.accumulate(x[first : end + 1][::-1])[::-1]  # held[k] = min(x[first + k : end + 1])
+        with np.errstate(invalid="ignore"):
+            ok[js] |= held[js - first] > limit[end]
+    ok[: min(warmup, ok.size)] = False  # the run must start at or after warmup
+    starts = np.flatnonzero(ok)
     if starts.size and (found is None or starts[0] < found):
         return int(starts[0])
     return found
@@ -440,44 +559,59 @@ def _medians(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return 0.5 * (lo + hi), 0.5 * (_log(lo) + _log(hi))
 
 
-def _flags(x: np.ndarray, initial: float, opts: StabilityOptions) -> tuple[np.ndarray, np.ndarray]:
-    """Indices of flagged values of the finite curve ``x`` and the median loss of
-    the trailing window at each."""
+def _flags(x: np.ndarray, initial: float, opts: StabilityOptions) -> tuple[np.ndarray, ...]:
+    """Flagged values of the finite curve ``x``: their indices, the median loss of
+    the trailing window at each, their z-scores, and the window's median
+    log-loss and scale (what a z-score is measured against)."""
     n, w = x.size, opts.window
     history = min(_MIN_HISTORY, w)
     rise = opts.abs_rise * abs(initial)
+    empty = np.empty(0, dtype=np.int64), np.empty(0), np.empty(0), np.empty(0), np.empty(0)
     if n <= history or not math.isfinite(rise):
-        return np.empty(0, dtype=np.int64), np.empty(0)
+        return empty
     logs = _log(x)
+    steps = np.diff(logs)  # steps[i] = log x[i + 1] - log x[i]
     found: list[np.ndarray] = []
     befores: list[np.ndarray] = []
+    scores: list[np.ndarray] = []
+    centres: list[np.ndarray] = []
+    scales: list[np.ndarray] = []
 
-    def test(t: np.ndarray, raw: np.ndarray, log_windows: np.ndarray) -> None:
+    def test(t: np.ndarray, raw: np.ndarray, step_windows: np.ndarray) -> None:
         median, log_median = _medians(raw)
         excess = logs[t] - log_median
-        # Cheap necessary conditions first (MAD >= 0): the MAD costs a second
-        # partition, so only rows that can still be flagged pay for it.
+        # Cheap necessary conditions first (MAD >= 0): the MAD costs two more
+        # partitions, so only rows that can still be flagged pay for it.
         maybe = np.flatnonzero((excess > opts.z_threshold * opts.mad_floor) & (x[t] - median > rise))
         if maybe.size == 0:
             return
-        mad = np.median(np.abs(log_windows[maybe] - log_median[maybe, None]), axis=1)
-        hit = maybe[excess[maybe] / (_MAD_SCALE * mad + opts.mad_floor) > opts.z_threshold]
-        found.append(t[hit])
-        befores.append(median[hit])
+        d = step_windows[maybe]
+        if d.shape[1]:
+            mad = np.median(np.abs(d - np.median(d, axis=1, keepdims=True)), axis=1)
+        else:
+            mad = np.zeros(maybe.size)
+        scale = _MAD_SCALE * mad / math.sqrt(2.0) + opts.mad_floor
+        z = excess[maybe] / scale
+        hit = z > opts.z_threshold
+        found.append(t[maybe[hit]])
+        befores.append(median[maybe[hit]])
+        scores.append(z[hit])
+        centres.append(log_median[maybe[hit]])
+        scales.append(scale[hit])
 
     # Short history (the first `window` values): use all the values there are.
     for t in range(history, min(w, n)):
-        test(np.array([t]), x[None, :t], logs[None, :t])
-    # Full trailing windows x[t - w : t], in chunks to bound memory.
+        test(np.array([t]), x[None, :t], steps[None, : t - 1])
+    # Full trailing windows x[t - w : t] and the w - 1 steps inside each, in chunks to bound memory.
     if n > w:
         raw_windows = sliding_window_view(x[:-1], w)
-        log_windows = sliding_window_view(logs[:-1], w)
+        step_windows = sliding_window_view(steps, w - 1) if w > 1 else np.empty((n - w + 1, 0))
         for start in range(0, n - w, _CHUNK):
             stop = min(start + _CHUNK, n - w)
-            test(np.arange(start + w, stop + w), raw_windows[start:stop], log_windows[start:stop])
+            test(np.arange(start + w, stop + w), raw_windows[start:stop], step_windows[start:stop])
     if not found:
-        return np.empty(0, dtype=np.int64), np.empty(0)
-    return np.concatenate(found), np.concatenate(befores)
+        return empty
+    return tuple(np.concatenate(parts) for parts in (found, befores, scores, centres, scales))
 
 
 def _recovery(x: np.ndarray, start: int, threshold: float) -> int | None:
@@ -496,6 +630,40 @@ def _recovery(x: np.ndarray, start: int, threshold: float) -> int | None:
     return start + int(hits[0]) if hits.size else None
 
 
+def _events(x: np.ndarray, flagged: tuple[np.ndarray, ...], opts: StabilityOptions) -> list[tuple[int, int]]:
+    """Group the flags of ``_flags`` into events: ``(first, last)`` positions in its arrays.
+
+    A flag at ``t`` opens an event only when the rise persists: one of the
+    values ``t + 1``, ``t + 2`` is still more than ``z_persist`` robust
+    sigmas above the window ``t`` was measured against. Heavy-tailed
+    mini-batch noise (Student-t) makes lone outliers of 4-17x for one step;
+    a real spike lasts, even as it relaxes. Two exceptions: a z-score above
+    ``z_single`` (a one-step jump far too big for mini-batch noise), and a
+    flag among the last two values of the curve (too early to tell:
+    reported). A flag closer than ``window`` values to the last flag of the
+    open event extends it, persistent or not; other lone flags are dropped."""
+    flags, _, z, centre, scale = flagged
+    n = x.size
+    logs = _log(x)
+    persists = np.zeros(flags.size, dtype=bool)
+    for lag in (1, 2):
+        later = np.minimum(flags + lag, n - 1)
+        persists |= (flags + lag < n) & ((logs[later] - centre) / scale > opts.z_persist)
+    opens = persists | (z > opts.z_single) | (flags >= n - 2)
+    groups: list[tuple[int, int]] = []
+    first = last = -1
+    for k, t in enumerate(flags.tolist()):
+        if first >= 0 and t - int(flags[last]) < opts.window:
+            last = k
+        elif opens[k]:
+            if first >= 0:
+                groups.append((first, last))
+            first = last = k
+    if first >= 0:
+        groups.append((first, last))
+    return groups
+
+
 def find_spikes(
     losses: ArrayLike,
     *,
@@ -509,16 +677,25 @@ def find_spikes(
     ``window`` values before it (fewer near the start; nothing is flagged
     before 10 values of history):
 
-    * ``(log L_t - median(log win)) / (1.4826 * MAD(log win) + mad_floor) > z_threshold``:
+    * ``(log L_t - median(log win)) / (1.4826 * MAD(diff(log win)) / sqrt(2) + mad_floor) > z_threshold``:
       a robust z-score, so ordinary multiplicative mini-batch noise sets the
       scale instead of firing the detector (unlike the fixed-ratio rules of
-      Lightning, llm-foundry and Megatron-LM);
+      Lightning, llm-foundry and Megatron-LM). The scale is the MAD of the
+      step-to-step changes of the log-loss in the window: the noise, not the
+      trend, so a blow-up right after a fall of several decades within the
+      window stands out;
     * ``L_t - median(win) > abs_rise * |initial|``: an absolute rise, so that
       wiggles between 1e-12 and 1e-9 near the end of a converged run are not
       spikes.
 
-    Flags closer than ``window`` values to the previous flag merge into one
-    event; the peak is the maximum between the event's first and last flag.
+    A flag opens an event only if it persists: one of the next two values is
+    still more than ``z_persist`` (3) robust sigmas above the same window.
+    Heavy-tailed mini-batch noise makes lone one-step outliers; a real spike
+    lasts, even as it relaxes. A one-step jump with a z-score above
+    ``z_single`` (18) still counts, and so does a flag among the last two
+    values of the curve (too early to tell). Flags closer than ``window``
+    values to the previous flag of an event extend it; the peak is the
+    maximum between the event's first and last flag.
     The event recovered when, after its last flag, the loss is back below
     ``recover_factor * before`` and most of the next 5 values stay there.
     Only the part before the first non-finite value is searched: a non-finite
@@ -540,14 +717,13 @@ def find_spikes(
     end = _first_nonfinite(x)
     if end is not None:
         x = x[:end]
-    flags, befores = _flags(x, float(initial), opts)
+    flagged = _flags(x, float(initial), opts)
+    flags, befores = flagged[0], flagged[1]
     if flags.size == 0:
         return []
-    # Merge flags into events: a gap of `window` values or more opens a new event.
-    opens = np.concatenate(([0], np.flatnonzero(np.diff(flags) >= opts.window) + 1))
-    closes = np.concatenate((opens[1:] - 1, [flags.size - 1]))
+    groups = _events(x, flagged, opts)
     spikes: list[Spike] = []
-    for i, j in zip(opens, closes):
+    for i, j in groups:
         first, last = int(flags[i]), int(flags[j])
         before = float(befores[i])
         peak = first + int(np.argmax(x[first : last + 1]))
@@ -686,7 +862,9 @@ def analyze(
     ``spiky`` (a spike in the second half, or any spike that never
     recovered), ``stable``. A recovered spike in the first half is an early
     transient: listed, not penalised. Spikes are searched only before the
-    divergence point.
+    divergence point, and one still rising into it (unrecovered, its peak
+    among the last ``diverge_run`` values before it) is the divergence's
+    onset, not listed.
 
     Example:
         >>> import numpy as np
@@ -722,10 +900,17 @@ def analyze(
         warmup=warmup_index,
         run=opts.diverge_run,
         factor=opts.diverge_factor,
+        noise=divergence_noise(x, window=opts.window),
+        sigmas=opts.diverge_sigmas,
     )
     end = n if div is None else div
     head = x[:end]  # finite, and before any divergence
     spikes = tuple(find_spikes(head, initial=l0, options=opts, steps=st[:end]))
+    if div is not None:
+        # A spike still rising into the divergence (unrecovered, peak among the last `diverge_run`
+        # values before it) is the divergence's onset, not an event of its own.
+        onset = int(st[max(0, div - opts.diverge_run)])
+        spikes = tuple(s for s in spikes if s.recovered or s.peak_step < onset)
 
     curve_final = final_loss(head, opts.final_fraction) if end else math.nan
     final_value = curve_final if final is None else float(final)

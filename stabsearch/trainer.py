@@ -23,7 +23,7 @@ import torch
 from stabsearch.config import OptimConfig
 from stabsearch.loader import ModelModule
 from stabsearch.optim import build_optimizer, build_scheduler
-from stabsearch.stability import StabilityOptions, divergence_step, initial_loss
+from stabsearch.stability import StabilityOptions, divergence_noise, divergence_step, initial_loss
 from stabsearch.telemetry import adam_telemetry, hessian_top_eigenvalue, relu_dead_units
 
 ProgressCallback = Callable[[int, float], None]
@@ -115,6 +115,7 @@ class Run:
         self._count = 0
         self._losses: list[float] = []
         self._initial = math.nan
+        self._noise: list[float] = []  # divergence_noise of the first `window` values, as they come in
 
     def make_optimizer(self, model_or_params: torch.nn.Module | Any, *, scheduler: bool = True) -> torch.optim.Optimizer:
         """Build the configured optimizer, and ``self.scheduler`` unless told not to, for a model or its parameters."""
@@ -187,7 +188,9 @@ class Run:
         if self.diverged_at is not None:
             raise StopRun("diverged")
         run = self.options.diverge_run
-        lo = max(0, start - (run - 1))
+        # Within the first `window` values the noise estimate is still coming in, and a run that completed
+        # before it was known is judged once it is: check from the start, as analyze does on the whole curve.
+        lo = 0 if start <= self.options.window else max(0, start - (run - 1))
         tail = self._losses[lo:]
         initial = self._initial if not math.isnan(self._initial) else math.inf
         found = divergence_step(
@@ -197,10 +200,22 @@ class Run:
             warmup=max(0, self.warmup_steps - lo),
             run=run,
             factor=self.options.diverge_factor,
+            noise=self._divergence_noise(lo),
+            sigmas=self.options.diverge_sigmas,
         )
         if found is not None:
             self.diverged_at = lo + found
             raise StopRun("diverged")
+
+    def _divergence_noise(self, lo: int) -> np.ndarray:
+        """``divergence_noise`` of the curve so far at indices ``lo..``, as ``analyze`` computes it on the
+        whole curve: the values of the first ``window`` indices are computed once, as they come in, and
+        every later index has the value of index ``window - 1``."""
+        w, n = self.options.window, len(self._losses)
+        known = len(self._noise)
+        if known < min(n, w):
+            self._noise.extend(divergence_noise(self._losses[:w], window=w, start=known, stop=min(n, w)).tolist())
+        return np.asarray(self._noise)[np.minimum(np.arange(lo, n), w - 1)]
 
     @property
     def losses(self) -> np.ndarray:

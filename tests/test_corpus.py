@@ -38,30 +38,20 @@ SPIKE_KEYS = {"step", "size", "recovered", "recover_steps"}
 
 # Known disagreements between the analyzer and the labels (bench/detectors.py
 # measures the same curves).
-_EARLY_NOISE = (
-    "heavy noise from the first step reads as divergence: L0 = min(first value, median of the first 5) and "
-    "5 noisy values in a row above 1.2*L0 within the first 20 steps"
+_DEAD_LAYERS = (
+    "a collapse known from the trainer's dead-layer check (both ReLU layers dead, the label's dead_layers), "
+    "which a loss log does not carry: from the log alone the loss sits 3% above ln 6 (the output bias jitters at "
+    "lr 1), outside the 2% band of the plateau test, so analyze says stable"
 )
-_TREND_MAD = (
-    "blow-ups that follow a fall of several decades within the 100-value window are missed: the window's "
-    "log-MAD is the trend, not the noise, so a jump of 8+ decades scores z < 6"
-)
-_JITTER_AT_CHANCE = (
-    "collapse to chance not seen from the log: mini-batch jitter (1.76-1.86 around ln 6 = 1.79) puts some "
-    "values outside the 2% band, and the plateau test needs every value of the last 25% inside it"
+_MARGINAL_SPIKE = (
+    "the x10 spike at 1700 is 7.8x the window median once the noise is drawn; against the window's noise "
+    "(sigma 0.31 from its step-to-step changes, plus the 0.05 floor) that is z = 5.7, under the threshold of 6"
 )
 DISAGREE_VERDICT = {
-    "clean_lognormal_030.csv": _EARLY_NOISE,
-    "spiky_late_recovering.csv": _EARLY_NOISE + ", which also hides the two late spikes",
-    "clean_student_t.csv": "single heavy-tailed (Student-t) noise draws, 4x-17x for one step, are flagged as late spikes",
-    "obj_softmax_chance_failing_s0.csv": _JITTER_AT_CHANCE,
-    "obj_softmax_chance_failing_s1.csv": _JITTER_AT_CHANCE,
+    "obj_softmax_chance_lr1_s1.csv": _DEAD_LAYERS,
 }
 DISAGREE_EVENTS = {
-    **{k: v for k, v in DISAGREE_VERDICT.items() if not k.startswith("obj_softmax_chance_failing")},
-    "diverged_nan.csv": _EARLY_NOISE + " (step 6; the NaN is at 1400)",
-    "diverged_inf_blowup.csv": _EARLY_NOISE + " (step 19; the blow-up is at 1700)",
-    "obj_adam_late_blowup_lr1e-2_s0.csv": _TREND_MAD + " (4 of the 13 found)",
+    "spiky_moderate.csv": _MARGINAL_SPIKE,
 }
 
 
@@ -155,9 +145,9 @@ def test_slow_rise_is_stable_but_the_score_pays_for_it(capsys):
     """A slow late rise is no spike and no divergence: the verdict is stable, the rise term of the score is not 0."""
     rise = analyze_json(capsys, "slow_late_rise.csv")
     assert rise["verdict"] == "stable" and rise["spikes"] == []
-    penalty = math.log10(rise["final_loss"] / rise["best_loss"]) - math.log10(1.5)
-    assert penalty > 0.5
-    assert rise["score"] == pytest.approx(math.log10(rise["final_loss"] + 1e-3 * rise["initial_loss"]) + penalty)
+    assert rise["final_loss"] > 5 * rise["best_loss"]
+    base = math.log10(rise["final_loss"] + 1e-3 * rise["initial_loss"])  # the score without the rise term
+    assert rise["score"] > base + 0.5
     assert any("drift up" in line for line in rise["diagnosis"])
 
 
@@ -183,6 +173,7 @@ def test_objective_curve_loads_and_matches_its_labelling_rule(name):
     label = LABELS[name]
     log = read_loss_log(CORPUS / name)
     assert log.steps is not None and log.losses.size >= 16
-    assert make_corpus.label_run(log.losses, log.steps, classes=label["classes"], warmup=label["warmup"]) == {
-        k: label[k] for k in ("verdict", "events", "diverged_at")
-    }
+    found = make_corpus.label_run(
+        log.losses, log.steps, classes=label["classes"], warmup=label["warmup"], dead_layer=bool(label["dead_layers"])
+    )
+    assert found == {k: label[k] for k in ("verdict", "events", "diverged_at")}

@@ -16,11 +16,13 @@ from stabsearch.stability import (
     StabilityOptions,
     analyze,
     capped_score,
+    divergence_noise,
     divergence_step,
     final_loss,
     find_spikes,
     initial_loss,
     is_plateau,
+    log_noise,
     score,
 )
 
@@ -183,6 +185,50 @@ def test_zero_and_negative_losses_do_not_break_the_analysis():
     assert math.isfinite(result.score)
 
 
+def test_a_blow_up_after_a_fast_fall_of_many_decades_is_found():
+    # The trailing window falls 4 decades: its log-MAD is the trend, not the noise. The scale is the MAD of
+    # step-to-step changes, which a steady fall leaves at ~0.
+    curve = np.geomspace(1.0, 1e-10, 400)
+    curve[300:305] = 1e-2
+    result = analyze(curve)
+    (spike,) = result.spikes
+    assert spike.step == 300 and spike.recovered is True
+    assert result.verdict == "spiky"
+
+
+def test_a_single_heavy_tailed_outlier_is_not_a_spike_but_a_lasting_one_is():
+    curve = decay(3000, sigma=0.15, seed=3)
+    lone = curve.copy()
+    lone[2000] *= 10.0  # one mini-batch 10x off (z ~ 11), back at the next step: Student-t noise does this
+    assert find_spikes(lone, initial=L0) == []
+    assert analyze(lone).verdict == "stable"
+    relaxing = with_spike(curve, at=2000, factor=10.0, length=3)  # 10x, 4.6x, 2.2x: it lasts
+    assert [s.step for s in find_spikes(relaxing, initial=L0)] == [2000]
+    assert analyze(relaxing).verdict == "spiky"
+    # One step far too big for mini-batch noise still counts on its own (z above z_single).
+    huge = curve.copy()
+    huge[2000] *= 1e3
+    assert [s.step for s in find_spikes(huge, initial=L0)] == [2000]
+    # Without the persistence rule the lone outlier would be flagged.
+    assert find_spikes(lone, initial=L0, options=StabilityOptions(z_single=6.0))
+
+
+def test_student_t_noise_makes_no_spikes():
+    rng = np.random.default_rng(104)
+    t = np.arange(3000)
+    curve = (2.25 * np.exp(-t / 250) + 0.05) * np.exp(0.15 * rng.standard_t(3, t.size))
+    assert analyze(curve).spikes == ()
+
+
+def test_a_spike_rising_into_the_divergence_is_its_onset_not_a_spike():
+    curve = decay(2000, sigma=0.05)
+    curve[1500:1520] = curve[1499] * 10.0 ** np.arange(1, 21)  # 10x per step until it overflows
+    curve[1520:] = np.inf
+    result = analyze(curve)
+    assert result.verdict == "diverged" and result.diverged_at is not None and 1500 <= result.diverged_at <= 1502
+    assert result.spikes == ()
+
+
 def test_find_spikes_on_100k_values_completes():
     curve = with_spike(decay(100_000, sigma=0.2, tau=5000), at=80_000, factor=100.0, length=20)
     spikes = find_spikes(curve, initial=L0)
@@ -237,6 +283,80 @@ def test_divergence_threshold_is_at_least_the_chance_loss():
     curve = np.concatenate([np.full(100, 1.0), np.full(50, 1.5)])
     assert divergence_step(curve, initial=1.0) == 100
     assert divergence_step(curve, initial=1.0, chance_loss=math.log(6)) is None
+
+
+def test_heavy_noise_at_the_start_is_not_divergence():
+    noisy_start = np.array([1.8, 1.25, 2.74, 2.85, 2.07, 2.53, 3.77, 3.09, 2.77, 2.75] + [1.0] * 990)
+    result = analyze(noisy_start)
+    assert result.diverged_at is None and result.verdict == "stable"
+    # The bare threshold (1.2 * L0, no noise margin) reads values 5-9 as divergence.
+    assert divergence_step(noisy_start, initial=initial_loss(noisy_start)) == 5
+    for seed in range(20):
+        assert analyze(decay(1500, sigma=0.4, seed=seed, tau=300)).diverged_at is None
+
+
+def test_noisy_runs_that_do_diverge_are_still_caught():
+    curve = decay(2000, sigma=0.3, seed=1)
+    curve[1200:] = 4 * L0 * np.random.default_rng(2).lognormal(0.0, 0.3, 800)  # back above the start, and staying
+    assert 1200 <= analyze(curve).diverged_at <= 1210
+    # An explosion in the first values diverges at once, before the noise is known (20 values).
+    explodes = np.array([2.3, 2.2, 2.1] + [230.0] * 5)
+    assert analyze(explodes).diverged_at == 3
+    # A plain rise to 3x the start within the first 20 values is judged once the noise is known.
+    rises = decay(200)
+    rises[10:60] = 3 * L0
+    assert analyze(rises).diverged_at == 10
+    assert analyze(rises[:15]).diverged_at is None  # too early to judge (short of an explosion)
+
+
+def test_log_noise_is_the_step_to_step_noise_and_ignores_trends():
+    rng = np.random.default_rng(0)
+    noise = rng.lognormal(0.0, 0.3, 2000)
+    assert log_noise(noise) == pytest.approx(0.3, rel=0.1)
+    assert log_noise(noise * np.geomspace(1.0, 1e-8, 2000)) == pytest.approx(log_noise(noise), rel=1e-6)
+    assert log_noise(decay(1000)) < 1e-3
+    assert log_noise([1.0, float("nan"), 1.0]) == 0.0
+
+
+def test_divergence_checks_on_tails_agree_with_the_whole_curve():
+    """What the trainer does (divergence_step on each new block plus the last run - 1 values, from the start
+    while the first window is coming in, with divergence_noise from the first window only) finds what
+    analyze finds on the whole curve."""
+    rng = np.random.default_rng(5)
+    opts = StabilityOptions()
+    diverged = 0
+    for trial in range(20):
+        curve = decay(300, sigma=float(rng.choice([0.0, 0.1, 0.4])), seed=trial)
+        if trial % 2:
+            at = int(rng.integers(5, 280))
+            curve[at:] *= float(rng.uniform(1.5, 40.0))
+        whole = analyze(curve).diverged_at
+        diverged += whole is not None
+        noise = divergence_noise(curve, window=opts.window)
+        head = curve[: opts.window]  # all the trainer needs for the noise
+        assert np.array_equal(divergence_noise(head, window=opts.window, start=37, stop=250), noise[37:250])
+        for block in (1, 16, 64):
+            found, initial = None, math.inf
+            for start in range(0, curve.size, block):
+                stop = min(start + block, curve.size)
+                if start < opts.head <= stop:
+                    initial = initial_loss(curve[:stop], opts.head)
+                lo = 0 if start <= opts.window else start - (opts.diverge_run - 1)
+                step = divergence_step(curve[lo:stop], initial=initial, noise=noise[lo:stop], sigmas=opts.diverge_sigmas)
+                if step is not None:
+                    found = lo + step
+                    break
+            assert found == whole, (trial, block)
+    assert 3 <= diverged <= 17
+
+
+def test_divergence_noise_is_checked():
+    with pytest.raises(ValueError, match="one number per loss"):
+        divergence_step([1.0, 2.0, 3.0], initial=1.0, noise=[0.1, 0.2])
+    with pytest.raises(ValueError, match="noise must be >= 0"):
+        divergence_step([1.0, 2.0, 3.0], initial=1.0, noise=-0.1)
+    with pytest.raises(ValueError, match="needs the first 10 values"):
+        divergence_noise([1.0] * 5, window=10, stop=20)
 
 
 def test_all_nan_curve():
@@ -372,6 +492,8 @@ def test_score_terms_follow_the_design_formula():
         ("rise_tolerance", 0.5, "StabilityOptions.rise_tolerance must be a finite number >= 1; got 0.5"),
         ("spike_weight", math.nan, "StabilityOptions.spike_weight must be a finite number >= 0; got nan"),
         ("diverge_factor", 0.9, "StabilityOptions.diverge_factor must be a finite number >= 1; got 0.9"),
+        ("diverge_sigmas", -1.0, "StabilityOptions.diverge_sigmas must be a finite number >= 0; got -1.0"),
+        ("z_single", 0.0, "StabilityOptions.z_single must be a finite number > 0; got 0.0"),
     ],
 )
 def test_options_are_validated_with_a_message_naming_the_field(field, value, message):
