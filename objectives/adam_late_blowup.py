@@ -51,7 +51,7 @@ At lr <= 3e-4 with a small eps the loss still creeps up late in the run, from
 absolute floor of the spike rule (1e-3 times the initial loss) and counts as
 harmless.
 
-How this maps to the thread (seeds/000): a four-task regression network
+How this maps to the original forum thread: a four-task regression network
 trains well with Adam for 200k batches, then "the loss explodes". The asker
 had lr 1e-4 and eps 1e-4, saw the same with the default eps, and saw it break
 sooner at lr 1e-3. The accepted answer says that ``v`` becomes tiny near the

@@ -58,7 +58,7 @@ brackets is the loss at STEPS over the initial loss):
     1.5e-2    jump @1759   jump @2050   fine        fine (2e-13)   fine (3e-6)
     3e-2      jump @399    jump @572    jump @453   fine (3e-14)   fine (3e-11)
 
-How this maps to the thread (seeds/002): a small Keras CNN on 32 x 32 images
+How this maps to the original forum thread: a small Keras CNN on 32 x 32 images
 of solid and broken lines, with a 2-way softmax, binary cross-entropy and
 Adam. The loss fell for ~1500 epochs, then jumped and stayed on a plateau.
 The answer blames Adam's ``v`` becoming tiny and suggests eps 1e-3 .. 1e-2.

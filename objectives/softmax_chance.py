@@ -28,7 +28,7 @@ small enough that each layer keeps live units. The loss drops far below ln 6
 
 In between, lr 0.03 collapses on 4 of 10 seeds. The edge is that sharp.
 
-How this maps to the thread (seeds/001): the course network on SIGNS (12288
+How this maps to the original forum thread: the course network on SIGNS (12288
 inputs, minibatches of 32, Adam). With learning rate 1 or 0.01 the cost stays
 at ~1.85-1.9 and train and test accuracy stay at 0.1667. At 0.001 it happens
 "sometimes", and at 0.0001 never. The inputs here are 48 times fewer
