@@ -52,8 +52,9 @@ def test_objective_b_recommended_lr_doubled_still_trains(tmp_path):
     rec = json.loads(stabsearch("recommend", "--format", "json", cwd=tmp_path))
     doubled = {**rec, "lr": 2 * rec["lr"]}
     module = load_model_module(str(path))
+    steps = rec["schedule"].get("total_steps", module.steps)  # the recommended schedule, warmup included
     for seed in (11, 12, 13):
-        losses, model = independent.train(module, doubled, module.steps, seed)
+        losses, model = independent.train(module, doubled, steps, seed)
         final = float(np.median(losses[-max(1, len(losses) // 20):]))
         assert final < 0.5 * math.log(6), (seed, final, doubled["lr"])
 
