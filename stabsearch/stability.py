@@ -70,6 +70,7 @@ _MIN_HISTORY = 10  # values of history needed before a value can be flagged
 _NOISE_HISTORY = 20  # values needed before the log-loss noise is known
 _EXPLODE = 10.0  # while it is not: a run this far above the start diverges whatever the noise
 _RECOVER_RUN = 5  # recovery must hold for most of this many values
+_BURST = 3  # a flag persists when a value up to this many steps before or after it is still raised
 _CHUNK = 4096  # rows of the sliding window processed at once (bounded memory)
 
 
@@ -107,7 +108,7 @@ class StabilityOptions:
     window: int = 100
     head: int = 5
     z_threshold: float = 6.0
-    z_persist: float = 3.0  # a flag opens an event if one of the next two values keeps this z-score ...
+    z_persist: float = 3.0  # a flag opens an event if a value within 3 steps of it keeps this z-score ...
     z_single: float = 18.0  # ... or if its own z-score is above this (a jump far too big for noise)
     mad_floor: float = 0.05
     abs_rise: float = 1e-3
@@ -633,22 +634,24 @@ def _recovery(x: np.ndarray, start: int, threshold: float) -> int | None:
 def _events(x: np.ndarray, flagged: tuple[np.ndarray, ...], opts: StabilityOptions) -> list[tuple[int, int]]:
     """Group the flags of ``_flags`` into events: ``(first, last)`` positions in its arrays.
 
-    A flag at ``t`` opens an event only when the rise persists: one of the
-    values ``t + 1``, ``t + 2`` is still more than ``z_persist`` robust
-    sigmas above the window ``t`` was measured against. Heavy-tailed
-    mini-batch noise (Student-t) makes lone outliers of 4-17x for one step;
-    a real spike lasts, even as it relaxes. Two exceptions: a z-score above
-    ``z_single`` (a one-step jump far too big for mini-batch noise), and a
-    flag among the last two values of the curve (too early to tell:
+    A flag at ``t`` opens an event only when the disturbance lasts: another
+    value within 3 steps of it (before or after) is still more than
+    ``z_persist`` robust sigmas above the window ``t`` was measured against.
+    Heavy-tailed mini-batch noise (Student-t) makes lone outliers of 4-17x
+    for one step; a real spike lasts, even as it relaxes, and a burst of
+    jumps a few steps apart is one disturbance. Two exceptions: a z-score
+    above ``z_single`` (a one-step jump far too big for mini-batch noise),
+    and a flag among the last two values of the curve (too early to tell:
     reported). A flag closer than ``window`` values to the last flag of the
-    open event extends it, persistent or not; other lone flags are dropped."""
+    open event extends it, lasting or not; other lone flags are dropped."""
     flags, _, z, centre, scale = flagged
     n = x.size
     logs = _log(x)
     persists = np.zeros(flags.size, dtype=bool)
-    for lag in (1, 2):
-        later = np.minimum(flags + lag, n - 1)
-        persists |= (flags + lag < n) & ((logs[later] - centre) / scale > opts.z_persist)
+    for lag in range(-_BURST, _BURST + 1):
+        if lag:
+            other = np.clip(flags + lag, 0, n - 1)
+            persists |= (flags + lag >= 0) & (flags + lag < n) & ((logs[other] - centre) / scale > opts.z_persist)
     opens = persists | (z > opts.z_single) | (flags >= n - 2)
     groups: list[tuple[int, int]] = []
     first = last = -1
@@ -688,10 +691,11 @@ def find_spikes(
       wiggles between 1e-12 and 1e-9 near the end of a converged run are not
       spikes.
 
-    A flag opens an event only if it persists: one of the next two values is
-    still more than ``z_persist`` (3) robust sigmas above the same window.
-    Heavy-tailed mini-batch noise makes lone one-step outliers; a real spike
-    lasts, even as it relaxes. A one-step jump with a z-score above
+    A flag opens an event only if the disturbance lasts: another value within
+    3 steps of it (before or after) is still more than ``z_persist`` (3)
+    robust sigmas above the same window. Heavy-tailed mini-batch noise makes
+    lone one-step outliers; a real spike lasts, even as it relaxes, and a
+    burst of jumps a few steps apart is one disturbance. A one-step jump with a z-score above
     ``z_single`` (18) still counts, and so does a flag among the last two
     values of the curve (too early to tell). Flags closer than ``window``
     values to the previous flag of an event extend it; the peak is the
