@@ -554,6 +554,16 @@ def _hint(exc: BaseException) -> str:
     return next((hint for key, hint in _HINTS.items() if key in str(exc)), "")
 
 
+def _probe_model(module: ModelModule, device: torch.device) -> tuple[_Bound, _Plan, Any]:
+    """A seed-0 model bound to its loss, its plan, and the first batch: what the checks try a step on."""
+    seed_everything(0)
+    model = module.model().to(device)
+    model.train()
+    batch = next(batch_stream(module, 0, device))
+    bound = _Bound(model, module.loss)
+    return bound, _plan(bound, batch), batch
+
+
 def why_not_vectorizable(module: ModelModule, device: torch.device) -> str | None:
     """``None`` if ``module`` can be trained as a population on ``device``, else a one-line reason.
 
@@ -577,12 +587,7 @@ def why_not_vectorizable(module: ModelModule, device: torch.device) -> str | Non
         return "the module lacks model(), batches(seed) or loss(model, batch)"
     with _own_rng(device):
         try:
-            seed_everything(0)
-            model = module.model().to(device)
-            model.train()
-            batch = next(batch_stream(module, 0, device))
-            bound = _Bound(model, module.loss)
-            plan = _plan(bound, batch)
+            bound, plan, batch = _probe_model(module, device)
             plain = float(functional_call(bound, {n: b.clone() for n, b in bound.named_buffers()}, (batch,)).detach())
         except Exception as exc:  # user code, before any vmap
             return f"one plain training step fails: {_one_line(exc)}"
@@ -740,12 +745,7 @@ def population_memory(module: ModelModule, device: torch.device) -> PopulationMe
     if module.model is None or module.batches is None or module.loss is None or module.train is not None:
         raise ValueError(f"{module.source}: not a population module ({why_not_vectorizable(module, device)})")
     with _own_rng(device):
-        seed_everything(0)
-        model = module.model().to(device)
-        model.train()
-        batch = next(batch_stream(module, 0, device))
-        bound = _Bound(model, module.loss)
-        plan = _plan(bound, batch)
+        bound, plan, batch = _probe_model(module, device)
         try:
             one, two = (_step_peak(bound, plan, batch, device, k) for k in (1, 2))
         except Exception:
