@@ -5,16 +5,20 @@ same search space, it runs:
 
 - **stabsearch**: the search, then confirmation and the backed-off recommendation;
 - **plain Optuna** as a user would write it: TPE with the median pruner, a bare
-  training loop that reports the loss, the objective returning the last loss,
-  and a NaN left to become FAIL; its choice is ``study.best_trial``.
+  training loop that reports the loss every 5% of the steps (a NaN too) and
+  does not look for NaN itself, the objective returning the last loss, and a
+  NaN left to become FAIL; its choice is ``study.best_trial``.
 
 Each method's chosen configuration is then trained on 3 new seeds at twice the
 search horizon by ``independent_check`` below, a plain torch loop with its own
 pass rule (finite throughout; after the first 10% of steps its level, a 9-step
 running median, never 10x above its running minimum and above 1e-3 of its first
-loss; ending below where it started). The table reports
-whether the choice passed, its final loss, the steps spent on trials that
-diverged, and the total steps until a passing configuration was known.
+loss; ending below half its first loss: a run that sits at chance did not
+train). The table reports whether the choice
+passed, its final loss, the steps spent on trials that diverged (judged alike
+for both by ``diverged`` below, on each trial's curve as far as it ran;
+stabsearch's curves come from its stored artifacts), and the total steps until
+a passing configuration was known (stabsearch's include its confirmation runs).
 
     python bench/versus_optuna.py                  # all three objectives, 20 trials
     python bench/versus_optuna.py --trials 10 --objectives a
@@ -40,6 +44,7 @@ sys.path.insert(0, str(ROOT))
 from stabsearch import OptimConfig, SearchSpace, load_model_module  # noqa: E402
 from stabsearch.confirm import ConfirmSettings, run_confirmation  # noqa: E402
 from stabsearch.records import study_records  # noqa: E402
+from stabsearch.report import read_curve  # noqa: E402
 from stabsearch.recommend import recommend  # noqa: E402
 from stabsearch.runner import SearchSettings, run_search  # noqa: E402
 from stabsearch.space import sample  # noqa: E402
@@ -68,8 +73,8 @@ def _lr_at(c: OptimConfig, step: int, total: int) -> float:
     return c.lr * factor
 
 
-def bare_losses(module, c: OptimConfig, steps: int, seed: int, report=None) -> list[float]:  # noqa: ANN001
-    """A bare training loop with the configuration's schedule; stops at the first non-finite loss."""
+def bare_losses(module, c: OptimConfig, steps: int, seed: int, report=None, stop_at_nan: bool = True) -> list[float]:  # noqa: ANN001
+    """A bare training loop with the configuration's schedule; stops at the first non-finite loss if asked."""
     torch.manual_seed(seed)
     model = module.model()
     opt = _optimizer(model.parameters(), c)
@@ -86,7 +91,7 @@ def bare_losses(module, c: OptimConfig, steps: int, seed: int, report=None) -> l
         losses.append(value)
         if report is not None:
             report(step, value)
-        if not math.isfinite(value):
+        if stop_at_nan and not math.isfinite(value):
             break
     return losses
 
@@ -101,7 +106,7 @@ def passes(losses: list[float], steps: int) -> bool:
         if i >= steps // 10 and v > 10 * running and v > floor:
             return False
         running = min(running, v)
-    return statistics.median(losses[-max(1, steps // 20):]) < losses[0]
+    return statistics.median(losses[-max(1, steps // 20):]) < 0.5 * losses[0]
 
 
 def independent_check(module, c: OptimConfig, steps: int) -> tuple[bool, float]:  # noqa: ANN001
@@ -114,6 +119,17 @@ def independent_check(module, c: OptimConfig, steps: int) -> tuple[bool, float]:
     return ok, statistics.median(finals)
 
 
+def diverged(losses) -> bool:  # noqa: ANN001
+    """The bench's own judgement of a trial's curve, as far as it ran: a non-finite loss, or a level
+    (median of its last 9 values) ending above its first loss. Applied alike to both methods."""
+    values = [float(v) for v in losses]
+    if not values:
+        return False
+    if not all(math.isfinite(v) for v in values):
+        return True
+    return statistics.median(values[-9:]) > values[0]
+
+
 def run_stabsearch(path: str, trials: int, steps: int, seed: int) -> dict:
     module = load_model_module(str(ROOT / path))
     space = SearchSpace().override(module.space, source="module")
@@ -122,14 +138,17 @@ def run_stabsearch(path: str, trials: int, steps: int, seed: int) -> dict:
         settings = SearchSettings(trials=trials, steps=steps, seed=seed, progress=False)
         run_search(module, space, store, "bench", settings)
         run_confirmation(module, space, store, "bench", settings, ConfirmSettings())
-        records = study_records(optuna.load_study(study_name="bench", storage=store.storage))
+        study = optuna.load_study(study_name="bench", storage=store.storage)
+        curves = {t.number: read_curve(t, store.artifacts_dir) for t in study.get_trials(deepcopy=False)}
+        records = study_records(study)
     spent = sum(r.steps_run or 0 for r in records)
-    diverged = sum(r.steps_run or 0 for r in records if r.verdict == "diverged")
+    lost = sum(r.steps_run or 0 for r in records if curves.get(r.number) is not None and diverged(curves[r.number][1]))
     try:
         config = recommend(records, "bench").config
     except Exception:
         config = None
-    return {"config": config, "diverged_steps": diverged, "total_steps": spent, "module": module}
+    return {"config": config, "diverged_steps": lost, "total_steps": spent, "module": module,
+            "diverged_trials": sum(1 for c in curves.values() if c is not None and diverged(c[1]))}
 
 
 def run_plain_optuna(path: str, trials: int, steps: int, seed: int) -> dict:
@@ -140,21 +159,19 @@ def run_plain_optuna(path: str, trials: int, steps: int, seed: int) -> dict:
     def objective(trial: optuna.Trial) -> float:
         c = sample(space, trial)
         every = max(1, steps // 20)
-
         losses: list[float] = []
 
         def report(step: int, value: float) -> None:
             losses.append(value)
-            if step % every == 0 and math.isfinite(value):
-                trial.report(value, step)
+            if step % every == 0:
+                trial.report(value, step)  # a NaN too: the median pruner reads each trial's best value
                 if trial.should_prune():
                     raise optuna.TrialPruned()
 
         try:
-            bare_losses(module, c, steps, seed, report=report)
+            bare_losses(module, c, steps, seed, report=report, stop_at_nan=False)
         finally:
-            diverged = bool(losses) and (not math.isfinite(losses[-1]) or max(losses) > 10 * losses[0])
-            spent.append((trial.number, len(losses), diverged))
+            spent.append((trial.number, len(losses), diverged(losses)))
         return losses[-1]  # NaN becomes FAIL, as it does for users
 
     warnings.filterwarnings("ignore")
@@ -167,7 +184,8 @@ def run_plain_optuna(path: str, trials: int, steps: int, seed: int) -> dict:
         until = sum(n for number, n, _ in spent if number <= best.number)
     except ValueError:
         config, until = None, None
-    return {"config": config, "diverged_steps": sum(n for _, n, d in spent if d), "total_steps": sum(n for _, n, _ in spent), "until": until, "module": module}
+    return {"config": config, "diverged_steps": sum(n for _, n, d in spent if d), "total_steps": sum(n for _, n, _ in spent),
+            "until": until, "module": module, "diverged_trials": sum(d for _, _, d in spent)}
 
 
 def main() -> None:
@@ -187,16 +205,17 @@ def main() -> None:
         for name, res in (("stabsearch", ours), ("plain optuna", plain)):
             ok, final = independent_check(res["module"], res["config"], steps) if res["config"] else (False, math.nan)
             until = res.get("until", res["total_steps"]) if ok else None
-            rows.append((Path(path).stem, name, ok, final, res["diverged_steps"], until, res["config"]))
+            lost = f"{res['diverged_steps']} ({res['diverged_trials']})"
+            rows.append((Path(path).stem, name, ok, final, lost, until, res["config"], res["diverged_steps"]))
         print(f"# {Path(path).stem}: {time.perf_counter() - started:.0f}s", file=sys.stderr)
-    print(f"{'objective':<18} {'method':<13} {'passes':>6} {'final loss':>11} {'diverged steps':>15} {'steps to pass':>14}  chosen lr / eps")
-    for obj, name, ok, final, div, until, c in rows:
+    print(f"{'objective':<18} {'method':<13} {'passes':>6} {'final loss':>11} {'diverged steps (trials)':>24} {'steps to pass':>14}  chosen lr / eps")
+    for obj, name, ok, final, div, until, c, _ in rows:
         chosen = f"{c.lr:.2e} / {c.eps:.1e}" if c else "none"
-        print(f"{obj:<18} {name:<13} {'yes' if ok else 'NO':>6} {final:>11.3g} {div:>15} {until if until is not None else 'never':>14}  {chosen}")
+        print(f"{obj:<18} {name:<13} {'yes' if ok else 'NO':>6} {final:>11.3g} {div:>24} {until if until is not None else 'never':>14}  {chosen}")
     ours = [r for r in rows if r[1] == "stabsearch"]
     plain = [r for r in rows if r[1] == "plain optuna"]
     share = lambda rs: sum(r[2] for r in rs) / len(rs)  # noqa: E731
-    ratio = sum(r[4] for r in ours) / max(1, sum(r[4] for r in plain))
+    ratio = sum(r[7] for r in ours) / max(1, sum(r[7] for r in plain))
     print(f"share passing: stabsearch {share(ours):.2f}, plain optuna {share(plain):.2f}; "
           f"diverged steps stabsearch/plain = {ratio:.2f} (trials={args.trials}, check seeds {list(CHECK_SEEDS)} at 2x the steps)")
 

@@ -2,11 +2,14 @@
 
 A single short run on one seed cannot show late instability, so the best
 ``candidates`` search trials are each trained again on ``seeds`` new seeds for
-``stress`` times the search steps. The best of them is then probed at 3x (and,
-if that fails, sqrt(3)x) its learning rate on the same seeds, to find how far
-the edge is; and the back-off configuration that
-:func:`stabsearch.recommend.recommend` picks is confirmed the same way, when
-it differs. Runs are trials of the same study, tagged ``kind=confirm``
+``stress`` times the search steps (search runs whose loss already jumped
+tenfold mid-run, :func:`stabsearch.recommend.major_spikes`, rank last). If
+every candidate fails, the one with the best worst case is confirmed again
+at a third of its learning rate (and, if that fails too, a ninth): a rescue.
+The best survivor is then probed at 3x (and, if that fails, sqrt(3)x) its
+learning rate on the same seeds, to find how far the edge is; and the
+back-off configuration that :func:`stabsearch.recommend.recommend` picks is
+confirmed the same way, when it differs. Runs are trials of the same study, tagged ``kind=confirm``
 with the number of the search trial they check (``of``), so ``trials`` and the
 dashboard show them apart. Finished runs are never repeated, so an interrupted
 confirmation resumes where it stopped.
@@ -24,12 +27,16 @@ from tqdm import tqdm
 
 from stabsearch.config import OptimConfig
 from stabsearch.loader import ModelModule
-from stabsearch.recommend import back_off, choose_confirmed, nearest_unstable_lr
-from stabsearch.records import study_records
+from stabsearch.recommend import back_off, choose_confirmed, major_spikes, nearest_unstable_lr, probe_outcomes, rescue
+from stabsearch.records import study_records, trial_record
 from stabsearch.queue import NOT_COUNTED, heartbeat
 from stabsearch.runner import SearchSettings, open_search_study, run_trial
 from stabsearch.space import SearchSpace
 from stabsearch.storage import Storage
+
+
+#: Rounds of rescue when every candidate fails: the best of them at 1/safety, then 1/safety^2 of its learning rate.
+RESCUE_ROUNDS = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,9 +102,11 @@ def run_confirmation(
         return summary
     study = open_search_study(storage, study_name, module, space, settings)
     trials = study.get_trials(deepcopy=False)
+    # Best scores first; a search run that already jumped tenfold mid-run would fail confirmation, so it
+    # comes after every one that did not.
     best = sorted(
         (t for t in trials if t.user_attrs.get("kind", "search") == "search" and t.state == TrialState.COMPLETE),
-        key=lambda t: t.value,
+        key=lambda t: (major_spikes(trial_record(t)) > 0, t.value),
     )[: confirm.candidates]
     horizon = max(1, round(confirm.stress * settings.steps))
     seeds = confirmation_seeds(settings.seed, confirm.seeds)
@@ -105,14 +114,22 @@ def run_confirmation(
     summary = _run_jobs(study, jobs, module, space, storage, settings, horizon, summary, "confirm")
     if summary.interrupted:
         return summary
+    for _ in range(RESCUE_ROUNDS):  # every candidate failed: back the most promising off and try that
+        if choose_confirmed(study_records(study)) is not None:
+            break
+        found = rescue(study_records(study), confirm.safety)
+        if found is None:
+            break
+        jobs = [(study.trials[found.source.number], found.config, s, {"rescue": True}) for s in seeds]
+        summary = _run_jobs(study, jobs, module, space, storage, settings, horizon, summary, f"rescue lr {found.config.lr:.3g}")
+        if summary.interrupted:
+            return summary
     chosen = choose_confirmed(study_records(study))
     if chosen is None:
         return summary
-    source_record, _ = chosen
-    source = study.trials[source_record.number]
-    config = OptimConfig.from_dict(source_record.params)
+    source, config = study.trials[chosen.source.number], chosen.config
     # Edge probes: does the candidate still train at 3x (then sqrt(3)x) its learning rate? Skip a
-    # probe at or above a learning rate already known to fail.
+    # probe at or above a learning rate already known to fail; stop at the first that passes.
     for factor in (confirm.safety, math.sqrt(confirm.safety)):
         probe = dataclasses.replace(config, lr=config.lr * factor)
         known = nearest_unstable_lr(study_records(study), config)
@@ -120,7 +137,7 @@ def run_confirmation(
             continue
         jobs = [(source, probe, s, {"probe": True}) for s in seeds]
         summary = _run_jobs(study, jobs, module, space, storage, settings, horizon, summary, f"edge probe x{factor:.3g}")
-        if summary.interrupted or nearest_unstable_lr(study_records(study), config) is None:
+        if summary.interrupted or probe_outcomes(study_records(study)).get(probe.lr) is False:
             break  # interrupted, or it passed: the margin is proven
     if summary.interrupted:
         return summary
@@ -141,7 +158,7 @@ def _run_jobs(study, jobs, module, space, storage, settings, horizon, summary, l
     try:
         for source, config, seed, tags in todo:
             trial = _new_trial(study, source, config)
-            attrs = {"of": source.number, "backoff": False, "probe": False, **tags}
+            attrs = {"of": source.number, "backoff": False, "probe": False, "rescue": False, **tags}
             with heartbeat(study, trial._trial_id, settings.heartbeat):
                 run_trial(study, trial, module, space, storage, settings, kind="confirm", seed=seed, steps=horizon, config=config, attrs=attrs)
             trial = None

@@ -29,6 +29,10 @@ FINISHED = ("COMPLETE", "PRUNED", "FAIL")
 #: "Similar" eps and beta2 for the cliff search: within this many decades of eps and of 1 - beta2.
 EPS_DECADES = 1.0
 BETA2_DECADES = 0.5
+#: A confirmation run fails on a spike of this many decades or more once training is under way
+#: (after warmup and the first SETTLED_FRACTION of its steps), recovered or not.
+MAJOR_SPIKE_DECADES = 1.0
+SETTLED_FRACTION = 0.1
 
 
 class NothingToRecommend(UsageError):
@@ -66,10 +70,29 @@ class Recommendation:
         }
 
 
+def major_spikes(run: TrialRecord) -> int:
+    """Spikes of a decade or more after warmup and the first tenth of ``run``: the loss level jumping
+    tenfold once training is under way. Early transients of the first descent do not count."""
+    if not run.steps:
+        return 0
+    warmup = float(run.params.get("warmup", 0.0) or 0.0)
+    settled = max(SETTLED_FRACTION, warmup) * run.steps
+    return sum(
+        1 for s in run.spike_events
+        if (s.get("size") or 0.0) >= MAJOR_SPIKE_DECADES and (s.get("step") or 0) >= settled
+    )
+
+
 def survived(runs: Sequence[TrialRecord]) -> bool:
-    """No divergence, collapse, failure or unrecovered spike on any run."""
+    """No divergence, collapse, failure, unrecovered spike or major spike (:func:`major_spikes`) on any run.
+
+    A recovered spike of a decade or more is no proof of stability either:
+    the same configuration on another seed or a longer horizon may not
+    recover, and a user who copies it would see the jump.
+    """
     return bool(runs) and all(
-        r.state != "FAIL" and r.verdict not in ("diverged", "plateau") and r.unrecovered == 0 for r in runs
+        r.state != "FAIL" and r.verdict not in ("diverged", "plateau") and r.unrecovered == 0 and major_spikes(r) == 0
+        for r in runs
     )
 
 
@@ -86,7 +109,8 @@ def similar(a: dict[str, Any], b: OptimConfig) -> bool:
 def nearest_unstable_lr(records: Sequence[TrialRecord], config: OptimConfig) -> float | None:
     """The smallest learning rate above ``config.lr`` that went unstable at similar eps and beta2.
 
-    Failed edge probes (:func:`probe_failed`) count as unstable too.
+    Failed edge probes (:func:`probe_failed`) and candidates that failed
+    confirmation (:func:`survived`) count as unstable too.
     """
     lrs = [
         float(r.params["lr"])
@@ -95,6 +119,10 @@ def nearest_unstable_lr(records: Sequence[TrialRecord], config: OptimConfig) -> 
         and float(r.params["lr"]) > config.lr and similar(r.params, config)
     ]
     lrs += [lr for lr, failed in probe_outcomes(records).items() if lr > config.lr and failed]
+    lrs += [
+        lr for (_, lr), runs in confirmation_groups(records).items()
+        if lr > config.lr and not survived(runs) and similar(runs[0].params, config)
+    ]
     return min(lrs) if lrs else None
 
 
@@ -120,8 +148,9 @@ def probe_outcomes(records: Sequence[TrialRecord]) -> dict[float, bool]:
     groups = confirmation_groups(records)
     outcomes = {}
     for lr, runs in probes(records).items():
-        reference = max((r.score for r in groups.get(runs[0].of, []) if r.score is not None), default=None)
-        outcomes[lr] = probe_failed(runs, reference)
+        worst = [max(r.score for r in g) for (of, _), g in groups.items()
+                 if of == runs[0].of and survived(g) and all(r.score is not None for r in g)]
+        outcomes[lr] = probe_failed(runs, min(worst, default=None))
     return outcomes
 
 
@@ -146,24 +175,63 @@ def back_off(records: Sequence[TrialRecord], config: OptimConfig, safety: float 
     return config if lr >= config.lr else dataclasses.replace(config, lr=lr)
 
 
-def confirmation_groups(records: Sequence[TrialRecord]) -> dict[int, list[TrialRecord]]:
-    """Finished confirmation runs of each search trial (back-off runs excluded)."""
-    groups: dict[int, list[TrialRecord]] = defaultdict(list)
+def confirmation_groups(records: Sequence[TrialRecord]) -> dict[tuple[int, float], list[TrialRecord]]:
+    """Finished confirmation runs of each candidate, keyed by (search trial, learning rate).
+
+    A candidate is a search trial's configuration, or the same backed off
+    after every candidate failed (a rescue); probes and the final back-off
+    check are not candidates.
+    """
+    groups: dict[tuple[int, float], list[TrialRecord]] = defaultdict(list)
     for r in records:
         if (r.kind == "confirm" and not r.backoff and not r.probe and r.of is not None
-                and r.state in FINISHED and r.failure != "interrupted"):
-            groups[r.of].append(r)
+                and r.state in FINISHED and r.failure != "interrupted" and "lr" in r.params):
+            groups[r.of, float(r.params["lr"])].append(r)
     return dict(groups)
 
 
-def choose_confirmed(records: Sequence[TrialRecord]) -> tuple[TrialRecord, list[TrialRecord]] | None:
-    """The search trial whose confirmation runs all survived with the best worst score."""
+@dataclasses.dataclass(frozen=True)
+class Candidate:
+    """A confirmed configuration: the search trial it came from, its runs, and the settings they ran."""
+
+    source: TrialRecord
+    runs: list[TrialRecord]
+    config: OptimConfig
+
+    @property
+    def worst(self) -> float:
+        return max(r.score for r in self.runs)
+
+
+def candidates(records: Sequence[TrialRecord]) -> list[Candidate]:
+    """Every confirmed candidate whose source trial is in ``records`` and whose runs all have a score."""
     by_number = {r.number: r for r in records}
-    passing = [(runs, by_number[n]) for n, runs in confirmation_groups(records).items() if n in by_number and survived(runs)]
-    if not passing:
+    return [
+        Candidate(by_number[of], runs, OptimConfig.from_dict(runs[0].params))
+        for (of, _), runs in confirmation_groups(records).items()
+        if of in by_number and all(r.score is not None for r in runs)
+    ]
+
+
+def choose_confirmed(records: Sequence[TrialRecord]) -> Candidate | None:
+    """The candidate whose confirmation runs all survived with the best worst score."""
+    passing = [c for c in candidates(records) if survived(c.runs)]
+    return min(passing, key=lambda c: c.worst) if passing else None
+
+
+def rescue(records: Sequence[TrialRecord], safety: float) -> Candidate | None:
+    """When no candidate survived: the one with the best worst case, its learning rate ``safety`` times lower.
+
+    Every confirmed learning rate was at or past the edge, so the next
+    candidate is the most promising of them backed off as ``recommend``
+    would back off a survivor. ``None`` when a candidate survived or none
+    was confirmed.
+    """
+    found = candidates(records)
+    if not found or any(survived(c.runs) for c in found):
         return None
-    runs, source = min(passing, key=lambda p: max(r.score for r in p[0]))
-    return source, runs
+    best = min(found, key=lambda c: c.worst)
+    return dataclasses.replace(best, config=dataclasses.replace(best.config, lr=best.config.lr / safety))
 
 
 def recommend(records: Sequence[TrialRecord], study: str, *, safety: float = 3.0, tolerance: float = 0.5) -> Recommendation:
@@ -190,16 +258,15 @@ def recommend(records: Sequence[TrialRecord], study: str, *, safety: float = 3.0
     if groups and chosen is None:
         raise NothingToRecommend(
             f"study {study!r}: none of the {len(groups)} best configurations survived confirmation on new seeds "
-            "(each diverged, collapsed or kept a spike on some seed); nothing safe to recommend. "
+            "(each diverged, collapsed, kept a spike or jumped tenfold after its first tenth on some seed); "
+            "nothing safe to recommend. "
             "Narrow the space to lower learning rates or larger eps and run again"
         )
     if chosen is None:
         source, runs = min(stable, key=lambda r: r.score), []
-        worst = source.score
+        worst, best = source.score, OptimConfig.from_dict(source.params)
     else:
-        source, runs = chosen
-        worst = max(r.score for r in runs)
-    best = OptimConfig.from_dict(source.params)
+        source, runs, worst, best = chosen.source, chosen.runs, chosen.worst, chosen.config
     config = back_off(records, best, safety)
     edge = nearest_unstable_lr(records, best)
     evidence: dict[str, Any] = {
@@ -213,6 +280,7 @@ def recommend(records: Sequence[TrialRecord], study: str, *, safety: float = 3.0
         "worst_score": worst,
         "search_score": source.score,
         "candidates_confirmed": len(groups),
+        "rescued_from": float(source.params["lr"]) if runs and best.lr != float(source.params["lr"]) else None,
         "stable_trials": len(stable),
         "unstable_trials": sum(r.verdict in UNSTABLE for r in records),
         "basin_lr": _basin(stable, best, worst, tolerance),

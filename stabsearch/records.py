@@ -39,8 +39,10 @@ class TrialRecord:
     of: int | None = None
     backoff: bool = False
     probe: bool = False
+    rescue: bool = False
     failure: str | None = None
     error: str | None = None
+    spike_events: tuple[dict[str, Any], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {k: _json_safe(v) for k, v in dataclasses.asdict(self).items()}
@@ -85,8 +87,10 @@ def trial_record(trial: FrozenTrial) -> TrialRecord:
         of=attrs.get("of"),
         backoff=bool(attrs.get("backoff", False)),
         probe=bool(attrs.get("probe", False)),
+        rescue=bool(attrs.get("rescue", False)),
         failure=attrs.get("failure"),
         error=attrs.get("error"),
+        spike_events=tuple(attrs.get("spikes") or ()),
     )
 
 

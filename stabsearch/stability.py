@@ -21,7 +21,11 @@ the tests all run the very same rules. DESIGN sections 6 and 7 give them:
   relative rules of the Lightning, llm-foundry and Megatron-LM spike
   callbacks (3x a 10-step mean, 2x a window mean, 10x the max) fire on
   mini-batch noise and on wiggles near zero; the median/MAD scale, the
-  absolute floor and the persistence rule are what stop that.
+  absolute floor and the persistence rule are what stop that. A rise that
+  builds over tens of steps carries its trailing window with it and is
+  never flagged that way, so a **relapse** counts as a spike too: the
+  smoothed loss (a moving median) climbing ``relapse_factor`` (10x) above the
+  lowest level it had reached, and by more than the absolute floor.
 * **score**: ``log10(final + floor)`` plus penalties for late spikes, a final
   loss well above the best one, and spikes that never recovered; a diverged
   run gets a finite capped score so Optuna's sampler learns the region is bad
@@ -57,6 +61,7 @@ __all__ = [
     "divergence_noise",
     "divergence_step",
     "final_loss",
+    "find_relapses",
     "find_spikes",
     "initial_loss",
     "is_plateau",
@@ -125,6 +130,7 @@ class StabilityOptions:
     rise_tolerance: float = 1.5
     unrecovered_weight: float = 1.0
     smooth: int = 20
+    relapse_factor: float = 10.0  # a slow spike: the smoothed loss this many times above its lowest level so far
 
     def __post_init__(self) -> None:
         for name in ("window", "head", "diverge_run", "smooth"):
@@ -149,6 +155,7 @@ class StabilityOptions:
             ("rise_weight", 0.0, True, None),
             ("rise_tolerance", 1.0, True, None),
             ("unrecovered_weight", 0.0, True, None),
+            ("relapse_factor", 1.0, False, None),
         )
         for name, low, low_ok, high in checks:
             value = getattr(self, name)
@@ -746,6 +753,84 @@ def find_spikes(
     return spikes
 
 
+def _moving_median(x: np.ndarray, width: int) -> np.ndarray:
+    """Trailing moving median: ``out[i] = median(x[i - width + 1 : i + 1])`` for ``i >= width - 1``."""
+    windows = sliding_window_view(x, width)
+    return np.concatenate([np.median(windows[i : i + _CHUNK * 16], axis=1) for i in range(0, len(windows), _CHUNK * 16)])
+
+
+def find_relapses(
+    losses: ArrayLike,
+    *,
+    initial: float,
+    options: StabilityOptions = _DEFAULTS,
+    steps: ArrayLike | None = None,
+) -> list[Spike]:
+    """Slow spikes: the loss level climbing an order of magnitude within ``window`` steps.
+
+    The level is the trailing moving median of ``smooth`` values (20), so a
+    lone bad mini-batch does not move it. A level is raised when it is more
+    than ``relapse_factor`` (10) times the lowest of the ``window`` (100)
+    levels before it, and higher than that by more than ``abs_rise *
+    |initial|`` (the absolute floor of :func:`find_spikes`: a climb from
+    1e-12 to 1e-10 is a wiggle near zero). A creep of 10x over a thousand
+    steps is no event: the score's late-rise term is what weighs that.
+    Raised stretches closer than ``window`` values are one event. The z-score
+    rule of :func:`find_spikes` compares each value with its own trailing
+    window, which follows a rise that builds over tens of steps (Adam's
+    loss bumps once a memorised training loss has made the gradients tiny),
+    so those go unseen there.
+
+    A relapse is a :class:`Spike` whose ``step`` is where the level first
+    rose that far, ``peak`` the highest level of the event, ``before`` the
+    lowest level of the window before it, ``size = log10(peak / before)`` (at least one
+    decade). It recovered when the level comes back below ``recover_factor
+    * before`` plus the absolute floor and most of the next 5 levels stay
+    there. Only the part before the first non-finite value is searched.
+
+    Example:
+        >>> import numpy as np
+        >>> curve = np.concatenate([np.geomspace(2.0, 0.01, 300), np.full(80, 0.2), np.full(300, 0.005)])
+        >>> [(s.step, round(s.size, 2), s.recovered) for s in find_relapses(curve, initial=2.0)]
+        [(310, 1.23, True)]
+    """
+    opts = _check_options(options)
+    x = _as_curve(losses)
+    st = _as_steps(steps, x.size)
+    end = _first_nonfinite(x)
+    if end is not None:
+        x = x[:end]
+    width, floor = opts.smooth, opts.abs_rise * abs(float(initial))
+    if x.size <= width or not math.isfinite(floor):
+        return []
+    level = _moving_median(x, width)  # level[j] ends at curve index j + width - 1
+    # before[j]: the lowest of the `window` levels before j (fewer at the start)
+    padded = np.concatenate((np.full(opts.window, np.inf), level[:-1]))
+    before = sliding_window_view(padded, opts.window).min(axis=1)
+    raised = np.flatnonzero((level > opts.relapse_factor * before) & (level - before > floor))
+    if raised.size == 0:
+        return []
+    breaks = np.flatnonzero(np.diff(raised) >= opts.window)
+    relapses: list[Spike] = []
+    for lo, hi in zip(np.concatenate(([0], breaks + 1)), np.concatenate((breaks, [raised.size - 1]))):
+        first, last = int(raised[lo]), int(raised[hi])
+        base = float(before[first])
+        top = first + int(np.argmax(level[first : last + 1]))
+        back = _recovery(level, last + 1, opts.recover_factor * base + floor)
+        relapses.append(
+            Spike(
+                step=int(st[first + width - 1]),
+                peak_step=int(st[top + width - 1]),
+                size=math.log10(max(float(level[top]), _TINY) / max(base, _TINY)),
+                before=base,
+                peak=float(level[top]),
+                recovered=back is not None,
+                recover_steps=None if back is None else int(st[back + width - 1] - st[top + width - 1]),
+            )
+        )
+    return relapses
+
+
 # --------------------------------------------------------------------------- score
 
 
@@ -833,6 +918,22 @@ def score(
 # --------------------------------------------------------------------------- analyze
 
 
+def _with_relapses(spikes: Sequence[Spike], relapses: Sequence[Spike], st: np.ndarray, opts: StabilityOptions) -> tuple[Spike, ...]:
+    """All events in step order; a relapse that a spike event already covers is the same disturbance, dropped.
+
+    A relapse is covered when a spike fired between ``window`` values before
+    its first raised level (where the climb it measures can have begun) and
+    its peak: spike flags that close are one event too.
+    """
+    def covered(r: Spike) -> bool:
+        begin = int(st[max(0, int(np.searchsorted(st, r.step)) - opts.window)])
+        return any(begin <= s.step <= r.peak_step for s in spikes)
+
+    return tuple(sorted([*spikes, *(r for r in relapses if not covered(r))], key=lambda e: e.step))
+
+
+
+
 def analyze(
     losses: ArrayLike,
     *,
@@ -862,9 +963,10 @@ def analyze(
             the run is a plateau (collapse) whatever its loss does.
         options: thresholds and weights; default ``StabilityOptions()``.
 
-    The verdict is the first that applies: ``diverged``, ``plateau``,
-    ``spiky`` (a spike in the second half, or any spike that never
-    recovered), ``stable``. A recovered spike in the first half is an early
+    Spikes are both kinds of event: :func:`find_spikes` and
+    :func:`find_relapses`. The verdict is the first that applies:
+    ``diverged``, ``plateau``, ``spiky`` (a spike in the second half, or any
+    spike that never recovered), ``stable``. A recovered spike in the first half is an early
     transient: listed, not penalised. Spikes are searched only before the
     divergence point, and one still rising into it (unrecovered, its peak
     among the last ``diverge_run`` values before it) is the divergence's
@@ -909,7 +1011,12 @@ def analyze(
     )
     end = n if div is None else div
     head = x[:end]  # finite, and before any divergence
-    spikes = tuple(find_spikes(head, initial=l0, options=opts, steps=st[:end]))
+    spikes = _with_relapses(
+        find_spikes(head, initial=l0, options=opts, steps=st[:end]),
+        find_relapses(head, initial=l0, options=opts, steps=st[:end]),
+        st,
+        opts,
+    )
     if div is not None:
         # A spike still rising into the divergence (unrecovered, peak among the last `diverge_run`
         # values before it) is the divergence's onset, not an event of its own.

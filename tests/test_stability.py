@@ -19,6 +19,7 @@ from stabsearch.stability import (
     divergence_noise,
     divergence_step,
     final_loss,
+    find_relapses,
     find_spikes,
     initial_loss,
     is_plateau,
@@ -148,6 +149,36 @@ def test_early_recovered_spike_is_listed_but_does_not_make_the_run_spiky():
     assert [s.step for s in result.spikes] == [600]
     assert result.late_spikes == 0
     assert result.verdict == "stable"
+
+
+def test_a_loss_bump_that_builds_over_tens_of_steps_is_a_relapse():
+    # Adam's bump on a memorised training loss: the level climbs 100x over 120 steps, holds, and comes back.
+    # Each value sits inside its trailing window's trend, so the z-score rule sees nothing; the level rule does.
+    curve = decay(3000, sigma=0.4, tau=150) * 0.02  # down to ~1e-3, heavy mini-batch noise
+    bump = np.ones(3000)
+    bump[2000:2120] = np.geomspace(1.0, 100.0, 120)
+    bump[2120:2200] = 100.0
+    bump[2200:2320] = np.geomspace(100.0, 1.0, 120)
+    curve = curve * bump
+    assert find_spikes(curve, initial=curve[0]) == []
+    (relapse,) = find_relapses(curve, initial=curve[0])
+    assert 2000 < relapse.step < 2120 and relapse.size > 1.0 and relapse.recovered
+    result = analyze(curve)
+    assert result.verdict == "spiky" and result.late_spikes == 1
+
+
+def test_a_slow_creep_and_a_bump_below_the_floor_are_not_relapses():
+    creep = decay(3000) * np.where(np.arange(3000) >= 1500, 12.0 ** ((np.arange(3000) - 1500) / 1500), 1.0)
+    assert find_relapses(creep, initial=creep[0]) == []  # 12x over 1500 steps: the late-rise term weighs it
+    tiny = np.concatenate([np.geomspace(2.3, 1e-9, 500), np.full(100, 1e-6), np.full(400, 1e-9)])
+    assert find_relapses(tiny, initial=2.3) == []  # 1000x, but from 1e-9 to 1e-6: under 1e-3 of L0
+
+
+def test_a_relapse_covered_by_a_spike_is_one_event():
+    curve = decay(2000, sigma=0.05)
+    curve[1500:] *= 10.0
+    assert len(find_relapses(curve, initial=curve[0])) == 1
+    assert [s.step for s in analyze(curve).spikes] == [1500]
 
 
 def test_spike_at_the_very_last_value():
