@@ -222,7 +222,7 @@ def _row(d: dict) -> dict:
     p = d["params"]
     fmt = lambda v: "" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))  # noqa: E731
     return {
-        "number": d["number"], "kind": "probe" if d.get("probe") else "back-off" if d.get("backoff") else d["kind"],
+        "number": d["number"], "kind": "probe" if d.get("probe") else "rescue" if d.get("rescue") else "back-off" if d.get("backoff") else d["kind"],
         "state": d["state"], "verdict": d["verdict"],
         "score": fmt(d["score"]), "final_loss": fmt(d["final_loss"]), "spikes": d["spikes"],
         "optimizer": p.get("optimizer", ""), "lr": fmt(p.get("lr")), "eps": fmt(p.get("eps")),

@@ -4,14 +4,17 @@ Pure: works on :class:`~stabsearch.records.TrialRecord` lists, no Optuna.
 
 With confirmation runs (the best search configurations re-run on new seeds at
 a longer horizon), the recommendation is the configuration with the best worst
-case among those that never diverged, collapsed or left a spike unrecovered on
-any seed. It is then backed off along the learning rate: it stays a safety
-factor (default 3) below wherever the edge may be. The edge lies between the
-highest learning rate known to pass (the candidate's own, or a passed edge
-probe at 3x or sqrt(3)x of it) and the lowest known to fail (a failed probe,
-or any trial at similar eps and beta2 that diverged, collapsed or spiked
-late). Without confirmation runs it falls back to the best stable search
-trial and says so.
+case among those that never diverged, collapsed, left a spike unrecovered or
+jumped tenfold once training was under way (:func:`major_spikes`) on any
+seed. When every candidate failed, the confirmation stage tries the best of
+them again at a lower learning rate (:func:`rescue`). The choice is then
+backed off along the learning rate: it stays a safety factor (default 3)
+below wherever the edge may be. The edge lies between the highest learning
+rate known to pass (the candidate's own, or a passed edge probe at 3x or
+sqrt(3)x of it) and the lowest known to fail (a failed probe, a candidate
+that failed confirmation, or any trial at similar eps and beta2 that
+diverged, collapsed or spiked late). Without confirmation runs it falls back
+to the best stable search trial and says so.
 """
 
 from __future__ import annotations

@@ -290,12 +290,21 @@ def _evidence_lines(rec: Mapping[str, Any]) -> list[str]:
         )
     else:
         lines.append(f"Not confirmed on new seeds: the best stable search trial #{ev['trial']} (one seed, {ev['horizon']} steps).")
+    if ev.get("rescued_from"):
+        lines.append(f"Rescued: every candidate failed confirmation; trial #{ev['trial']} passed once its lr was backed off "
+                     f"from {ev['rescued_from']:.3g}.")
+    probes = ev.get("edge_probes") or {}
+    if probes:
+        lines.append("Edge probes (same seeds and horizon): " + ", ".join(f"lr={lr} {outcome}" for lr, outcome in probes.items()) + ".")
     edge = ev.get("nearest_unstable_lr")
+    proven = ev.get("proven_margin_decades")
     if edge is None:
-        lines.append("No unstable run was seen above this learning rate at similar eps and beta2: the edge is unknown.")
+        lines.append("No unstable run was seen above this learning rate at similar eps and beta2: the edge is unknown"
+                     + (f"; a passed probe proves {proven:.2f} decades of margin." if proven else "."))
     else:
         margin = ev.get("margin_decades")
-        lines.append(f"Margin: {margin:.2f} decades ({10 ** margin:.1f}x) below lr={edge:.3g}, the nearest lr that went unstable.")
+        lines.append(f"Margin: {margin:.2f} decades ({10 ** margin:.1f}x) below lr={edge:.3g}, the nearest lr that went unstable"
+                     + (f"; proven to pass {proven:.2f} decades above." if proven else "."))
     basin = ev.get("basin_lr")
     if basin and basin[1] > basin[0]:
         lines.append(f"Stable basin: lr {basin[0]:.3g}..{basin[1]:.3g} ({math.log10(basin[1] / basin[0]):.2f} decades) scored about as well.")
@@ -636,9 +645,13 @@ def loss_curves_figure(picks: Sequence[tuple[str, TrialRecord]], trials: Mapping
     return fig
 
 
+def _role(r: TrialRecord) -> str:
+    """What a confirmation run was for: confirming a candidate, or a probe, rescue or back-off of one."""
+    return "probe of " if r.probe else "rescue of " if r.rescue else "back-off of " if r.backoff else ""
+
+
 def _candidate_label(r: TrialRecord) -> str:
-    base = f"#{r.of} lr={_fmt(r.params.get('lr'))}"
-    return f"back-off of {base}" if r.backoff else base
+    return f"{_role(r)}#{r.of} lr={_fmt(r.params.get('lr'))}"
 
 
 def confirmation_figure(records: Sequence[TrialRecord]) -> go.Figure:
@@ -694,7 +707,7 @@ def confirmation_table(records: Sequence[TrialRecord]) -> str:
     head = "".join(f"<th>{h}</th>" for h in ("trial", "confirms", "seed", "steps", "verdict", "spikes", "unrecovered", "final loss", "score", "lr", "eps"))
     rows = []
     for r in sorted(runs, key=lambda r: (r.of if r.of is not None else -1, r.backoff, r.seed or 0)):
-        cells = [f"#{r.number}", ("back-off of " if r.backoff else "") + (f"#{r.of}" if r.of is not None else "?"), r.seed, r.steps_run or r.steps,
+        cells = [f"#{r.number}", _role(r) + (f"#{r.of}" if r.of is not None else "?"), r.seed, r.steps_run or r.steps,
                  r.verdict, r.spikes, r.unrecovered, _fmt(r.final_loss), _fmt(r.score), _fmt(r.params.get("lr")), _fmt(r.params.get("eps"))]
         color = VERDICT_COLORS.get(r.verdict, "#555")
         rows.append("<tr>" + "".join(

@@ -422,11 +422,14 @@ def divergence_step(
 ) -> int | None:
     """Index where the run diverged, or ``None``.
 
-    The first non-finite value; or, counting only runs that start at an index
-    ``>= warmup``, the first of ``run`` consecutive values above
-    ``max(factor, exp(sigmas * noise)) * max(initial, chance_loss)`` (a loss
-    above where it started is as bad as diverging: Wortsman et al. 2023 cap
-    losses at the initial loss). The earlier of the two wins. The margin
+    The first non-finite value; or the first of ``run`` consecutive values
+    above ``max(factor, exp(sigmas * noise)) * max(initial, chance_loss)`` (a
+    loss above where it started is as bad as diverging: Wortsman et al. 2023
+    cap losses at the initial loss). A run that starts before index
+    ``warmup`` counts only if it is an explosion, above ``max(that margin,
+    10)`` times the base: a warmup may lift the loss a little, not tenfold,
+    and waiting for its end trains a run that has already blown up. The
+    earlier of the two wins. The margin
     keeps mini-batch noise around the starting loss from counting: at least
     ``factor`` (``StabilityOptions.diverge_factor``), wider for a noisy
     curve; ``factor=1.0`` with ``noise=0`` is the bare rule.
@@ -496,7 +499,11 @@ def divergence_step(
         held = np.minimum.accumulate(x[first : end + 1][::-1])[::-1]  # held[k] = min(x[first + k : end + 1])
         with np.errstate(invalid="ignore"):
             ok[js] |= held[js - first] > limit[end]
-    ok[: min(warmup, ok.size)] = False  # the run must start at or after warmup
+    during = min(warmup, ok.size)  # a run starting in warmup counts only as an explosion
+    if during:
+        explosion = np.maximum(limit[run - 1 : run - 1 + during], base + (max(factor, _EXPLODE) - 1.0) * abs(base))
+        with np.errstate(invalid="ignore"):
+            ok[:during] = lowest[:during] > explosion
     starts = np.flatnonzero(ok)
     if starts.size and (found is None or starts[0] < found):
         return int(starts[0])

@@ -211,23 +211,28 @@ def test_a_population_that_all_diverges_stops_early():
     assert all(r.diverged_at is not None and r.steps_run < 100 for r in results)
 
 
-def shifting_target(seed):
-    """A regression whose target jumps from 0 to 3 at batch 60: the loss leaps 20x, finite, and stays up
-    unless the learning rate is big enough to follow at once."""
-    x = torch.randn(64, 4, generator=torch.Generator().manual_seed(seed))
-    for step in range(300):
-        yield x, torch.full((64, 1), 0.0 if step < 60 else 3.0)
+def shifting_target(height):
+    """Batches of a regression whose target jumps from 0 to ``height`` at batch 60: the loss leaps, finite, and
+    stays up unless the learning rate is big enough to follow at once (height 1.5: about 6x, 3: about 20x)."""
+
+    def batches(seed):
+        x = torch.randn(64, 4, generator=torch.Generator().manual_seed(seed))
+        for step in range(300):
+            yield x, torch.full((64, 1), 0.0 if step < 60 else height)
+
+    return batches
 
 
-def test_a_finite_rise_above_the_start_is_divergence_as_in_train_trial():
+@pytest.mark.parametrize(("height", "expected"), [(1.5, [60, 75, None, 60]), (3.0, [60, 60, None, 60])])
+def test_a_finite_rise_above_the_start_is_divergence_as_in_train_trial(height, expected):
     # Five values in a row above max(L0, chance), all finite: the rule that needs the block reads, each
-    # member's own warmup (75 steps for the second: its run can only start there) and Run's noise margin.
+    # member's own warmup (75 steps for the second: a 6x rise can only count from there, a 20x explosion
+    # counts during warmup too) and Run's noise margin.
     module = make_module(lambda: torch.nn.Linear(4, 1), lambda m, b: torch.nn.functional.mse_loss(m(b[0]), b[1]),
-                         batches=shifting_target)
+                         batches=shifting_target(height))
     configs = [OptimConfig(lr=1e-2), OptimConfig(lr=1e-2, warmup=0.25), OptimConfig(lr=1.0),
                OptimConfig(optimizer="adamw", lr=3e-2, weight_decay=0.1, schedule="cosine")]
     results = train_population(module, configs, steps=300, seed=0, device=CPU)
-    expected = [60, 75, None, 60]
     for config, pop, at in zip(configs, results, expected):
         seq = train_trial(module, config, steps=300, seed=0, device=CPU, sharpness=False)
         assert seq.diverged_at == at and np.isfinite(seq.losses).all()

@@ -413,3 +413,18 @@ def test_script_in_study_name_renders_as_text_in_a_browser(tmp_path, browser):
     assert page.evaluate("document.querySelectorAll('img').length") == 0
     assert seen["requests"] == [path.resolve().as_uri()]
     page.close()
+
+
+def test_evidence_names_the_edge_probes_the_proven_margin_and_a_rescue():
+    from stabsearch.report import _evidence_lines
+
+    ev = {"confirmed": True, "trial": 8, "seeds": [1000, 1001, 1002], "horizon": 2000, "divergences": 0, "spikes": 0,
+          "final_loss": 1e-3, "rescued_from": 9.12e-3, "edge_probes": {"0.00527": "failed"}, "nearest_unstable_lr": 5.27e-3,
+          "margin_decades": 0.717, "proven_margin_decades": 0.477, "basin_lr": [1e-3, 3e-3]}
+    text = "\n".join(_evidence_lines({"evidence": ev}))
+    assert "Rescued: every candidate failed confirmation; trial #8 passed once its lr was backed off from 0.00912" in text
+    assert "Edge probes (same seeds and horizon): lr=0.00527 failed." in text
+    assert "below lr=0.00527, the nearest lr that went unstable; proven to pass 0.48 decades above." in text
+    unknown = "\n".join(_evidence_lines({"evidence": {**ev, "rescued_from": None, "nearest_unstable_lr": None,
+                                                      "edge_probes": {"0.0274": "passed"}}}))
+    assert "the edge is unknown; a passed probe proves 0.48 decades of margin." in unknown and "Rescued" not in unknown

@@ -302,6 +302,14 @@ def test_values_above_the_initial_loss_during_warmup_are_not_divergence():
     assert analyze(curve, steps=np.arange(2000) * 10, warmup=500).diverged_at == 500
 
 
+def test_an_explosion_during_warmup_is_divergence_at_once():
+    curve = decay(2000)
+    curve[30:] = 12 * L0  # blown up while the learning rate still warms up: no reason to wait for its end
+    assert analyze(curve, warmup=500).diverged_at == 30
+    curve[30:] = 8 * L0  # high, but a warmup may do that: judged once the warmup is over
+    assert analyze(curve, warmup=500).diverged_at == 500
+
+
 def test_noise_around_the_starting_loss_is_not_divergence():
     rng = np.random.default_rng(0)
     curve = L0 * rng.lognormal(0.0, 0.03, 3000)  # a learning rate too small to move the loss
