@@ -4,8 +4,9 @@ Each measurement runs in its own Python process, so that its peak memory can
 be read (``resource.getrusage`` maxrss growth over a warmed-up baseline on
 the CPU, ``torch.cuda.max_memory_allocated`` on a GPU) and so that no run
 inherits another's caches. Each process warms up first (a few steps of the
-same mode: vmap's first call costs about two seconds of one-time setup),
-then times its run. Sequential training trains ``--seq-trials`` configs one
+same mode: vmap's first call costs about two seconds of one-time setup; a
+population also takes 5 steps at the measured K, as a search that refills
+its population reuses the kernels set up for that shape), then times its run. Sequential training trains ``--seq-trials`` configs one
 after another with ``train_trial`` (without the sharpness probe, which is
 not training); a population trains K configs drawn around the objective's
 STABLE setting. Both count the steps actually run (a member that diverges
@@ -89,6 +90,8 @@ def child(spec: dict) -> dict:
         torch.cuda.reset_peak_memory_stats(device)
         base = torch.cuda.memory_allocated(device)
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    if k:  # a few steps at the measured size too: kernels (oneDNN's convolutions) are set up per shape, once
+        train_population(module, configs[:k], steps=5, seed=0, device=device)
     wall, cpu = time.perf_counter(), time.process_time()
     if k == 0:
         results = [train_trial(module, c, steps=steps, seed=0, device=device, sharpness=False) for c in configs[: spec["seq_trials"]]]

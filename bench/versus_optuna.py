@@ -16,8 +16,9 @@ running median, never 10x above its running minimum and above 1e-3 of its first
 loss; ending below half its first loss: a run that sits at chance did not
 train). The table reports whether the choice
 passed, its final loss, the steps spent on trials that diverged (judged alike
-for both by ``diverged`` below, on each trial's curve as far as it ran;
-stabsearch's curves come from its stored artifacts), and the total steps until
+for both by ``diverged`` below, on each trial's curve as far as it ran:
+non-finite, or 5 values in a row above 1.2x its start; stabsearch's curves
+come from its stored artifacts), and the total steps until
 a passing configuration was known (stabsearch's include its confirmation runs).
 
     python bench/versus_optuna.py                  # all three objectives, 20 trials
@@ -120,14 +121,16 @@ def independent_check(module, c: OptimConfig, steps: int) -> tuple[bool, float]:
 
 
 def diverged(losses) -> bool:  # noqa: ANN001
-    """The bench's own judgement of a trial's curve, as far as it ran: a non-finite loss, or a level
-    (median of its last 9 values) ending above its first loss. Applied alike to both methods."""
+    """The bench's own judgement of a trial's curve, as far as it ran, applied alike to both methods: a
+    non-finite loss, or 5 values in a row above 1.2x where it started (the median of its first 5 values).
+    Where a run stopped does not matter: stabsearch stops a diverging run soon after it crosses."""
     values = [float(v) for v in losses]
-    if not values:
-        return False
     if not all(math.isfinite(v) for v in values):
         return True
-    return statistics.median(values[-9:]) > values[0]
+    if len(values) < 5:
+        return False
+    limit = 1.2 * statistics.median(values[:5])
+    return any(min(values[i : i + 5]) > limit for i in range(len(values) - 4))
 
 
 def run_stabsearch(path: str, trials: int, steps: int, seed: int) -> dict:

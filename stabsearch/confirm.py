@@ -9,10 +9,10 @@ at a third of its learning rate (and, if that fails too, a ninth): a rescue.
 The best survivor is then probed at 3x (and, if that fails, sqrt(3)x) its
 learning rate on the same seeds, to find how far the edge is; and the
 back-off configuration that :func:`stabsearch.recommend.recommend` picks is
-confirmed the same way, when it differs. Runs are trials of the same study, tagged ``kind=confirm``
-with the number of the search trial they check (``of``), so ``trials`` and the
-dashboard show them apart. Finished runs are never repeated, so an interrupted
-confirmation resumes where it stopped.
+confirmed the same way, when it differs. Runs are trials of the same study,
+tagged ``kind=confirm`` with the number of the search trial they check
+(``of``), so ``trials`` and the dashboard show them apart. Finished runs are
+never repeated, so an interrupted confirmation resumes where it stopped.
 """
 
 from __future__ import annotations

@@ -227,15 +227,17 @@ class _Population:
         is the member's own gradient and a NaN stays in its member. On a
         small model this costs a third less per step than
         ``vmap(grad_and_value(...))``, whose autograd levels cost more than
-        the arithmetic. The gradients come out in the layout of the batched
-        matmuls (transposed); they are copied into contiguous work tensors,
-        which the optimizer's passes read much faster.
+        the arithmetic. A linear layer's gradient comes out in the layout of
+        the batched matmul (transposed); such gradients are copied into
+        contiguous work tensors, which the optimizer's passes read much
+        faster. The others are this step's own fresh tensors and used as
+        they are (the step overwrites them).
         """
         params = list(self.params.values())
         losses = self.forward(self.params, self.buffers, batch)
         grads = torch.autograd.grad(losses.sum(), params, allow_unused=True, materialize_grads=True)
-        torch._foreach_copy_(self.grads, grads)
-        return self.grads, losses.detach()
+        out = [g if g.is_contiguous() else w.copy_(g) for g, w in zip(grads, self.grads)]
+        return out, losses.detach()
 
     def _to_device(self, arrays: dict[str, np.ndarray]) -> dict[torch.dtype, dict[str, torch.Tensor]]:
         """float64 arrays ``[rows, K]`` as tensors of each parameter dtype, columns of the live members."""

@@ -681,6 +681,15 @@ def _events(x: np.ndarray, flagged: tuple[np.ndarray, ...], opts: StabilityOptio
     return groups
 
 
+def _finite_part(losses: ArrayLike, options: StabilityOptions | None, steps: ArrayLike | None) -> tuple[StabilityOptions, np.ndarray, np.ndarray]:
+    """Checked options, the curve up to its first non-finite value, and the step numbers of the whole curve."""
+    opts = _check_options(options)
+    x = _as_curve(losses)
+    st = _as_steps(steps, x.size)
+    end = _first_nonfinite(x)
+    return opts, (x if end is None else x[:end]), st
+
+
 def find_spikes(
     losses: ArrayLike,
     *,
@@ -729,12 +738,7 @@ def find_spikes(
         >>> [(s.step, round(s.size, 3), s.recovered) for s in find_spikes(curve, initial=2.3)]
         [(200, 1.0, True)]
     """
-    opts = _check_options(options)
-    x = _as_curve(losses)
-    st = _as_steps(steps, x.size)
-    end = _first_nonfinite(x)
-    if end is not None:
-        x = x[:end]
+    opts, x, st = _finite_part(losses, options, steps)
     flagged = _flags(x, float(initial), opts)
     flags, befores = flagged[0], flagged[1]
     if flags.size == 0:
@@ -801,12 +805,7 @@ def find_relapses(
         >>> [(s.step, round(s.size, 2), s.recovered) for s in find_relapses(curve, initial=2.0)]
         [(310, 1.23, True)]
     """
-    opts = _check_options(options)
-    x = _as_curve(losses)
-    st = _as_steps(steps, x.size)
-    end = _first_nonfinite(x)
-    if end is not None:
-        x = x[:end]
+    opts, x, st = _finite_part(losses, options, steps)
     width, floor = opts.smooth, opts.abs_rise * abs(float(initial))
     if x.size <= width or not math.isfinite(floor):
         return []
