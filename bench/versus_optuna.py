@@ -14,12 +14,12 @@ search horizon by ``independent_check`` below, a plain torch loop with its own
 pass rule (finite throughout; after the first 10% of steps its level, a 9-step
 running median, never 10x above its running minimum and above 1e-3 of its first
 loss; ending below half its first loss: a run that sits at chance did not
-train). The table reports whether the choice
-passed, its final loss, the steps spent on trials that diverged (judged alike
-for both by ``diverged`` below, on each trial's curve as far as it ran:
-non-finite, or 5 values in a row above 1.2x its start; stabsearch's curves
-come from its stored artifacts), and the total steps until
-a passing configuration was known (stabsearch's include its confirmation runs).
+train). The table reports whether the choice passed, its final loss, the
+steps spent on trials that diverged (judged alike for both by ``diverged``
+below, on each trial's curve as far as it ran: non-finite, or 5 values in a
+row above 1.2x its start; stabsearch's curves come from its stored
+artifacts), and the total steps until a passing configuration was known
+(stabsearch's include its confirmation runs).
 
     python bench/versus_optuna.py                  # all three objectives, 20 trials
     python bench/versus_optuna.py --trials 10 --objectives a

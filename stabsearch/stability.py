@@ -24,8 +24,9 @@ the tests all run the very same rules. DESIGN sections 6 and 7 give them:
   absolute floor and the persistence rule are what stop that. A rise that
   builds over tens of steps carries its trailing window with it and is
   never flagged that way, so a **relapse** counts as a spike too: the
-  smoothed loss (a moving median) climbing ``relapse_factor`` (10x) above the
-  lowest level it had reached, and by more than the absolute floor.
+  smoothed loss (a moving median) climbing ``relapse_factor`` (10x) above its
+  lowest level of the last ``window`` values, and by more than the absolute
+  floor.
 * **score**: ``log10(final + floor)`` plus penalties for late spikes, a final
   loss well above the best one, and spikes that never recovered; a diverged
   run gets a finite capped score so Optuna's sampler learns the region is bad
@@ -130,7 +131,7 @@ class StabilityOptions:
     rise_tolerance: float = 1.5
     unrecovered_weight: float = 1.0
     smooth: int = 20
-    relapse_factor: float = 10.0  # a slow spike: the smoothed loss this many times above its lowest level so far
+    relapse_factor: float = 10.0  # a slow spike: the smoothed loss this many times its lowest of the last `window`
 
     def __post_init__(self) -> None:
         for name in ("window", "head", "diverge_run", "smooth"):
@@ -794,10 +795,11 @@ def find_relapses(
 
     A relapse is a :class:`Spike` whose ``step`` is where the level first
     rose that far, ``peak`` the highest level of the event, ``before`` the
-    lowest level of the window before it, ``size = log10(peak / before)`` (at least one
-    decade). It recovered when the level comes back below ``recover_factor
-    * before`` plus the absolute floor and most of the next 5 levels stay
-    there. Only the part before the first non-finite value is searched.
+    lowest level of the window before it, and ``size = log10(peak /
+    before)`` (at least one decade). It recovered when the level comes back
+    below ``recover_factor * before`` plus the absolute floor and most of
+    the next 5 levels stay there. Only the part before the first non-finite
+    value is searched.
 
     Example:
         >>> import numpy as np
@@ -938,8 +940,6 @@ def _with_relapses(spikes: Sequence[Spike], relapses: Sequence[Spike], st: np.nd
     return tuple(sorted([*spikes, *(r for r in relapses if not covered(r))], key=lambda e: e.step))
 
 
-
-
 def analyze(
     losses: ArrayLike,
     *,
@@ -972,11 +972,11 @@ def analyze(
     Spikes are both kinds of event: :func:`find_spikes` and
     :func:`find_relapses`. The verdict is the first that applies:
     ``diverged``, ``plateau``, ``spiky`` (a spike in the second half, or any
-    spike that never recovered), ``stable``. A recovered spike in the first half is an early
-    transient: listed, not penalised. Spikes are searched only before the
-    divergence point, and one still rising into it (unrecovered, its peak
-    among the last ``diverge_run`` values before it) is the divergence's
-    onset, not listed.
+    spike that never recovered), ``stable``. A recovered spike in the first
+    half is an early transient: listed, not penalised. Spikes are searched
+    only before the divergence point, and one still rising into it
+    (unrecovered, its peak among the last ``diverge_run`` values before it)
+    is the divergence's onset, not listed.
 
     Example:
         >>> import numpy as np
