@@ -379,3 +379,24 @@ def test_docstring_examples_run(monkeypatch):
     monkeypatch.chdir(ROOT)
     failures, tried = doctest.testmod(population, optionflags=doctest.ELLIPSIS)
     assert tried >= 3 and failures == 0
+
+
+class _SummedWeights(torch.nn.Module):
+    """Two weights added before use: autograd hands both the very same gradient tensor."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = torch.nn.Parameter(torch.randn(6, 3) * 0.3)
+        self.b = torch.nn.Parameter(torch.zeros(6, 3))
+
+    def forward(self, x):
+        return x @ (self.a + self.b)
+
+
+def test_parameters_that_share_a_gradient_tensor_are_each_stepped_on_their_own():
+    # Adam's L2 term adds each weight to its own gradient in place: on one shared tensor, a and b would
+    # each get wd * (a + b).
+    module = make_module(_SummedWeights, cross_entropy, classes=3)
+    configs = [OptimConfig(lr=1e-2, weight_decay=0.1), OptimConfig(lr=3e-2, beta2=0.99, weight_decay=0.3)]
+    for config, pop in zip(configs, train_population(module, configs, steps=60, seed=0, device=CPU)):
+        assert_same_run(pop, train_trial(module, config, steps=60, seed=0, device=CPU, sharpness=False))
