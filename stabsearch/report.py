@@ -300,11 +300,11 @@ def _evidence_lines(rec: Mapping[str, Any]) -> list[str]:
     proven = ev.get("proven_margin_decades")
     if edge is None:
         lines.append("No unstable run was seen above this learning rate at similar eps and beta2: the edge is unknown"
-                     + (f"; a passed probe proves {proven:.2f} decades of margin." if proven else "."))
+                     + (f"; a learning rate {proven:.2f} decades above it passed." if proven else "."))
     else:
         margin = ev.get("margin_decades")
         lines.append(f"Margin: {margin:.2f} decades ({10 ** margin:.1f}x) below lr={edge:.3g}, the nearest lr that went unstable"
-                     + (f"; proven to pass {proven:.2f} decades above." if proven else "."))
+                     + (f"; a learning rate {proven:.2f} decades above it passed." if proven else "."))
     basin = ev.get("basin_lr")
     if basin and basin[1] > basin[0]:
         lines.append(f"Stable basin: lr {basin[0]:.3g}..{basin[1]:.3g} ({math.log10(basin[1] / basin[0]):.2f} decades) scored about as well.")

@@ -424,7 +424,7 @@ def test_evidence_names_the_edge_probes_the_proven_margin_and_a_rescue():
     text = "\n".join(_evidence_lines({"evidence": ev}))
     assert "Rescued: every candidate failed confirmation; trial #8 passed once its lr was backed off from 0.00912" in text
     assert "Edge probes (same seeds and horizon): lr=0.00527 failed." in text
-    assert "below lr=0.00527, the nearest lr that went unstable; proven to pass 0.48 decades above." in text
+    assert "below lr=0.00527, the nearest lr that went unstable; a learning rate 0.48 decades above it passed." in text
     unknown = "\n".join(_evidence_lines({"evidence": {**ev, "rescued_from": None, "nearest_unstable_lr": None,
                                                       "edge_probes": {"0.0274": "passed"}}}))
-    assert "the edge is unknown; a passed probe proves 0.48 decades of margin." in unknown and "Rescued" not in unknown
+    assert "the edge is unknown; a learning rate 0.48 decades above it passed." in unknown and "Rescued" not in unknown
