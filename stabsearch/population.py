@@ -148,7 +148,6 @@ class _Hyper:
         self.device = device
         f64 = lambda values: np.asarray(values, dtype=np.float64)  # noqa: E731
         self.lr = f64([c.lr for c in configs])
-        self.eps = f64([c.eps for c in configs])
         self.beta1 = f64([c.beta1 for c in configs])
         self.beta2 = f64([c.beta2 for c in configs])
         decoupled = np.array([c.optimizer == "adamw" for c in configs])
@@ -159,7 +158,7 @@ class _Hyper:
             "one_minus_beta1": 1.0 - self.beta1,
             "beta2": self.beta2,
             "one_minus_beta2": 1.0 - self.beta2,
-            "eps": self.eps,
+            "eps": f64([c.eps for c in configs]),
             "l2": self.l2,
         }
         # Members that share a schedule share one column of lr_factor calls.
