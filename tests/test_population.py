@@ -234,9 +234,10 @@ def test_a_finite_rise_above_the_start_is_divergence_as_in_train_trial(height, e
                OptimConfig(optimizer="adamw", lr=3e-2, weight_decay=0.1, schedule="cosine")]
     results = train_population(module, configs, steps=300, seed=0, device=CPU)
     for config, pop, at in zip(configs, results, expected):
-        seq = train_trial(module, config, steps=300, seed=0, device=CPU, sharpness=False)
+        seq, tolerance = rounding_tolerance(module, config, 300, seed=0)
         assert seq.diverged_at == at and np.isfinite(seq.losses).all()
-        assert_same_run(pop, seq)
+        # lr=1.0 takes the loss seven decades down, where float rounding alone parts two curves by 1e-4
+        assert_same_run(pop, seq, rtol=tolerance, atol=1e-6 * seq.losses[0])
     assert [r.steps_run for r in results] == [80, 80, 300, 80]  # frozen at the end of the block that saw it
 
 
