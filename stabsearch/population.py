@@ -65,7 +65,7 @@ import torch
 from torch.func import functional_call, grad, stack_module_state, vjp, vmap
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from stabsearch.batching import SharedInputLinear
+from stabsearch.batching import CheaperBatching
 from stabsearch.config import OptimConfig
 from stabsearch.loader import ModelModule
 from stabsearch.schedule import lr_factor
@@ -235,7 +235,7 @@ class _Population:
         tensors and used as they are (the step overwrites them).
         """
         params = list(self.params.values())
-        with SharedInputLinear():
+        with CheaperBatching():
             losses = self.forward(self.params, self.buffers, batch)
         grads = torch.autograd.grad(losses.sum(), params, allow_unused=True, materialize_grads=True)
         out, seen = [], set()
