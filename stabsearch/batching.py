@@ -9,8 +9,11 @@ has:
   and backward. The same product written ``(W @ x.T).T`` is batched by
   folding the K weight matrices into the rows of one large matmul
   (``[K*out, in] @ [in, n]``), and its weight gradient is one matmul too. On
-  objective (b) at K=64 the first layer's forward and backward fall from
-  about 1.9 ms to 1.2 ms on one CPU thread.
+  objective (b) (256 -> 25) at K=64 the first layer's forward and backward
+  fall from about 1.9 ms to 1.2 ms on one CPU thread. It is not always
+  faster: its output comes out transposed, and for other shapes (8 -> 64,
+  256 -> 64) the whole gradient took 10-20% longer. So this rewrite can be
+  switched off, and the population times both ways and keeps the faster.
 - **Cross-entropy** on ``[n, C]`` logits with integer targets has no batching
   rule of its own: vmap runs ``log_softmax`` over ``[K, n, C]`` along the
   last dimension, a path that is slow for short rows (C = 6: about 90 ns a
@@ -125,12 +128,21 @@ _REWRITES = {
 
 
 class CheaperBatching(TorchFunctionMode):
-    """Inside ``vmap``: a shared-input linear layer becomes one large matmul, cross-entropy a gather."""
+    """Inside ``vmap``: a shared-input linear layer becomes one large matmul, cross-entropy a gather.
+
+    ``linear=False`` leaves linear layers to vmap: the one large matmul wins
+    for some layer shapes and loses for others (see
+    ``population._Population.choose_linear_rewrite``, which times both).
+    """
+
+    def __init__(self, linear: bool = True) -> None:
+        super().__init__()
+        self.linear = linear
 
     def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
         kwargs = kwargs or {}
         rewrite = _REWRITES.get(func) if _is_batched is not None else None
-        if rewrite is not None:
+        if rewrite is not None and (self.linear or func is not torch.nn.functional.linear):
             out = rewrite(args, kwargs)
             if out is not None:
                 return out

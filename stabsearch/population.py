@@ -64,6 +64,7 @@ import numpy as np
 import torch
 from torch.func import functional_call, grad, stack_module_state, vjp, vmap
 from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 from stabsearch.batching import CheaperBatching
 from stabsearch.config import OptimConfig
@@ -206,6 +207,38 @@ class _Population:
         self._fixed = self._columns(self._constants, 0)
         self._table: dict[torch.dtype, dict[str, torch.Tensor]] = {}
         self._table_start = 0
+        self.linear_rewrite = True  # see choose_linear_rewrite
+
+    def choose_linear_rewrite(self, batch: Any, repeats: int = 3) -> bool:
+        """Time the gradients on ``batch`` with and without the one-matmul linear rewrite; keep the faster.
+
+        Which is faster depends on the layer shapes and the device (on one
+        CPU thread at K=64: 256 -> 25 inputs gain a third, 8 -> 64 lose a
+        tenth), so it is measured, as cuDNN's benchmark mode picks its
+        kernels: one warm-up call of each, then ``repeats`` alternating
+        calls, best of each. The rewrite must win by 5% to be kept, so a
+        near tie stays with vmap's own kernels. The two differ in float
+        rounding only. The parameters are not touched, and buffers the
+        forward writes (BatchNorm statistics) are put back.
+        """
+        saved = {n: b.clone() for n, b in self.buffers.items()}
+        best = {True: math.inf, False: math.inf}
+        try:
+            for round_ in range(repeats + 1):
+                for choice in (False, True):
+                    self.linear_rewrite = choice
+                    _sync(self.device)
+                    started = time.perf_counter()
+                    self.gradients(batch)
+                    _sync(self.device)
+                    if round_:  # the first round warms both paths up
+                        best[choice] = min(best[choice], time.perf_counter() - started)
+        finally:
+            with torch.no_grad():
+                for name, value in saved.items():
+                    self.buffers[name].copy_(value)
+        self.linear_rewrite = best[True] < 0.95 * best[False]
+        return self.linear_rewrite
 
     @property
     def device(self) -> torch.device:
@@ -235,7 +268,7 @@ class _Population:
         tensors and used as they are (the step overwrites them).
         """
         params = list(self.params.values())
-        with CheaperBatching():
+        with CheaperBatching(linear=self.linear_rewrite):
             losses = self.forward(self.params, self.buffers, batch)
         grads = torch.autograd.grad(losses.sum(), params, allow_unused=True, materialize_grads=True)
         out, seen = [], set()
@@ -318,6 +351,26 @@ class _Population:
     def member_state(self, row: int) -> dict[str, torch.Tensor]:
         """One row of the stacks: the parameters and stacked buffers of one member, by name in ``bound``."""
         return {n: t[row].detach() for n, t in {**self.params, **self.buffers}.items()}
+
+
+_LINEAR_REWRITE: dict[tuple, bool] = {}
+"""choose_linear_rewrite's answer for each :func:`_shape_key` met in this process."""
+
+
+def _shape_key(population: _Population, batch: Any) -> tuple:
+    """What the timing depends on: the stacked parameters' shapes and dtypes, the batch's, and the device."""
+    leaves = tree_leaves(batch)
+    return (
+        str(population.device),
+        tuple((n, tuple(p.shape), p.dtype) for n, p in population.params.items()),
+        tuple((tuple(t.shape), t.dtype) if isinstance(t, torch.Tensor) else type(t).__name__ for t in leaves),
+    )
+
+
+def _sync(device: torch.device) -> None:
+    """Wait for the device's queued kernels, so a clock read measures them."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 class _Watch:
@@ -432,6 +485,10 @@ def train_population(
     first = next(batches)
     bound = _Bound(model, module.loss)
     population = _Population(bound, _plan(bound, first), _Hyper(configs, steps, device))
+    key = _shape_key(population, first)
+    if key not in _LINEAR_REWRITE:  # measured once per shape and process: a search refills with the same shapes
+        _LINEAR_REWRITE[key] = population.choose_linear_rewrite(first)
+    population.linear_rewrite = _LINEAR_REWRITE[key]
     watch = _Watch(configs, steps, chance, options)
     block = _block(device)
     batch = first

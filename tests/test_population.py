@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import doctest
 import random
+import time
 import types
 
 import numpy as np
@@ -126,8 +127,16 @@ def rounding_tolerance(module, config, steps, seed, rtol=1e-4, margin=10.0):
     return seq, np.maximum(rtol, margin * gap)
 
 
+@pytest.fixture(params=[False, True], ids=["vmap-linear", "one-matmul-linear"])
+def linear_rewrite(request, monkeypatch):
+    """Train populations with the linear rewrite forced off, then on: both must give train_trial's curves."""
+    monkeypatch.setattr(population, "_LINEAR_REWRITE", {})
+    monkeypatch.setattr(population._Population, "choose_linear_rewrite", lambda self, batch: request.param)
+    return request.param
+
+
 @pytest.mark.parametrize("module", [load_model_module(module_path("tiny")), MLP], ids=["tiny", "mlp"])
-def test_members_match_train_trial(module):
+def test_members_match_train_trial(module, linear_rewrite):
     # vmap's batched matmuls round differently from the plain ones; on these curves that stays below 1e-5
     # relative. (Some seeds cross a stretch where the run amplifies rounding: tiny with seed 3 and lr=1e-2
     # drifts 5e-3 by step 200 between two train_trial runs whose inits differ by one ulp in one weight.)
@@ -174,7 +183,7 @@ def objective(name: str):
 
 
 @pytest.mark.parametrize("name", ["adam_late_blowup", "softmax_chance", "broken_lines"])
-def test_members_match_train_trial_on_every_objective(name):
+def test_members_match_train_trial_on_every_objective(name, linear_rewrite):
     module = objective(name)
     stable = OptimConfig.from_dict(getattr(module.module, "STABLE", {}))
     failing = OptimConfig.from_dict(getattr(module.module, "FAILING", {}))
@@ -249,7 +258,7 @@ def bn_model():
     )
 
 
-def test_batchnorm_is_trained_with_per_member_running_statistics():
+def test_batchnorm_is_trained_with_per_member_running_statistics(linear_rewrite):
     module = make_module(bn_model, cross_entropy, evaluate=held_out, classes=3)
     assert why_not_vectorizable(module, CPU) is None
     results = train_population(module, CONFIGS, steps=200, seed=1, device=CPU)
@@ -401,3 +410,37 @@ def test_parameters_that_share_a_gradient_tensor_are_each_stepped_on_their_own()
     configs = [OptimConfig(lr=1e-2, weight_decay=0.1), OptimConfig(lr=3e-2, beta2=0.99, weight_decay=0.3)]
     for config, pop in zip(configs, train_population(module, configs, steps=60, seed=0, device=CPU)):
         assert_same_run(pop, train_trial(module, config, steps=60, seed=0, device=CPU, sharpness=False))
+
+
+@pytest.mark.parametrize("slow_path", [True, False], ids=["rewrite-slower", "vmap-slower"])
+def test_the_linear_rewrite_is_kept_only_where_it_is_faster(slow_path, monkeypatch):
+    module = make_module(bn_model, cross_entropy, classes=3)
+    seed_everything(0)
+    bound = _Bound(module.model(), module.loss)
+    batch = next(batch_stream(module, 0, CPU))
+    pop = population._Population(bound, _plan(bound, batch), population._Hyper(CONFIGS, 10, CPU))
+    before = {n: t.clone() for n, t in {**pop.params, **pop.buffers}.items()}
+    assert "model.1.running_mean" in pop.buffers  # the forward writes it: the timing must put it back
+    real = population._Population.gradients
+
+    def timed(self, b):
+        if self.linear_rewrite is slow_path:
+            time.sleep(0.01)
+        return real(self, b)
+
+    monkeypatch.setattr(population._Population, "gradients", timed)
+    assert pop.choose_linear_rewrite(batch) is (not slow_path)
+    assert pop.linear_rewrite is (not slow_path)
+    for name, tensor in {**pop.params, **pop.buffers}.items():
+        assert torch.equal(tensor, before[name]), name
+
+
+def test_the_linear_choice_is_measured_once_per_shape(monkeypatch):
+    monkeypatch.setattr(population, "_LINEAR_REWRITE", {})
+    calls = []
+    monkeypatch.setattr(population._Population, "choose_linear_rewrite", lambda self, batch: calls.append(1) or True)
+    train_population(MLP, CONFIGS, steps=5, seed=0, device=CPU)
+    train_population(MLP, CONFIGS[::-1], steps=5, seed=1, device=CPU)  # other configs, same shapes: no new timing
+    assert len(calls) == 1
+    train_population(MLP, CONFIGS[:2], steps=5, seed=0, device=CPU)  # another K
+    assert len(calls) == 2 and list(population._LINEAR_REWRITE.values()) == [True, True]
