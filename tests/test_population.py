@@ -198,7 +198,8 @@ def test_members_match_train_trial_on_every_objective(name, linear_rewrite):
         assert_same_run(pop, seq, rtol=tolerance, atol=1e-6 * seq.losses[0])
 
 
-def test_a_diverging_member_is_frozen_and_leaves_the_others_alone():
+def test_a_diverging_member_is_frozen_and_leaves_the_others_alone(linear_rewrite):
+    # Bitwise equal on either linear path; the timed choice may differ between K=3 and K=2, by rounding only.
     module = load_model_module(module_path("tiny"))
     a, b, blowup = CONFIGS[0], CONFIGS[1], OptimConfig(lr=50.0, eps=1e-10)
     with_it = train_population(module, [a, blowup, b], steps=200, seed=0, device=CPU)
