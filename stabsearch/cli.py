@@ -56,6 +56,8 @@ def cli() -> None:
 @click.option("--space", "space_file", type=click.Path(dir_okay=False), default=None, metavar="FILE", help="YAML file of search-space overrides.")
 @click.option("--warning-penalty", type=click.FloatRange(min=0), default=1.0, show_default=True,
               help="Decades added to the score of a trial predicted to blow up later (0: off).")
+@click.option("--stop-slow/--no-stop-slow", default=True, show_default=True,
+              help="Stop a search trial whose loss is above the median of the finished trials' at the same step.")
 @click.option("--population", type=click.IntRange(min=1), default=1, show_default=True, metavar="K",
               help="Train K trials at once as one vectorized population (torch.func.vmap).")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
@@ -65,7 +67,8 @@ def cli() -> None:
 @_confirm_options
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
 def run(model: str, study: str | None, storage: str | None, trials: int, steps: int | None, timeout: float | None,
-        seed: int, device: str, space_file: str | None, warning_penalty: float, population: int, workers: int, heartbeat: float,
+        seed: int, device: str, space_file: str | None, warning_penalty: float, stop_slow: bool, population: int, workers: int,
+        heartbeat: float,
         confirm: int, seeds: int, stress: float, progress: bool) -> None:
     """Search optimizer settings for the model module MODEL (a .py file or module name).
 
@@ -81,7 +84,7 @@ def run(model: str, study: str | None, storage: str | None, trials: int, steps: 
     settings = SearchSettings(
         trials=trials, steps=steps or module.steps or 1000, seed=seed, timeout=timeout,
         device=device_, progress=progress, warning_penalty=warning_penalty, heartbeat=heartbeat,
-        population=_population_size(module, device_, population),
+        population=_population_size(module, device_, population), stop_slow=stop_slow,
     )
     store = open_storage(storage, create=True)
     name = study or module.name

@@ -12,7 +12,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-VERDICTS = ("stable", "spiky", "diverged", "plateau", "failed", "running")
+VERDICTS = ("stable", "spiky", "diverged", "plateau", "slow", "failed", "running")
 #: Verdicts of a run that went unstable: told to Optuna as PRUNED, and the edge the recommendation keeps away from.
 UNSTABLE = ("spiky", "diverged", "plateau")
 

@@ -54,6 +54,7 @@ VERDICT_COLORS: dict[str, str] = {
     "spiky": "#f29d0c",
     "diverged": "#d62728",
     "plateau": "#8e5bc4",
+    "slow": "#9fb7cf",
     "failed": "#8a8a8a",
 }
 VERDICT_ORDER = tuple(VERDICT_COLORS)
@@ -481,7 +482,8 @@ def safe_region_figure(records: Sequence[TrialRecord], x: str, y: str, space: Ma
     ys = np.array([vy for _, _, vy in pts], dtype=float)
     (x0, x1), (y0, y1) = ax.bounds(space, xs), ay.bounds(space, ys)
     fig = go.Figure()
-    judged = [i for i, (r, _, _) in enumerate(pts) if r.verdict != "failed"]  # a code error says nothing about stability
+    # a code error, or a run stopped early for being slow, says nothing about stability
+    judged = [i for i, (r, _, _) in enumerate(pts) if r.verdict not in ("failed", "slow")]
     gu, gv = np.linspace(x0, x1, GRID), np.linspace(y0, y1, GRID)
     if judged:
         unit = np.column_stack([(ax.to_unit(xs[judged]) - x0) / (x1 - x0), (ay.to_unit(ys[judged]) - y0) / (y1 - y0)])

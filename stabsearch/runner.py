@@ -7,7 +7,10 @@ This is where stabsearch talks to Optuna while training. Rules (DESIGN section 8
   learns that region is bad. Never NaN, never FAIL: samplers ignore FAIL.
 - FAIL is for errors in user code or the machine; the traceback is kept on the trial.
 - Losses are watched in memory every step; the storage hears from a trial
-  only a few times per run.
+  only a few times per run (every 5% of its steps).
+- A search trial whose best reported value is above the median of the
+  finished trials' at the same step is stopped as ``slow`` (the median rule
+  of :mod:`stabsearch.slow`) and told PRUNED; confirmation runs never are.
 - ``--trials N`` is the number of finished search trials the study should
   have, so running the same command again resumes an interrupted study.
 """
@@ -37,14 +40,15 @@ from stabsearch.loader import ModelModule
 from stabsearch.queue import budget_state, claim, counts_toward_budget, heartbeat, recover_lost, reserve
 from stabsearch.records import UNSTABLE, VERDICTS
 from stabsearch.schedule import lr_factor
+from stabsearch.slow import is_slow, median_by_step
 from stabsearch.space import SearchSpace, sample
 from stabsearch.stability import Analysis, StabilityOptions, analyze
 from stabsearch.storage import Storage
 from stabsearch.telemetry import FIELDS as TELEMETRY_FIELDS
-from stabsearch.trainer import TrainResult, train_trial
+from stabsearch.trainer import StopRun, TrainResult, train_trial
 
 _MAX_SPIKES_STORED = 50
-_REPORTS_PER_TRIAL = 10
+_REPORTS_PER_TRIAL = 20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,6 +68,8 @@ class SearchSettings:
     heartbeat: float = 10.0
     #: Trials trained at once as one vectorized population (1: one at a time).
     population: int = 1
+    #: Stop a search trial that is slower than the median of the finished ones (stabsearch.slow).
+    stop_slow: bool = True
 
 
 @dataclasses.dataclass
@@ -234,22 +240,39 @@ def run_trial(
     seed = settings.seed if seed is None else seed
     config = prepare_trial(trial, space, settings, kind=kind, seed=seed, steps=steps, config=config, attrs=attrs)
     every = max(50, steps // _REPORTS_PER_TRIAL)  # a few storage writes per trial, none for tiny runs
+    medians = finished_medians(study, steps) if kind == "search" and settings.stop_slow else {}
+    best, stopped_at = math.inf, []
 
     def on_progress(step: int, loss: float) -> None:
-        if step < steps and step % every == 0:
-            trial.report(math.log10(max(loss, 1e-300)), step)
+        nonlocal best
+        if step < steps:
+            value = math.log10(max(loss, 1e-300))
+            trial.report(value, step)
+            best = min(best, value)
+            if is_slow(best, step, medians):
+                stopped_at.append(step)
+                raise StopRun("slower than the median of the finished trials")
 
     try:
         result = train_trial(
             module, config, steps=steps, seed=seed, device=settings.device,
-            options=settings.options, on_progress=on_progress,
+            options=settings.options, on_progress=on_progress, progress_every=every,
         )
     except KeyboardInterrupt:
         raise
     except BaseException as exc:  # user code: fail this trial only
         _fail(study, trial, exc)
         return "failed"
-    return finish_trial(study, trial, module, storage, settings, config, steps, result)
+    return finish_trial(study, trial, module, storage, settings, config, steps, result, stopped_slow=(stopped_at or [None])[0])
+
+
+def finished_medians(study: optuna.Study, steps: int) -> dict[int, float]:
+    """Per report step, the median value of the study's finished search trials of ``steps`` steps."""
+    finished = [
+        t.intermediate_values for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if t.user_attrs.get("kind", "search") == "search" and t.user_attrs.get("steps") == steps
+    ]
+    return median_by_step(finished)
 
 
 def prepare_trial(
@@ -266,9 +289,13 @@ def prepare_trial(
 
 def finish_trial(
     study: optuna.Study, trial: optuna.Trial, module: ModelModule, storage: Storage, settings: SearchSettings,
-    config: OptimConfig, steps: int, result: TrainResult,
+    config: OptimConfig, steps: int, result: TrainResult, stopped_slow: int | None = None,
 ) -> str:
-    """Analyse a finished run, store it on the trial and tell Optuna; returns the verdict."""
+    """Analyse a finished run, store it on the trial and tell Optuna; returns the verdict.
+
+    ``stopped_slow`` is the step where the median rule stopped the run: unless
+    its curve already shows instability, its verdict is ``slow``, and it ends PRUNED.
+    """
     try:
         if result.steps_run == 0:
             raise RuntimeError("the training loop logged no losses; call run.log(loss) once per step")
@@ -289,8 +316,13 @@ def finish_trial(
     if analysis.verdict in UNSTABLE:
         trial.report(score, steps)
         study.tell(trial, state=TrialState.PRUNED)
-    else:
-        study.tell(trial, score)
+        return analysis.verdict
+    if stopped_slow is not None:  # its last intermediate value is the one the rule judged
+        trial.set_user_attr("verdict", "slow")
+        trial.set_user_attr("stopped_slow_at", stopped_slow)
+        study.tell(trial, state=TrialState.PRUNED)
+        return "slow"
+    study.tell(trial, score)
     return analysis.verdict
 
 

@@ -277,6 +277,7 @@ def train_trial(
     device: torch.device,
     options: StabilityOptions | None = None,
     on_progress: ProgressCallback | None = None,
+    progress_every: int | None = None,
     sharpness: bool = True,
 ) -> TrainResult:
     """Train ``module`` with ``config`` for up to ``steps`` steps and return the loss curve.
@@ -284,11 +285,14 @@ def train_trial(
     After a run that did not diverge, it measures the held-out loss
     (``evaluate``), the dead ReLU layers and, when ``sharpness`` is set, the
     top Hessian eigenvalue on the last batch (for the early warning).
+    ``on_progress(step, loss)`` hears the median loss of the last block at each
+    multiple of ``progress_every`` steps (default: a twentieth of ``steps``).
     Exceptions from user code propagate; the caller decides what a failure means.
     """
     chance = math.log(module.classes) if module.classes else None
     seed_everything(seed)
-    run = Run(config, steps=steps, seed=seed, device=device, chance_loss=chance, options=options, on_progress=on_progress)
+    run = Run(config, steps=steps, seed=seed, device=device, chance_loss=chance, options=options, on_progress=on_progress,
+              progress_every=progress_every)
     started = time.perf_counter()
     try:
         if module.train is not None:

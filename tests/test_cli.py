@@ -38,9 +38,9 @@ def test_run_trials_recommend(workdir, cli):
     }
     for t in rows:
         assert set(t) >= {"number", "state", "verdict", "score", "final_loss", "spikes", "params"}
-        assert t["verdict"] in {"stable", "spiky", "diverged", "plateau", "failed"}
+        assert t["verdict"] in {"stable", "spiky", "diverged", "plateau", "slow", "failed"}
         assert set(t["params"]) >= {"lr", "eps", "beta1", "beta2", "weight_decay", "schedule", "warmup", "optimizer"}
-        assert (t["state"] == "PRUNED") == (t["verdict"] in {"spiky", "diverged", "plateau"})
+        assert (t["state"] == "PRUNED") == (t["verdict"] in {"spiky", "diverged", "plateau", "slow"})
         assert t["state"] != "FAIL"
 
     as_json = json.loads(cli("recommend", "--format", "json").out)
