@@ -3,7 +3,9 @@
 For each objective, with the same number of trials, the same steps and the
 same search space, it runs:
 
-- **stabsearch**: the search, then confirmation and the backed-off recommendation;
+- **stabsearch** with its defaults: the search (which stops trials slower than
+  the median of the finished ones), then confirmation and the backed-off
+  recommendation;
 - **plain Optuna** as a user would write it: TPE with the median pruner, a bare
   training loop that reports the loss every 5% of the steps (a NaN too) and
   does not look for NaN itself, the objective returning the last loss, and a
@@ -22,9 +24,10 @@ artifacts), and the total steps until a passing configuration was known
 (stabsearch's include its confirmation runs).
 
 Steps on diverged trials are few and lumpy (one trial that diverges late
-costs thousands), so ``--seeds N`` runs both methods, whole, on N sampler
-seeds (``--seed`` onwards) and sums them; the table's choice, its check and
-the steps until a passing configuration was known are those of ``--seed``.
+costs thousands), so ``--seeds N`` runs both methods, whole, on N seeds
+(``--seed`` onwards; each seeds the sampler, the model and the data) and
+sums them; the table's choice, its check and the steps until a passing
+configuration was known are those of ``--seed``.
 
     python bench/versus_optuna.py                  # all three objectives, 20 trials
     python bench/versus_optuna.py --seeds 5        # diverged steps summed over sampler seeds 0-4
@@ -202,8 +205,10 @@ def main() -> None:
     parser.add_argument("--objectives", default="abc", help="which of a, b, c [default: abc]")
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0, help="sampler and training seed of the table's run [default: 0]")
-    parser.add_argument("--seeds", type=int, default=1, help="sum the diverged steps over this many sampler seeds [default: 1]")
+    parser.add_argument("--seeds", type=int, default=1, help="sum the diverged steps over this many seeds [default: 1]")
     args = parser.parse_args()
+    if args.seeds < 1:
+        parser.error(f"--seeds must be at least 1, got {args.seeds}")
     torch.set_num_threads(1)
     rows = []
     for key in args.objectives:
@@ -231,7 +236,7 @@ def main() -> None:
     share = lambda rs: sum(r[2] for r in rs) / len(rs)  # noqa: E731
     ratio = sum(r[7] for r in ours) / max(1, sum(r[7] for r in plain))
     print(f"share passing: stabsearch {share(ours):.2f}, plain optuna {share(plain):.2f}; "
-          f"diverged steps stabsearch/plain = {ratio:.2f} (trials={args.trials}, sampler seeds {args.seed}-{args.seed + args.seeds - 1}, "
+          f"diverged steps stabsearch/plain = {ratio:.2f} (trials={args.trials}, seeds {args.seed}-{args.seed + args.seeds - 1}, "
           f"check seeds {list(CHECK_SEEDS)} at 2x the steps)")
 
 

@@ -80,7 +80,14 @@ def _linear_args(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
 
 def _rewrite_linear(args: tuple, kwargs: dict) -> torch.Tensor | None:
     x, weight, bias = _linear_args(*args, **kwargs)
-    if isinstance(x, torch.Tensor) and weight.dim() == 2 and x.dim() >= 1 and _batched(weight) and not _batched(x):
+    if (
+        isinstance(x, torch.Tensor)
+        and weight.dim() == 2
+        and x.dim() >= 1
+        and _batched(weight)
+        and not _batched(x)
+        and not torch.is_autocast_enabled(x.device.type)  # autocast casts F.linear's bias too; `out + bias` would not
+    ):
         return _linear(x, weight, bias)
     return None
 
@@ -111,6 +118,7 @@ def _rewrite_cross_entropy(args: tuple, kwargs: dict) -> torch.Tensor | None:
         and isinstance(target, torch.Tensor)
         and logits.dim() == 2
         and target.dim() == 1
+        and target.shape[0] == logits.shape[0]  # a mismatch is F.cross_entropy's error to raise
         and logits.is_floating_point()
         and not target.is_floating_point()  # float targets are class probabilities
         and reduction in ("mean", "sum", "none")

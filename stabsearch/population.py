@@ -358,10 +358,11 @@ _LINEAR_REWRITE: dict[tuple, bool] = {}
 
 
 def _shape_key(population: _Population, batch: Any) -> tuple:
-    """What the timing depends on: the stacked parameters' shapes and dtypes, the batch's, and the device."""
+    """What the timing depends on: the stacked parameters' shapes and dtypes, the batch's, the device and threads."""
     leaves = tree_leaves(batch)
     return (
         str(population.device),
+        torch.get_num_threads(),
         tuple((n, tuple(p.shape), p.dtype) for n, p in population.params.items()),
         tuple((tuple(t.shape), t.dtype) if isinstance(t, torch.Tensor) else type(t).__name__ for t in leaves),
     )
@@ -798,11 +799,12 @@ class LiveBytes(TorchDispatchMode):
         return out
 
 
-def _step_peak(bound: _Bound, plan: _Plan, batch: Any, device: torch.device, k: int) -> int:
-    """Peak bytes allocated while a K-member population is built and takes two steps."""
+def _step_peak(bound: _Bound, plan: _Plan, batch: Any, device: torch.device, k: int, linear_rewrite: bool) -> int:
+    """Peak bytes allocated while a K-member population (on one linear path) is built and takes two steps."""
 
     def run() -> None:
         population = _Population(bound, plan, _Hyper([OptimConfig()] * k, 2, device))
+        population.linear_rewrite = linear_rewrite
         population.load_block(0, 2)
         population.step(batch, 0)
         population.step(batch, 1)
@@ -826,7 +828,9 @@ def population_memory(module: ModelModule, device: torch.device) -> PopulationMe
     Measured: the peak bytes allocated by a 1- and a 2-member population
     taking two steps (``torch.cuda.max_memory_allocated`` on CUDA,
     :class:`LiveBytes` on the CPU); their difference is one member. The base
-    model and the batch are already allocated, so they are in neither.
+    model and the batch are already allocated, so they are in neither. Both
+    linear paths are measured (the population times them and may take either)
+    and the larger member and shared part kept.
     Available: free GPU memory, or MemAvailable within a cgroup limit. Should
     the CPU measurement fail, an estimate from tensor sizes stands in (see
     :func:`_estimate_cpu`).
@@ -836,7 +840,7 @@ def population_memory(module: ModelModule, device: torch.device) -> PopulationMe
     with _own_rng(device):
         bound, plan, batch = _probe_model(module, device)
         try:
-            one, two = (_step_peak(bound, plan, batch, device, k) for k in (1, 2))
+            paths = [[_step_peak(bound, plan, batch, device, k, rewrite) for k in (1, 2)] for rewrite in (True, False)]
         except Exception:
             if device.type == "cuda":
                 raise
@@ -846,8 +850,9 @@ def population_memory(module: ModelModule, device: torch.device) -> PopulationMe
         available = torch.cuda.mem_get_info(device)[0]
     else:
         available = _cpu_available()
-    per_member = max(1, two - one)
-    return PopulationMemory(shared=max(0, one - per_member), per_member=per_member, available=available, measured=True)
+    per_member = max(max(1, two - one) for one, two in paths)
+    shared = max(max(0, one - max(1, two - one)) for one, two in paths)
+    return PopulationMemory(shared=shared, per_member=per_member, available=available, measured=True)
 
 
 def _estimate_cpu(bound: _Bound, plan: _Plan, batch: Any) -> PopulationMemory:

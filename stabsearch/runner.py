@@ -7,7 +7,7 @@ This is where stabsearch talks to Optuna while training. Rules (DESIGN section 8
   learns that region is bad. Never NaN, never FAIL: samplers ignore FAIL.
 - FAIL is for errors in user code or the machine; the traceback is kept on the trial.
 - Losses are watched in memory every step; the storage hears from a trial
-  only a few times per run (every 5% of its steps).
+  only a few times per run (about every 5% of its steps).
 - A search trial whose best reported value is above the median of the
   finished trials' at the same step is stopped as ``slow`` (the median rule
   of :mod:`stabsearch.slow`) and told PRUNED; confirmation runs never are.
@@ -241,6 +241,7 @@ def run_trial(
     config = prepare_trial(trial, space, settings, kind=kind, seed=seed, steps=steps, config=config, attrs=attrs)
     every = max(50, steps // _REPORTS_PER_TRIAL)  # a few storage writes per trial, none for tiny runs
     medians = finished_medians(study, steps) if kind == "search" and settings.stop_slow else {}
+    warmup = config.warmup_steps(steps)
     best, stopped_at = math.inf, []
 
     def on_progress(step: int, loss: float) -> None:
@@ -249,7 +250,7 @@ def run_trial(
             value = math.log10(max(loss, 1e-300))
             trial.report(value, step)
             best = min(best, value)
-            if is_slow(best, step, medians):
+            if step >= warmup and is_slow(best, step, medians):
                 stopped_at.append(step)
                 raise StopRun("slower than the median of the finished trials")
 
@@ -294,7 +295,7 @@ def finish_trial(
     """Analyse a finished run, store it on the trial and tell Optuna; returns the verdict.
 
     ``stopped_slow`` is the step where the median rule stopped the run: unless
-    its curve already shows instability, its verdict is ``slow``, and it ends PRUNED.
+    its curve already diverged, its verdict is ``slow``, and it ends PRUNED.
     """
     try:
         if result.steps_run == 0:
@@ -313,11 +314,11 @@ def finish_trial(
     trial.storage.set_trial_system_attr(
         trial._trial_id, "constraints", [float(analysis.late_spikes), 1.0 if warning.predicted_unstable else 0.0]
     )
-    if analysis.verdict in UNSTABLE:
+    if analysis.verdict in UNSTABLE and (stopped_slow is None or analysis.verdict == "diverged"):
         trial.report(score, steps)
         study.tell(trial, state=TrialState.PRUNED)
         return analysis.verdict
-    if stopped_slow is not None:  # its last intermediate value is the one the rule judged
+    if stopped_slow is not None:  # a cut curve's spikes and plateaus are not the run's; its value is its last report
         trial.set_user_attr("verdict", "slow")
         trial.set_user_attr("stopped_slow_at", stopped_slow)
         study.tell(trial, state=TrialState.PRUNED)

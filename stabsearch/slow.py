@@ -15,10 +15,15 @@ the finished trials' values are read once, when the trial starts
 (:func:`is_slow`). Only search trials are ever stopped this way:
 confirmation runs must reach their stress horizon.
 
-Stopping for slowness never hides instability: a stopped trial whose curve
-already diverged, collapsed or spiked keeps that verdict; the others get the
-verdict ``slow`` and end PRUNED, which the sampler ranks below every
-finished trial.
+The rule waits for the trial's own learning-rate warmup to end (a run still
+warming up is slow by design). A stopped trial whose curve already diverged
+keeps that verdict; every other stopped trial gets the verdict ``slow``, even
+if its cut curve looks spiky or flat: a spike cannot be called late, nor a
+slow start a plateau, on a run cut short. Slow trials end PRUNED, which the
+sampler ranks below every finished trial. What a stopped trial cannot show
+is instability that would have come later: a learning rate past the cliff
+that was stopped while crawling is ``slow``, not ``diverged``, so it is no
+edge for the back-off; confirmation's edge probes supply that evidence.
 """
 
 from __future__ import annotations
@@ -31,19 +36,22 @@ MIN_FINISHED = 5
 
 
 def median_by_step(finished: Iterable[Mapping[int, float]], min_finished: int = MIN_FINISHED) -> dict[int, float]:
-    """Per step, the median of the values the finished trials reported there; empty under ``min_finished`` trials.
+    """Per step, the median of the values the finished trials reported there, where at least ``min_finished`` did.
+
+    Counting per step keeps a median of one or two trials out: trials of a
+    population report nothing on the way, and a resumed study can mix them in.
 
     Example:
-        >>> median_by_step([{100: 1.0, 200: 0.5}, {100: 2.0}, {100: 3.0, 200: 0.7}], min_finished=3)
+        >>> median_by_step([{100: 1.0, 200: 0.5}, {100: 2.0}, {100: 3.0, 200: 0.7}, {}], min_finished=2)
         {100: 2.0, 200: 0.6}
-        >>> median_by_step([{100: 1.0}], min_finished=3)
+        >>> median_by_step([{100: 1.0}, {}, {}], min_finished=2)
         {}
     """
-    histories = list(finished)
-    if len(histories) < min_finished:
-        return {}
-    steps = sorted({step for history in histories for step in history})
-    return {step: statistics.median(h[step] for h in histories if step in h) for step in steps}
+    values: dict[int, list[float]] = {}
+    for history in finished:
+        for step, value in history.items():
+            values.setdefault(step, []).append(value)
+    return {step: statistics.median(v) for step, v in sorted(values.items()) if len(v) >= min_finished}
 
 
 def is_slow(best_so_far: float, step: int, medians: Mapping[int, float]) -> bool:

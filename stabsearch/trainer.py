@@ -171,8 +171,8 @@ class Run:
         self._losses.extend(values)
         if math.isnan(self._initial) and len(self._losses) >= self.options.head:
             self._initial = initial_loss(self._losses, head=self.options.head)
+        self._check_divergence(start)  # first: a block that diverged is not also a progress report
         self._report_progress(start)
-        self._check_divergence(start)
 
     def _report_progress(self, start: int) -> None:
         if self.on_progress is None:

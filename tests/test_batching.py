@@ -158,3 +158,25 @@ def test_cross_entropy_forms_the_rewrite_does_not_cover_run_as_they_are(loss, mo
     plain = ce_losses_and_grads(loss, 6, target, rewrite=False)
     assert calls == []
     assert_same(rewritten[0] + rewritten[1], plain[0] + plain[1], rtol=0, atol=0)
+
+
+def test_a_target_of_another_length_raises_as_plain_cross_entropy_does(monkeypatch):
+    calls = count_rewrites(monkeypatch, "_cross_entropy")
+    logits, target = torch.randn(K, 5, 6), torch.zeros(3, dtype=torch.long)
+    errors = []
+    for mode in (CheaperBatching(), contextlib.nullcontext()):
+        with pytest.raises((ValueError, RuntimeError)) as raised, mode:
+            vmap(F.cross_entropy, in_dims=(0, None))(logits, target)
+        errors.append(str(raised.value))
+    assert calls == [] and errors[0] == errors[1] and "batch_size" in errors[0]
+
+
+def test_under_autocast_linear_is_left_to_vmap(monkeypatch):
+    # autocast casts F.linear's bias with its matmul; the rewrite's separate `+ bias` would not
+    calls = count_rewrites(monkeypatch, "_linear")
+    x = torch.randn(4, 7)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        plain, _ = linear_losses_and_grads(x, True, rewrite=False)
+        rewritten, _ = linear_losses_and_grads(x, True, rewrite=True)
+    assert calls == [] and rewritten[0].dtype == plain[0].dtype
+    assert torch.equal(rewritten[0], plain[0])

@@ -7,7 +7,7 @@ import optuna
 from optuna.trial import TrialState
 
 from conftest import module_path
-from stabsearch import OptimConfig, SearchSpace, TrainResult, load_model_module, slow
+from stabsearch import OptimConfig, SearchSpace, TrainResult, analyze, load_model_module, slow
 from stabsearch.records import study_records
 from stabsearch.report import read_curve
 from stabsearch.runner import SearchSettings, finish_trial, run_search
@@ -26,25 +26,27 @@ def test_docstring_examples_run():
     assert tried > 0 and failures == 0
 
 
-def test_the_rule_waits_for_five_finished_trials_and_compares_the_best_value_so_far():
+def test_the_rule_waits_for_five_reports_at_a_step_and_compares_the_best_value_so_far():
     four = [{50: 0.0, 100: -1.0}] * 4
     assert median_by_step(four) == {}
-    medians = median_by_step([*four, {50: 1.0, 100: 0.0, 150: -2.0}])
-    assert medians == {50: 0.0, 100: -1.0, 150: -2.0}
+    medians = median_by_step([*four, {50: 1.0, 100: 0.0, 150: -2.0}, {}])  # {}: a population member
+    assert medians == {50: 0.0, 100: -1.0}  # one trial reported at 150: no median there
     assert is_slow(0.5, 50, medians)
     assert not is_slow(-1.0, 100, medians)  # at the median: not worse
-    assert not is_slow(0.5, 75, medians)  # nobody reported at 75
+    assert not is_slow(0.5, 75, medians) and not is_slow(0.5, 150, medians)
 
 
-def search(tmp_path, lrs, stop_slow=True, name="s"):
-    """A study on tests/modules/tiny.py whose trials run the given learning rates in order."""
+def search(tmp_path, lrs, stop_slow=True, name="s", warmups=None):
+    """A study on tests/modules/tiny.py whose trials run the given learning rates (and warmups) in order."""
     module = load_model_module(module_path("tiny"))
     store = open_storage(f"sqlite:///{tmp_path}/{name}.db", create=True)
     study = optuna.create_study(study_name=name, storage=store.storage)
-    for lr in lrs:
-        study.enqueue_trial({"lr": lr}, user_attrs={"kind": "search"})
+    for i, lr in enumerate(lrs):
+        params = {"lr": lr} if warmups is None else {"lr": lr, "warmup": warmups[i]}
+        study.enqueue_trial(params, user_attrs={"kind": "search"})
+    space = SPACE if warmups is None else SPACE.override({"warmup": {"low": 0.0, "high": 0.5}}, source="test")
     settings = SearchSettings(trials=len(lrs), steps=200, seed=0, progress=False, stop_slow=stop_slow)
-    summary = run_search(module, SPACE, store, name, settings)
+    summary = run_search(module, space, store, name, settings)
     study = optuna.load_study(study_name=name, storage=store.storage)
     return summary, study, store
 
@@ -86,6 +88,27 @@ def test_a_stopped_trial_whose_curve_already_diverged_is_called_diverged(tmp_pat
     frozen = study.trials[0]
     assert verdict == "diverged" and frozen.user_attrs["verdict"] == "diverged"
     assert frozen.state == TrialState.PRUNED and "stopped_slow_at" not in frozen.user_attrs
+
+
+def test_a_trial_is_not_judged_before_its_warmup_ends(tmp_path):
+    # warmup 0.3 of 200 steps: the report at 50 is not judged, the one at 100 is
+    _, study, _ = search(tmp_path, [1e-2, 1.2e-2, 1.4e-2, 1.6e-2, 1.8e-2, 1e-5], warmups=[0.0] * 5 + [0.3])
+    crawler = study.trials[5]
+    assert crawler.user_attrs["verdict"] == "slow" and crawler.user_attrs["stopped_slow_at"] == 100
+
+
+def test_a_cut_curve_that_looks_spiky_is_slow_not_spiky(tmp_path):
+    # A spike near the end of 64 steps is "late" on the cut curve; on the whole run it would be early.
+    losses = np.geomspace(1.0, 0.1, 64)
+    losses[52:55] = 20.0
+    assert analyze(losses).verdict == "spiky"
+    module = load_model_module(module_path("tiny"))
+    store = open_storage(f"sqlite:///{tmp_path}/c.db", create=True)
+    study = optuna.create_study(study_name="c", storage=store.storage)
+    result = TrainResult(losses=losses, diverged_at=None, seconds=0.1)
+    settings = SearchSettings(trials=1, steps=1000, progress=False)
+    verdict = finish_trial(study, study.ask(), module, store, settings, OptimConfig(lr=1e-3), 1000, result, stopped_slow=50)
+    assert verdict == "slow" and study.trials[0].state == TrialState.PRUNED
 
 
 def test_under_five_finished_trials_nothing_is_stopped(tmp_path):
