@@ -19,9 +19,10 @@ loss; ending below half its first loss: a run that sits at chance did not
 train). The table reports whether the choice passed, its final loss, the
 steps spent on trials that diverged (judged alike for both by ``diverged``
 below, on each trial's curve as far as it ran: non-finite, or 5 values in a
-row above 1.2x its start; stabsearch's curves come from its stored
-artifacts), and the total steps until a passing configuration was known
-(stabsearch's include its confirmation runs).
+row above 1.2x its start that it did not come back down from; the last line
+also gives the ratio counting runs that came back down; stabsearch's curves
+come from its stored artifacts), and the total steps until a passing
+configuration was known (stabsearch's include its confirmation runs).
 
 Steps on diverged trials are few and lumpy (one trial that diverges late
 costs thousands), so ``--seeds N`` runs both methods, whole, on N seeds
@@ -129,17 +130,21 @@ def independent_check(module, c: OptimConfig, steps: int) -> tuple[bool, float]:
     return ok, statistics.median(finals)
 
 
-def diverged(losses) -> bool:  # noqa: ANN001
+def diverged(losses, recovered_counts: bool = False) -> bool:  # noqa: ANN001
     """The bench's own judgement of a trial's curve, as far as it ran, applied alike to both methods: a
-    non-finite loss, or 5 values in a row above 1.2x where it started (the median of its first 5 values).
-    Where a run stopped does not matter: stabsearch stops a diverging run soon after it crosses."""
+    non-finite loss, or 5 values in a row above 1.2x where it started (the median of its first 5 values)
+    that the run did not come back from (the median of its last 5 values is still above that line).
+    A run that rose above its start and then trained on to a low loss did not diverge; with
+    ``recovered_counts`` it counts too (the stricter rule, also reported). Where a run stopped does not
+    matter otherwise: stabsearch stops a diverging run soon after it crosses."""
     values = [float(v) for v in losses]
     if not all(math.isfinite(v) for v in values):
         return True
     if len(values) < 5:
         return False
     limit = 1.2 * statistics.median(values[:5])
-    return any(min(values[i : i + 5]) > limit for i in range(len(values) - 4))
+    crossed = any(min(values[i : i + 5]) > limit for i in range(len(values) - 4))
+    return crossed and (recovered_counts or statistics.median(values[-5:]) > limit)
 
 
 def run_stabsearch(path: str, trials: int, steps: int, seed: int) -> dict:
@@ -155,11 +160,12 @@ def run_stabsearch(path: str, trials: int, steps: int, seed: int) -> dict:
         records = study_records(study)
     spent = sum(r.steps_run or 0 for r in records)
     lost = sum(r.steps_run or 0 for r in records if curves.get(r.number) is not None and diverged(curves[r.number][1]))
+    strict = sum(r.steps_run or 0 for r in records if curves.get(r.number) is not None and diverged(curves[r.number][1], True))
     try:
         config = recommend(records, "bench").config
     except Exception:
         config = None
-    return {"config": config, "diverged_steps": lost, "total_steps": spent, "module": module,
+    return {"config": config, "diverged_steps": lost, "strict_diverged_steps": strict, "total_steps": spent, "module": module,
             "diverged_trials": sum(1 for c in curves.values() if c is not None and diverged(c[1]))}
 
 
@@ -167,6 +173,7 @@ def run_plain_optuna(path: str, trials: int, steps: int, seed: int) -> dict:
     module = load_model_module(str(ROOT / path))
     space = SearchSpace().override(module.space, source="module")
     spent: list[tuple[int, int, bool]] = []  # (trial number, steps run, diverged)
+    strict: list[int] = []  # steps of the trials the stricter rule calls diverged
 
     def objective(trial: optuna.Trial) -> float:
         c = sample(space, trial)
@@ -184,6 +191,7 @@ def run_plain_optuna(path: str, trials: int, steps: int, seed: int) -> dict:
             bare_losses(module, c, steps, seed, report=report, stop_at_nan=False)
         finally:
             spent.append((trial.number, len(losses), diverged(losses)))
+            strict.append(len(losses) if diverged(losses, recovered_counts=True) else 0)
         return losses[-1]  # NaN becomes FAIL, as it does for users
 
     warnings.filterwarnings("ignore")
@@ -197,7 +205,7 @@ def run_plain_optuna(path: str, trials: int, steps: int, seed: int) -> dict:
     except ValueError:
         config, until = None, None
     return {"config": config, "diverged_steps": sum(n for _, n, d in spent if d), "total_steps": sum(n for _, n, _ in spent),
-            "until": until, "module": module, "diverged_trials": sum(d for _, _, d in spent)}
+            "until": until, "module": module, "diverged_trials": sum(d for _, _, d in spent), "strict_diverged_steps": sum(strict)}
 
 
 def main() -> None:
@@ -222,21 +230,26 @@ def main() -> None:
             until = res.get("until", res["total_steps"]) if ok else None
             per_seed = [res] + [method(path, args.trials, steps, s) for s in range(args.seed + 1, args.seed + args.seeds)]
             lost_steps = sum(r["diverged_steps"] for r in per_seed)
+            strict_steps = sum(r["strict_diverged_steps"] for r in per_seed)
             lost = f"{lost_steps} ({sum(r['diverged_trials'] for r in per_seed)})"
             if args.seeds > 1:
-                print(f"# {Path(path).stem} {name}: diverged steps per seed {[r['diverged_steps'] for r in per_seed]}", file=sys.stderr)
-            rows.append((Path(path).stem, name, ok, final, lost, until, res["config"], lost_steps))
+                print(f"# {Path(path).stem} {name}: diverged steps per seed {[r['diverged_steps'] for r in per_seed]}, "
+                      f"counting recovered runs {[r['strict_diverged_steps'] for r in per_seed]}", file=sys.stderr)
+            rows.append((Path(path).stem, name, ok, final, lost, until, res["config"], lost_steps, strict_steps))
         print(f"# {Path(path).stem}: {time.perf_counter() - started:.0f}s", file=sys.stderr)
     print(f"{'objective':<18} {'method':<13} {'passes':>6} {'final loss':>11} {'diverged steps (trials)':>24} {'steps to pass':>14}  chosen lr / eps")
-    for obj, name, ok, final, div, until, c, _ in rows:
+    for obj, name, ok, final, div, until, c, _, _ in rows:
         chosen = f"{c.lr:.2e} / {c.eps:.1e}" if c else "none"
         print(f"{obj:<18} {name:<13} {'yes' if ok else 'NO':>6} {final:>11.3g} {div:>24} {until if until is not None else 'never':>14}  {chosen}")
     ours = [r for r in rows if r[1] == "stabsearch"]
     plain = [r for r in rows if r[1] == "plain optuna"]
     share = lambda rs: sum(r[2] for r in rs) / len(rs)  # noqa: E731
     ratio = sum(r[7] for r in ours) / max(1, sum(r[7] for r in plain))
+    strict = sum(r[8] for r in ours) / max(1, sum(r[8] for r in plain))
     print(f"share passing: stabsearch {share(ours):.2f}, plain optuna {share(plain):.2f}; "
-          f"diverged steps stabsearch/plain = {ratio:.2f} (trials={args.trials}, seeds {args.seed}-{args.seed + args.seeds - 1}, "
+          f"diverged steps stabsearch/plain = {ratio:.2f}, counting runs that recovered {strict:.2f} "
+          f"({sum(r[8] for r in ours)}/{sum(r[8] for r in plain)}) "
+          f"(trials={args.trials}, seeds {args.seed}-{args.seed + args.seeds - 1}, "
           f"check seeds {list(CHECK_SEEDS)} at 2x the steps)")
 
 
