@@ -25,6 +25,13 @@ changing, its NaN cannot reach anyone, and it costs nothing afterwards. The
 run ends early once every member is frozen. BatchNorm works: its running
 statistics are stacked per member and updated by each member's forward.
 
+The vmapped forward runs under :class:`stabsearch.batching.CheaperBatching`,
+which computes a shared-input linear layer as one large matmul and
+cross-entropy as a gather. The linear form is faster for some layer shapes
+and slower for others, so each population times its gradient both ways on
+the first batch (once per shape and process) and keeps the faster; the two
+differ in float rounding only.
+
 Where it pays: small dense models, whose single steps are mostly overhead.
 On a CPU, vmap turns a convolution over K weight sets into a grouped
 convolution with permuted layouts, and a population of CNNs gains little
