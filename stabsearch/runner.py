@@ -319,8 +319,10 @@ def finish_trial(
         study.tell(trial, state=TrialState.PRUNED)
         return analysis.verdict
     if stopped_slow is not None:  # a cut curve's spikes and plateaus are not the run's; its value is its last report
+        reported = trial.storage.get_trial(trial._trial_id).intermediate_values.get(stopped_slow)
         trial.set_user_attr("verdict", "slow")
         trial.set_user_attr("stopped_slow_at", stopped_slow)
+        trial.set_user_attr("score", reported)
         study.tell(trial, state=TrialState.PRUNED)
         return "slow"
     study.tell(trial, score)

@@ -63,6 +63,7 @@ def test_a_trial_slower_than_the_median_is_stopped_and_told_pruned(tmp_path):
     # its curve (what it ran) is stored like any trial's
     assert crawler.user_attrs["stopped_slow_at"] == 50 and records[5].steps_run == 64
     assert max(crawler.intermediate_values) == 50
+    assert crawler.user_attrs["score"] == crawler.value == crawler.intermediate_values[50]  # one score, its last report
     steps, losses = read_curve(crawler, store.artifacts_dir)
     assert len(losses) == 64
     assert all(r.steps_run == 200 for r in records[:5])  # the finished trials ran to the horizon
