@@ -31,7 +31,7 @@ sums them; the table's choice, its check and the steps until a passing
 configuration was known are those of ``--seed``.
 
     python bench/versus_optuna.py                  # all three objectives, 20 trials
-    python bench/versus_optuna.py --seeds 5        # diverged steps summed over sampler seeds 0-4
+    python bench/versus_optuna.py --seeds 5        # diverged steps summed over seeds 0-4
     python bench/versus_optuna.py --trials 10 --objectives a
 """
 
