@@ -448,7 +448,7 @@ def test_the_linear_choice_is_measured_once_per_shape(monkeypatch):
 
 
 def test_a_study_with_a_population_gives_what_a_sequential_study_gives(tmp_path):
-    # Issue 7's check: `run --population K` on objective (a) against one trial at a time, same seed and steps.
+    # `run --population K` on objective (a) against one trial at a time, same seed and steps.
     # The first trials are TPE's random start-up, so both studies draw the same configurations in order.
     import optuna
 
