@@ -857,8 +857,9 @@ def population_memory(module: ModelModule, device: torch.device) -> PopulationMe
         available = torch.cuda.mem_get_info(device)[0]
     else:
         available = _cpu_available()
-    per_member = max(max(1, two - one) for one, two in paths)
-    shared = max(max(0, one - max(1, two - one)) for one, two in paths)
+    members = [(max(1, two - one), one) for one, two in paths]  # (one member, the 1-member peak) per path
+    per_member = max(member for member, _ in members)
+    shared = max(max(0, one - member) for member, one in members)
     return PopulationMemory(shared=shared, per_member=per_member, available=available, measured=True)
 
 

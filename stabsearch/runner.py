@@ -242,16 +242,16 @@ def run_trial(
     every = max(50, steps // _REPORTS_PER_TRIAL)  # a few storage writes per trial, none for tiny runs
     medians = finished_medians(study, steps) if kind == "search" and settings.stop_slow else {}
     warmup = config.warmup_steps(steps)
-    best, stopped_at = math.inf, []
+    best, stopped_at = math.inf, None
 
     def on_progress(step: int, loss: float) -> None:
-        nonlocal best
+        nonlocal best, stopped_at
         if step < steps:
             value = math.log10(max(loss, 1e-300))
             trial.report(value, step)
             best = min(best, value)
             if step >= warmup and is_slow(best, step, medians):
-                stopped_at.append(step)
+                stopped_at = step
                 raise StopRun("slower than the median of the finished trials")
 
     try:
@@ -264,7 +264,7 @@ def run_trial(
     except BaseException as exc:  # user code: fail this trial only
         _fail(study, trial, exc)
         return "failed"
-    return finish_trial(study, trial, module, storage, settings, config, steps, result, stopped_slow=(stopped_at or [None])[0])
+    return finish_trial(study, trial, module, storage, settings, config, steps, result, stopped_slow=stopped_at)
 
 
 def finished_medians(study: optuna.Study, steps: int) -> dict[int, float]:
