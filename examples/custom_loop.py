@@ -13,7 +13,12 @@ object hands over what the trial is testing:
 - ``run.device``, ``run.steps`` (the step budget) and ``run.seed``;
 - ``run.log(loss)``: call it once per optimizer step. It keeps the loss on the
   device, reads losses in blocks, and stops your loop (by raising ``StopRun``,
-  which ``except Exception`` does not catch) as soon as the run has diverged.
+  which ``except Exception`` does not catch) as soon as the run has diverged;
+- ``run.watch(model, loss_fn)``: optional, tells stabsearch the model (for
+  ``evaluate``; ``make_optimizer(model)`` does that too) and a zero-argument
+  function giving the loss on the current batch, for the dead-unit count and
+  the early warning's sharpness probe. Without it those checks are skipped,
+  and ``stabsearch trials --show N`` says so.
 """
 
 import torch
@@ -37,11 +42,13 @@ def train(run) -> None:
     model = nn.Sequential(nn.Linear(8, 32), nn.Tanh(), nn.Linear(32, 1)).to(run.device)
     optimizer = run.make_optimizer(model)  # Adam/AdamW with the trial's settings
     data = _data(run.seed, run.device)
+    batch = None
+    run.watch(model, lambda: F.mse_loss(model(batch[0]), batch[1]))  # the probes read the latest micro-batch
     for _ in range(run.steps):
         optimizer.zero_grad(set_to_none=True)
         total = torch.zeros((), device=run.device)
         for _ in range(ACCUMULATE):
-            x, y = next(data)
+            batch = x, y = next(data)
             loss = F.mse_loss(model(x), y) / ACCUMULATE
             loss.backward()
             total += loss.detach()

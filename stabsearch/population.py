@@ -41,8 +41,9 @@ What a :class:`~stabsearch.trainer.TrainResult` from here holds: ``losses``,
 ``diverged_at``, ``seconds`` (the population's wall time divided by K: the
 members share every step), and for a member that did not diverge
 ``final_eval`` (``evaluate``) and ``dead_layers``, measured on the member's
-model rebuilt from its slice of the stacks. ``telemetry`` (Adam's internals,
-sampled per optimizer) is empty. ``sharpness`` (the early warning's top
+model rebuilt from its slice of the stacks. ``telemetry`` holds, at the
+steps ``train_trial`` samples it, only what the early warning reads of
+Adam's state: ``v_over_eps`` and ``eps_share``. ``sharpness`` (the early warning's top
 Hessian eigenvalue) is ``None`` unless asked for with ``sharpness=True``;
 then one vectorized power iteration gives every member the value
 ``train_trial`` would have measured.
@@ -78,8 +79,8 @@ from stabsearch.config import OptimConfig
 from stabsearch.loader import ModelModule
 from stabsearch.schedule import lr_factor
 from stabsearch.stability import StabilityOptions, initial_loss
-from stabsearch.telemetry import relu_dead_units
-from stabsearch.trainer import Run, StopRun, TrainResult, batch_stream, seed_everything
+from stabsearch.telemetry import NEAR_EPS, SAMPLE_PER_TENSOR, double_backward_kernels, relu_dead_units
+from stabsearch.trainer import Run, StopRun, TrainResult, batch_stream, one_line, seed_everything
 
 Params = dict[str, torch.Tensor]
 
@@ -355,6 +356,24 @@ class _Population:
         self._fixed = self._columns(self._constants, 0)
         self.members = self.members[rows]
 
+    @torch.no_grad()
+    def v_telemetry(self, t: int) -> list[dict[str, float]]:
+        """After step ``t``: each row's ``v_over_eps`` and ``eps_share``, sampled as ``adam_telemetry`` samples them."""
+        k = self.members.size
+        count = float(t + 1)
+        bc2 = torch.as_tensor(1.0 - self.hyper.beta2[self.members] ** count, device=self.device, dtype=torch.float32)
+        eps = torch.as_tensor(self.hyper.constants["eps"][self.members], device=self.device, dtype=torch.float32)
+        ratios = []
+        for v in self.exp_avg_sq.values():
+            flat = v.reshape(k, -1)
+            stride = max(1, flat.shape[1] // SAMPLE_PER_TENSOR)
+            ratios.append((flat[:, ::stride].float() / bc2[:, None]).sqrt() / eps[:, None])
+        ratio = torch.cat(ratios, dim=1)
+        seen = ratio > 0
+        near = (seen & (ratio <= NEAR_EPS)).sum(1).double() / seen.sum(1).clamp(min=1).double()
+        median = ratio.median(dim=1).values
+        return [{"step": t, "v_over_eps": float(m), "eps_share": float(n)} for m, n in zip(median.tolist(), near.tolist())]
+
     def member_state(self, row: int) -> dict[str, torch.Tensor]:
         """One row of the stacks: the parameters and stacked buffers of one member, by name in ``bound``."""
         return {n: t[row].detach() for n, t in {**self.params, **self.buffers}.items()}
@@ -499,6 +518,8 @@ def train_population(
     population.linear_rewrite = _LINEAR_REWRITE[key]
     watch = _Watch(configs, steps, chance, options)
     block = _block(device)
+    every = max(50, steps // 20)  # Run's telemetry_every
+    telemetry: list[list[dict[str, float]]] = [[] for _ in configs]
     batch = first
     pending: list[torch.Tensor] = []
     for t in range(steps):
@@ -507,6 +528,9 @@ def train_population(
         if t > 0:
             batch = next(batches)
         pending.append(population.step(batch, t))
+        if (t + 1) % every == 0:
+            for row, sample in zip(population.members.tolist(), population.v_telemetry(t)):
+                telemetry[row].append(sample)
         if len(pending) == block or t == steps - 1:
             values = torch.stack(pending).float().cpu().numpy().astype(np.float64)  # as Run reads them
             pending = []
@@ -517,9 +541,14 @@ def train_population(
                 break
     seconds = (time.perf_counter() - started) / len(configs)
     eigenvalues, sharpness_seconds = np.full(population.members.size, np.nan), 0.0
+    sharpness_check = "skipped: --no-early-warning"
     if sharpness and population.members.size:
         started = time.perf_counter()
-        eigenvalues = _sharpness(population, batch, seed)
+        try:
+            with double_backward_kernels():
+                eigenvalues, sharpness_check = _sharpness(population, batch, seed), "ran"
+        except Exception as exc:  # a probe of ours: never the trial's failure
+            sharpness_check = f"failed: {one_line(exc)}"
         sharpness_seconds = (time.perf_counter() - started) / len(configs)
     results = []
     for i in range(len(configs)):
@@ -527,12 +556,17 @@ def train_population(
             losses=watch.curves[: min(watch.ends[i], watch.count), i].copy(),
             diverged_at=watch.diverged_at[i],
             seconds=seconds,
+            telemetry=telemetry[i],
         )
+        result.checks = {"telemetry": "ran: v_over_eps and eps_share only (a population member)" if telemetry[i] else "skipped: no sample was due"}
         if result.diverged_at is None:
             row = int(np.flatnonzero(population.members == i)[0])
-            _finish(module, bound, population.member_state(row), batch, result)
+            result.checks.update(_finish(module, bound, population.member_state(row), batch, result))
+            result.checks["sharpness"] = sharpness_check
             if sharpness:
                 result.sharpness, result.sharpness_seconds = float(eigenvalues[row]), sharpness_seconds
+        else:
+            result.checks.update(dict.fromkeys(("evaluate", "dead_units", "sharpness"), "skipped: the run diverged"))
         results.append(result)
     return results
 
@@ -597,12 +631,13 @@ def _sharpness(population: _Population, batch: Any, seed: int, iters: int = 10, 
     return result
 
 
-def _finish(module: ModelModule, bound: _Bound, state: dict[str, torch.Tensor], batch: Any, result: TrainResult) -> None:
-    """Dead ReLU layers and the held-out loss of one member, on its model rebuilt from the stacks.
+def _finish(module: ModelModule, bound: _Bound, state: dict[str, torch.Tensor], batch: Any, result: TrainResult) -> dict[str, str]:
+    """Dead ReLU layers and the held-out loss of one member, on its model rebuilt from the stacks; what ran.
 
     The base model is that model once the member's trained tensors are
     copied in: the rest (frozen parameters, buffers no forward writes) is the
-    same in every member and never changed.
+    same in every member and never changed. ``evaluate`` is user code and
+    raises; the dead-unit count is stabsearch's and cannot fail the member.
     """
     targets = {**dict(bound.named_parameters()), **dict(bound.named_buffers())}
     with torch.no_grad():
@@ -611,12 +646,18 @@ def _finish(module: ModelModule, bound: _Bound, state: dict[str, torch.Tensor], 
     model = bound.model
     model.train()
     assert module.loss is not None
-    counts = relu_dead_units(model, lambda: module.loss(model, batch))
-    result.dead_layers = tuple(name for name, (dead, units) in counts.items() if dead == units)
+    checks = {"dead_units": "ran", "evaluate": "skipped: the module has no evaluate(model)"}
+    try:
+        counts = relu_dead_units(model, lambda: module.loss(model, batch))
+        result.dead_layers = tuple(name for name, (dead, units) in counts.items() if dead == units)
+    except Exception as exc:
+        checks["dead_units"] = f"failed: {one_line(exc)}"
     model.eval()
     if module.evaluate is not None:
         with torch.no_grad():
             result.final_eval = float(module.evaluate(model))
+        checks["evaluate"] = "ran"
+    return checks
 
 
 @contextmanager

@@ -24,7 +24,7 @@ from stabsearch.config import OptimConfig
 from stabsearch.loader import ModelModule
 from stabsearch.optim import build_optimizer, build_scheduler
 from stabsearch.stability import StabilityOptions, divergence_noise, divergence_step, initial_loss
-from stabsearch.telemetry import adam_telemetry, hessian_top_eigenvalue, relu_dead_units
+from stabsearch.telemetry import adam_preconditioner, adam_telemetry, hessian_top_eigenvalue, relu_dead_units
 
 ProgressCallback = Callable[[int, float], None]
 
@@ -49,6 +49,10 @@ class TrainResult:
     telemetry: list[dict[str, float]] = dataclasses.field(default_factory=list)
     sharpness: float | None = None
     sharpness_seconds: float = 0.0
+    #: Top eigenvalue of ``P^-1 H`` with Adam's preconditioner ``P = sqrt(v_hat) + eps`` (the early warning's report).
+    preconditioned_sharpness: float | None = None
+    #: What each check stabsearch adds did: ``"ran"``, ``"skipped: <why>"`` or ``"failed: <error>"``.
+    checks: dict[str, str] = dataclasses.field(default_factory=dict)
 
     @property
     def steps_run(self) -> int:
@@ -69,12 +73,22 @@ class Run:
 
         def train(run):
             model = MyNet().to(run.device)
-            optimizer = run.make_optimizer(model)
+            optimizer = run.make_optimizer(model)   # also tells the run which model it trains
             for step in range(run.steps):
-                loss = ...
+                batch = ...
+                run.watch(model, lambda: my_loss(model, batch))   # optional: enables the probes below
+                loss = my_loss(model, batch)
                 loss.backward(); optimizer.step(); run.scheduler.step()
                 optimizer.zero_grad()
                 run.log(loss)      # raises StopRun once the run has diverged
+
+    Besides the loss curve, stabsearch checks a run with what the loop
+    tells it: Adam's telemetry needs the optimizer from ``make_optimizer``;
+    ``evaluate(model)`` needs the model (``make_optimizer(model)`` with a
+    Module, or ``watch(model)``); the dead-unit count and the sharpness probe
+    of the early warning also need a loss on the current batch
+    (``watch(model, loss_fn)``). Which checks ran, and why the others did
+    not, is stored on the trial (``checks``).
     """
 
     def __init__(
@@ -107,7 +121,8 @@ class Run:
         self.telemetry: list[dict[str, float]] = []
         self.model: torch.nn.Module | None = None
         self.last_batch: Any = None
-        self.probe: Callable[[], Any] | None = None  # one forward on the current batch, for dead-unit counts
+        self.probe: Callable[[], Any] | None = None  # the loss on the current batch: see watch()
+        self.checks: dict[str, str] = {}
         self.optimizer: torch.optim.Optimizer | None = None
         self._scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
         self.diverged_at: int | None = None
@@ -126,6 +141,25 @@ class Run:
         self._scheduler = build_scheduler(self.optimizer, self.config, self.steps) if scheduler else None
         return self.optimizer
 
+    def watch(self, model: torch.nn.Module, loss_fn: Callable[[], Any] | None = None) -> None:
+        """Tell the run which model it trains and, optionally, how to compute the loss on the current batch.
+
+        ``loss_fn()`` takes no arguments and returns the loss of the model on
+        the batch of the step being trained (a closure over it); call
+        ``watch`` again whenever the batch changes, or give a closure that
+        reads the current batch. The dead-unit count (in the telemetry and
+        at the end) and the early warning's sharpness probe call it, after
+        training, on the last batch. Without it those checks are skipped,
+        and the trial says so.
+        """
+        if not isinstance(model, torch.nn.Module):
+            raise TypeError(f"run.watch(model): expected a torch.nn.Module, got {type(model).__name__}")
+        if loss_fn is not None and not callable(loss_fn):
+            raise TypeError(f"run.watch(model, loss_fn): loss_fn must be callable, got {type(loss_fn).__name__}")
+        self.model = model
+        if loss_fn is not None:
+            self.probe = loss_fn
+
     @property
     def scheduler(self) -> torch.optim.lr_scheduler.LRScheduler:
         """The configured schedule as a ``LambdaLR`` (call ``make_optimizer`` first)."""
@@ -139,7 +173,7 @@ class Run:
             loss = loss.detach()
         self._pending.append(loss)
         self._count += 1
-        if self._count % self.telemetry_every == 0 and self.optimizer is not None:
+        if self._count % self.telemetry_every == 0 and self.optimizer is not None and "telemetry" not in self.checks:
             self.sample_telemetry()
         if len(self._pending) >= self.block:
             self.flush()
@@ -147,16 +181,23 @@ class Run:
             raise StopRun("step budget spent")
 
     def sample_telemetry(self) -> None:
-        """Record Adam's internals (and dead ReLU units, when a probe is set) at this step."""
+        """Record Adam's internals (and dead ReLU units, when a probe is set) at this step.
+
+        A sample that fails stops the telemetry of this run, with the reason
+        in ``checks``; the run itself goes on.
+        """
         assert self.optimizer is not None
-        values = adam_telemetry(self.optimizer)
-        if not values:
+        try:
+            values = adam_telemetry(self.optimizer)
+            if values and self.model is not None and self.probe is not None:
+                counts = relu_dead_units(self.model, self.probe)
+                if counts:
+                    values["dead_fraction"] = sum(d for d, _ in counts.values()) / sum(n for _, n in counts.values())
+        except Exception as exc:  # a check of ours: never the trial's failure
+            self.checks["telemetry"] = f"failed: {one_line(exc)}"
             return
-        if self.model is not None and self.probe is not None:
-            counts = relu_dead_units(self.model, self.probe)
-            if counts:
-                values["dead_fraction"] = sum(d for d, _ in counts.values()) / sum(n for _, n in counts.values())
-        self.telemetry.append({"step": self._count - 1, **values})
+        if values:
+            self.telemetry.append({"step": self._count - 1, **values})
 
     def flush(self) -> None:
         """Read the pending block of losses off the device and check it for divergence."""
@@ -254,7 +295,7 @@ def default_loop(module: ModelModule, run: Run) -> None:
     step_schedule = run.config.schedule != "constant" or run.warmup_steps > 0
     optimizer = run.make_optimizer(model, scheduler=step_schedule)
     scheduler = run.scheduler if step_schedule else None
-    run.probe = lambda: module.loss(model, run.last_batch)
+    run.watch(model, lambda: module.loss(model, run.last_batch))
     batches = batch_stream(module, run.seed, run.device)
     for _ in range(run.steps):
         batch = next(batches)
@@ -284,7 +325,9 @@ def train_trial(
 
     After a run that did not diverge, it measures the held-out loss
     (``evaluate``), the dead ReLU layers and, when ``sharpness`` is set, the
-    top Hessian eigenvalue on the last batch (for the early warning).
+    top Hessian eigenvalue on the last batch and Adam's preconditioned one
+    (for the early warning). Those probes are stabsearch's own: one that
+    cannot run leaves the result as it is and says why in ``result.checks``.
     ``on_progress(step, loss)`` hears the median loss of the last block at each
     multiple of ``progress_every`` steps (default: a twentieth of ``steps``).
     Exceptions from user code propagate; the caller decides what a failure means.
@@ -304,9 +347,76 @@ def train_trial(
         pass
     seconds = time.perf_counter() - started
     result = TrainResult(losses=run.losses, diverged_at=run.diverged_at, seconds=seconds, telemetry=run.telemetry)
+    result.checks = _after_training(module, run, result, sharpness=sharpness, seed=seed)
+    return result
+
+
+def _after_training(module: ModelModule, run: Run, result: TrainResult, *, sharpness: bool, seed: int) -> dict[str, str]:
+    """The held-out loss and stabsearch's own probes of a trained run; what each did, by name.
+
+    ``evaluate`` is user code: its errors propagate and fail the trial. The
+    probes are stabsearch's: one that cannot run is recorded as failed, and
+    the trial keeps its result.
+    """
+    checks = {"telemetry": run.checks.get("telemetry") or ("ran" if run.telemetry else _why_no_telemetry(run))}
     model = run.model
-    if model is None or run.diverged_at is not None:
-        return result
+    if run.diverged_at is not None:
+        return {**checks, **dict.fromkeys(("evaluate", "dead_units", "sharpness"), "skipped: the run diverged")}
+    if model is None:
+        why = "skipped: the loop never gave stabsearch its model (run.make_optimizer(model) or run.watch(model))"
+        return {**checks, **dict.fromkeys(("evaluate", "dead_units", "sharpness"), why)}
+    no_probe = "skipped: no loss on the last batch (run.watch(model, loss_fn))"
+    checks["dead_units"] = no_probe
+    if run.probe is not None:
+        checks["dead_units"] = _attempt(lambda: _dead_layers(model, run.probe, result))
+    model.eval()
+    checks["evaluate"] = "skipped: the module has no evaluate(model)"
+    if module.evaluate is not None:
+        with torch.no_grad():
+            result.final_eval = float(module.evaluate(model))
+        checks["evaluate"] = "ran"
+    checks["sharpness"] = "skipped: --no-early-warning" if not sharpness else no_probe
+    if sharpness and run.probe is not None:
+        checks["sharpness"] = _attempt(lambda: _sharpness(model, run, result, seed))
+    return checks
+
+
+def _why_no_telemetry(run: Run) -> str:
+    if run.optimizer is None:
+        return "skipped: the loop built its own optimizer (run.make_optimizer gives stabsearch Adam's state)"
+    return "skipped: no sample was due" if run.losses.size < run.telemetry_every else "skipped: not an Adam-family optimizer"
+
+
+def _attempt(check: Callable[[], None]) -> str:
+    """Run one of stabsearch's checks: ``"ran"``, or ``"failed: <error>"`` without raising."""
+    try:
+        check()
+    except Exception as exc:
+        return f"failed: {one_line(exc)}"
+    return "ran"
+
+
+def _dead_layers(model: torch.nn.Module, probe: Callable[[], Any], result: TrainResult) -> None:
+    counts = relu_dead_units(model, probe)
+    result.dead_layers = tuple(name for name, (dead, units) in counts.items() if dead == units)
+
+
+def _sharpness(model: torch.nn.Module, run: Run, result: TrainResult, seed: int) -> None:
+    """The top Hessian eigenvalue on the last batch and, for Adam, the preconditioned one."""
+    assert run.probe is not None
+    started = time.perf_counter()
+    params = [p for p in model.parameters() if p.requires_grad]
+    result.sharpness = hessian_top_eigenvalue(run.probe, params, seed=seed)
+    scale = adam_preconditioner(run.optimizer, params) if run.optimizer is not None else None
+    if scale is not None:
+        result.preconditioned_sharpness = hessian_top_eigenvalue(run.probe, params, seed=seed, scale=scale)
+    result.sharpness_seconds = time.perf_counter() - started
+
+
+def one_line(exc: BaseException) -> str:
+    """``Type: first line of the message``, at most 300 characters."""
+    first = (str(exc).strip().splitlines() or [""])[0]
+    return f"{type(exc).__name__}: {first}"[:300] if first else type(exc).__name__
     if run.probe is not None:
         counts = relu_dead_units(model, run.probe)
         result.dead_layers = tuple(name for name, (dead, units) in counts.items() if dead == units)
