@@ -56,6 +56,8 @@ def cli() -> None:
 @click.option("--space", "space_file", type=click.Path(dir_okay=False), default=None, metavar="FILE", help="YAML file of search-space overrides.")
 @click.option("--warning-penalty", type=click.FloatRange(min=0), default=1.0, show_default=True,
               help="Decades added to the score of a trial predicted to blow up later (0: off).")
+@click.option("--early-warning/--no-early-warning", default=True, show_default=True,
+              help="Probe each trial's sharpness at its end and warn of a later eps blow-up (--no-early-warning: no probe at all).")
 @click.option("--stop-slow/--no-stop-slow", default=True, show_default=True,
               help="Stop a search trial whose loss is above the median of the finished trials' at the same step.")
 @click.option("--population", type=click.IntRange(min=1), default=1, show_default=True, metavar="K",
@@ -67,7 +69,8 @@ def cli() -> None:
 @_confirm_options
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
 def run(model: str, study: str | None, storage: str | None, trials: int, steps: int | None, timeout: float | None,
-        seed: int, device: str, space_file: str | None, warning_penalty: float, stop_slow: bool, population: int, workers: int,
+        seed: int, device: str, space_file: str | None, warning_penalty: float, early_warning: bool, stop_slow: bool,
+        population: int, workers: int,
         heartbeat: float,
         confirm: int, seeds: int, stress: float, progress: bool) -> None:
     """Search optimizer settings for the model module MODEL (a .py file or module name).
@@ -84,7 +87,7 @@ def run(model: str, study: str | None, storage: str | None, trials: int, steps: 
     settings = SearchSettings(
         trials=trials, steps=steps or module.steps or 1000, seed=seed, timeout=timeout,
         device=device_, progress=progress, warning_penalty=warning_penalty, heartbeat=heartbeat,
-        population=_population_size(module, device_, population), stop_slow=stop_slow,
+        population=_population_size(module, device_, population), stop_slow=stop_slow, early_warning=early_warning,
     )
     store = open_storage(storage, create=True)
     name = study or module.name
@@ -176,9 +179,11 @@ def _load(model: str, space_file: str | None, device: str):  # noqa: ANN202
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--space", "space_file", type=click.Path(dir_okay=False), default=None, metavar="FILE", help="YAML file of search-space overrides.")
 @_confirm_options
+@click.option("--early-warning/--no-early-warning", default=True, show_default=True,
+              help="Probe each run's sharpness at its end (--no-early-warning: no probe at all).")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
 def confirm(model: str, study: str | None, storage: str | None, seed: int | None, device: str, space_file: str | None,
-            confirm: int, seeds: int, stress: float, progress: bool) -> None:
+            confirm: int, seeds: int, stress: float, early_warning: bool, progress: bool) -> None:
     """Confirm a finished search of MODEL on new seeds at a longer horizon (resumes where it stopped)."""
     from stabsearch.confirm import ConfirmSettings
     from stabsearch.runner import SearchSettings
@@ -192,7 +197,7 @@ def confirm(model: str, study: str | None, storage: str | None, seed: int | None
     if "steps" not in attrs:
         raise UsageError(f"study {name!r} was not made by `stabsearch run`: it has no search horizon to stress")
     settings = SearchSettings(trials=0, steps=int(attrs["steps"]), seed=attrs.get("seed", 0) if seed is None else seed,
-                              device=device_, progress=progress)
+                              device=device_, progress=progress, early_warning=early_warning)
     _confirm_and_report(module, space, store, name, settings, confirm_settings, storage)
 
 

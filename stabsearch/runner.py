@@ -35,7 +35,7 @@ from optuna.trial import TrialState
 from tqdm import tqdm
 
 from stabsearch.config import OptimConfig
-from stabsearch.early_warning import EarlyWarning, predict
+from stabsearch.early_warning import EarlyWarning, eps_regime, predict
 from stabsearch.loader import ModelModule
 from stabsearch.queue import budget_state, claim, counts_toward_budget, heartbeat, recover_lost, reserve
 from stabsearch.records import UNSTABLE, VERDICTS
@@ -70,6 +70,8 @@ class SearchSettings:
     population: int = 1
     #: Stop a search trial that is slower than the median of the finished ones (stabsearch.slow).
     stop_slow: bool = True
+    #: Measure the sharpness at the end of each trial and apply the early warning (off: no probe at all).
+    early_warning: bool = True
 
 
 @dataclasses.dataclass
@@ -191,7 +193,8 @@ def run_population(
     configs = [prepare_trial(t, space, settings, kind="search", seed=seed, steps=steps, attrs={"population": len(trials)}) for t in trials]
     try:
         results = train_population(
-            module, configs, steps=steps, seed=seed, device=settings.device, options=settings.options, sharpness=True
+            module, configs, steps=steps, seed=seed, device=settings.device, options=settings.options,
+            sharpness=settings.early_warning,
         )
     except KeyboardInterrupt:
         raise
@@ -257,7 +260,7 @@ def run_trial(
     try:
         result = train_trial(
             module, config, steps=steps, seed=seed, device=settings.device,
-            options=settings.options, on_progress=on_progress, progress_every=every,
+            options=settings.options, on_progress=on_progress, progress_every=every, sharpness=settings.early_warning,
         )
     except KeyboardInterrupt:
         raise
@@ -304,11 +307,10 @@ def finish_trial(
     except Exception as exc:
         _fail(study, trial, exc)
         return "failed"
-    warning = early_warning(result, config, steps)
-    score = analysis.score
-    if warning.predicted_unstable and analysis.verdict != "diverged":
-        score += settings.warning_penalty
-    _store(trial, storage, result, analysis, warning, score)
+    warning = early_warning(result, config, steps) if settings.early_warning else NO_WARNING
+    penalty = settings.warning_penalty if warning.predicted_unstable and analysis.verdict != "diverged" else 0.0
+    score = analysis.score + penalty
+    _store(trial, storage, result, analysis, warning, score, penalty)
     # Late spikes and a predicted blow-up are violated constraints (feasible when <= 0), written in the
     # list format that optuna-dashboard reads; TPE and best_trial then prefer feasible trials.
     trial.storage.set_trial_system_attr(
@@ -329,11 +331,23 @@ def finish_trial(
     return analysis.verdict
 
 
+#: What a trial of a search run with ``--no-early-warning`` stores as its warning.
+NO_WARNING = EarlyWarning(False, math.nan, "not checked (--no-early-warning)")
+
+
 def early_warning(result: TrainResult, config: OptimConfig, steps: int) -> EarlyWarning:
-    """Check the eps-dominated rule at the learning rate of the run's last step."""
-    lr_end = config.lr * lr_factor(steps - 1, steps, config.warmup_steps(steps), config.schedule, config.min_lr_factor)
-    v_over_eps = result.telemetry[-1].get("v_over_eps") if result.telemetry else None
-    return predict(lr_end, config.eps, config.beta1, result.sharpness, v_over_eps)
+    """Check the eps-dominated rule at the largest learning rate of the run's schedule, if the run is headed there."""
+    return predict(
+        peak_lr(config, steps), config.eps, config.beta1, result.sharpness,
+        regime=eps_regime(result.telemetry, steps), preconditioned=result.preconditioned_sharpness,
+    )
+
+
+def peak_lr(config: OptimConfig, steps: int) -> float:
+    """The largest learning rate the schedule reaches in ``steps`` steps: at the end of its warmup."""
+    warmup = config.warmup_steps(steps)
+    top = min(warmup, steps - 1)
+    return config.lr * lr_factor(top, steps, warmup, config.schedule, config.min_lr_factor)
 
 
 def analyze_result(result: TrainResult, module: ModelModule, config: OptimConfig, steps: int, options: StabilityOptions) -> Analysis:
@@ -361,7 +375,8 @@ def _fail(study: optuna.Study, trial: optuna.Trial, exc: BaseException) -> None:
 
 
 def _store(
-    trial: optuna.Trial, storage: Storage, result: TrainResult, analysis: Analysis, warning: EarlyWarning, score: float
+    trial: optuna.Trial, storage: Storage, result: TrainResult, analysis: Analysis, warning: EarlyWarning, score: float,
+    penalty: float = 0.0,
 ) -> None:
     """Verdict and numbers as user attributes; the whole curve and telemetry series as an artifact."""
     attrs: dict[str, Any] = {
@@ -370,7 +385,10 @@ def _store(
         "curve_score": analysis.score,
         "predicted_unstable": warning.predicted_unstable,
         "warning": warning.reason,
+        "warning_penalty": penalty,
         "sharpness": _finite_or_none(result.sharpness),
+        "preconditioned_sharpness": _finite_or_none(result.preconditioned_sharpness),
+        "checks": dict(result.checks),
         "sharpness_seconds": round(result.sharpness_seconds, 4),
         "telemetry": telemetry_summary(result.telemetry),
         "final_loss": _finite_or_none(analysis.final_loss),
