@@ -50,7 +50,10 @@ def cli() -> None:
 @_storage_option
 @click.option("--trials", type=click.IntRange(min=1), default=20, show_default=True, help="Finished search trials the study should have (a rerun resumes).")
 @click.option("--steps", type=click.IntRange(min=1), default=None, help="Steps per trial [default: the module's STEPS, else 1000].")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None, metavar="SECONDS", help="Stop starting new trials after this long.")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None, metavar="SECONDS",
+              help="Stop the search after this long: the running trial stops at its next step and is re-queued.")
+@click.option("--trial-timeout", type=click.FloatRange(min=0, min_open=True), default=None, metavar="SECONDS",
+              help="A trial still training after this long ends FAIL 'timed out' (counted, not retried).")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seeds the sampler, the model and the data.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--space", "space_file", type=click.Path(dir_okay=False), default=None, metavar="FILE", help="YAML file of search-space overrides.")
@@ -69,7 +72,7 @@ def cli() -> None:
 @_confirm_options
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
 def run(model: str, study: str | None, storage: str | None, trials: int, steps: int | None, timeout: float | None,
-        seed: int, device: str, space_file: str | None, warning_penalty: float, early_warning: bool, stop_slow: bool,
+        trial_timeout: float | None, seed: int, device: str, space_file: str | None, warning_penalty: float, early_warning: bool, stop_slow: bool,
         population: int, workers: int,
         heartbeat: float,
         confirm: int, seeds: int, stress: float, progress: bool) -> None:
@@ -85,7 +88,7 @@ def run(model: str, study: str | None, storage: str | None, trials: int, steps: 
     module, space, device_ = _load(model, space_file, device)
     confirm_settings = ConfirmSettings(candidates=confirm, seeds=seeds, stress=stress)
     settings = SearchSettings(
-        trials=trials, steps=steps or module.steps or 1000, seed=seed, timeout=timeout,
+        trials=trials, steps=steps or module.steps or 1000, seed=seed, timeout=timeout, trial_timeout=trial_timeout,
         device=device_, progress=progress, warning_penalty=warning_penalty, heartbeat=heartbeat,
         population=_population_size(module, device_, population), stop_slow=stop_slow, early_warning=early_warning,
     )

@@ -80,7 +80,7 @@ from stabsearch.loader import ModelModule
 from stabsearch.schedule import lr_factor
 from stabsearch.stability import StabilityOptions, initial_loss
 from stabsearch.telemetry import NEAR_EPS, SAMPLE_PER_TENSOR, double_backward_kernels, relu_dead_units
-from stabsearch.trainer import Run, StopRun, TrainResult, batch_stream, one_line, seed_everything
+from stabsearch.trainer import Deadline, OutOfTime, Run, StopRun, TrainResult, batch_stream, one_line, seed_everything
 
 Params = dict[str, torch.Tensor]
 
@@ -418,7 +418,7 @@ class _Watch:
         self.steps = steps
         self.options = options
         self.chance = chance
-        self.curves = np.full((steps, len(configs)), np.nan)
+        self.curves = np.full((min(steps, 4096), len(configs)), np.nan)  # grown as needed: steps may be huge
         self.ends = np.full(len(configs), steps)  # length of each member's curve
         self.diverged_at: list[int | None] = [None] * len(configs)
         self.initial = np.full(len(configs), np.inf)  # L0 once `head` values are in; inf before (Run's rule)
@@ -427,6 +427,10 @@ class _Watch:
     def add(self, block: np.ndarray, members: np.ndarray) -> list[int]:
         """Record ``block`` (``[n, len(members)]``) for ``members``; return the rows that diverged in it."""
         start, self.count = self.count, self.count + block.shape[0]
+        if self.count > self.curves.shape[0]:
+            grown = np.full((min(self.steps, 2 * self.count), self.curves.shape[1]), np.nan)
+            grown[:start] = self.curves[:start]
+            self.curves = grown
         self.curves[start : self.count, members] = block
         head = self.options.head
         if self.count >= head and start < head:
@@ -478,6 +482,7 @@ def train_population(
     device: torch.device,
     options: StabilityOptions | None = None,
     sharpness: bool = False,
+    deadlines: tuple[Deadline | None, ...] = (),
 ) -> list[TrainResult]:
     """Train one member per config, all at once, for up to ``steps`` steps; one ``TrainResult`` each, in order.
 
@@ -492,6 +497,8 @@ def train_population(
     top Hessian eigenvalue on the last batch, as ``train_trial(...,
     sharpness=True)`` measures it for the early warning, by one vectorized
     power iteration over all members (``sharpness_seconds`` is its time / K).
+    Past one of ``deadlines`` the population stops at the end of a block of
+    steps with :class:`~stabsearch.trainer.OutOfTime`, as ``train_trial`` does.
 
     Example:
         >>> from stabsearch import load_model_module
@@ -517,6 +524,7 @@ def train_population(
         _LINEAR_REWRITE[key] = population.choose_linear_rewrite(first)
     population.linear_rewrite = _LINEAR_REWRITE[key]
     watch = _Watch(configs, steps, chance, options)
+    limits = sorted((d for d in deadlines if d is not None), key=lambda d: d.at)
     block = _block(device)
     every = max(50, steps // 20)  # Run's telemetry_every
     telemetry: list[list[dict[str, float]]] = [[] for _ in configs]
@@ -539,6 +547,8 @@ def train_population(
                 population.keep(np.setdiff1d(np.arange(population.members.size), diverged))
             if population.members.size == 0:
                 break
+            if limits and time.monotonic() >= limits[0].at:
+                raise OutOfTime(limits[0].limit, limits[0].seconds)
     seconds = (time.perf_counter() - started) / len(configs)
     eigenvalues, sharpness_seconds = np.full(population.members.size, np.nan), 0.0
     sharpness_check = "skipped: --no-early-warning"

@@ -45,7 +45,7 @@ from stabsearch.space import SearchSpace, sample
 from stabsearch.stability import Analysis, StabilityOptions, analyze
 from stabsearch.storage import Storage
 from stabsearch.telemetry import FIELDS as TELEMETRY_FIELDS
-from stabsearch.trainer import StopRun, TrainResult, train_trial
+from stabsearch.trainer import Deadline, OutOfTime, StopRun, TrainResult, train_trial
 
 _MAX_SPIKES_STORED = 50
 _REPORTS_PER_TRIAL = 20
@@ -72,6 +72,8 @@ class SearchSettings:
     stop_slow: bool = True
     #: Measure the sharpness at the end of each trial and apply the early warning (off: no probe at all).
     early_warning: bool = True
+    #: Seconds one trial may train; past it the trial ends FAIL "timed out" at its next logged step (counted, not retried).
+    trial_timeout: float | None = None
 
 
 @dataclasses.dataclass
@@ -119,6 +121,7 @@ def run_search(
     for workers whose parent reserved the slots already.
     """
     started = time.perf_counter()
+    deadline = Deadline.after(settings.timeout, "study")
     study = open_search_study(storage, study_name, module, space, settings)
     recover_lost(study, settings.heartbeat)
     existing = study.get_trials(deepcopy=False)
@@ -151,15 +154,17 @@ def run_search(
                 for trial in held:
                     beats.enter_context(heartbeat(study, trial._trial_id, settings.heartbeat))
                 if len(held) == 1:
-                    done = [run_trial(study, held[0], module, space, storage, settings)]
+                    done = [run_trial(study, held[0], module, space, storage, settings, deadline=deadline)]
                 else:
-                    done = run_population(study, held, module, space, storage, settings)
+                    done = run_population(study, held, module, space, storage, settings, deadline=deadline)
             held = []
             for verdict in done:
                 summary.new_trials += 1
                 verdicts[verdict] += 1
             bar.update(len(done))
             bar.set_postfix_str(_postfix(verdicts))
+    except OutOfTime:  # --timeout reached inside a trial: it was re-queued
+        summary.timed_out = True
     except KeyboardInterrupt:
         summary.interrupted = True
         for trial in held:
@@ -184,9 +189,12 @@ def _claim_up_to(study: optuna.Study, size: int) -> list[optuna.Trial]:
 
 def run_population(
     study: optuna.Study, trials: list[optuna.Trial], module: ModelModule, space: SearchSpace,
-    storage: Storage, settings: SearchSettings,
+    storage: Storage, settings: SearchSettings, *, deadline: Deadline | None = None,
 ) -> list[str]:
-    """Train ``trials`` at once as one vectorized population, then finish each like a sequential trial."""
+    """Train ``trials`` at once as one vectorized population, then finish each like a sequential trial.
+
+    Time limits end the whole population as they end a trial (see :func:`run_trial`).
+    """
     from stabsearch.population import train_population
 
     steps, seed = settings.steps, settings.seed
@@ -194,8 +202,14 @@ def run_population(
     try:
         results = train_population(
             module, configs, steps=steps, seed=seed, device=settings.device, options=settings.options,
-            sharpness=settings.early_warning,
+            sharpness=settings.early_warning, deadlines=(deadline, Deadline.after(settings.trial_timeout, "trial")),
         )
+    except OutOfTime as out:
+        for trial in trials:
+            _out_of_time(study, trial, out)
+        if out.limit == "study":
+            raise
+        return ["failed"] * len(trials)
     except KeyboardInterrupt:
         raise
     except BaseException as exc:  # user code: these trials fail, the study goes on
@@ -207,6 +221,17 @@ def run_population(
 
 def _postfix(verdicts: collections.Counter[str]) -> str:
     return " ".join(f"{v}={verdicts[v]}" for v in VERDICTS[:-1] if verdicts[v])
+
+
+def _out_of_time(study: optuna.Study, trial: optuna.Trial, out: OutOfTime) -> None:
+    """The study's time ran out: re-queue the trial; the trial's own ran out: it failed, "timed out"."""
+    if out.limit == "study":
+        _abandon(study, trial, "interrupted")
+        return
+    trial.set_user_attr("verdict", "failed")
+    trial.set_user_attr("failure", "timed out")
+    trial.set_user_attr("error", f"OutOfTime: {out}")
+    study.tell(trial, state=TrialState.FAIL)
 
 
 def _abandon(study: optuna.Study, trial: optuna.Trial, reason: str) -> None:
@@ -233,11 +258,15 @@ def run_trial(
     steps: int | None = None,
     config: OptimConfig | None = None,
     attrs: dict[str, Any] | None = None,
+    deadline: Deadline | None = None,
 ) -> str:
     """Train one trial and tell its result; returns its verdict.
 
     Search trials sample their configuration from ``space``; confirmation runs
     pass ``config``, a new ``seed`` and a longer ``steps``, and are tagged by ``kind``.
+    Past ``deadline`` (the study's ``--timeout``) the trial stops at its next
+    logged step, is re-queued as interrupted, and :class:`OutOfTime` is
+    raised; past ``settings.trial_timeout`` it ends FAIL "timed out".
     """
     steps = steps or settings.steps
     seed = settings.seed if seed is None else seed
@@ -261,7 +290,13 @@ def run_trial(
         result = train_trial(
             module, config, steps=steps, seed=seed, device=settings.device,
             options=settings.options, on_progress=on_progress, progress_every=every, sharpness=settings.early_warning,
+            deadlines=(deadline, Deadline.after(settings.trial_timeout, "trial")),
         )
+    except OutOfTime as out:
+        _out_of_time(study, trial, out)
+        if out.limit == "study":
+            raise
+        return "failed"
     except KeyboardInterrupt:
         raise
     except BaseException as exc:  # user code: fail this trial only
@@ -359,6 +394,8 @@ def analyze_result(result: TrainResult, module: ModelModule, config: OptimConfig
         final=result.final_eval,
         dead_layer=bool(result.dead_layers),
         options=options,
+        # a divergence only the trainer saw (non-finite weights or telemetry under a finite loss)
+        diverged_at=result.diverged_at if "divergence" in result.checks else None,
     )
 
 

@@ -949,6 +949,7 @@ def analyze(
     final: float | None = None,
     dead_layer: bool = False,
     options: StabilityOptions | None = None,
+    diverged_at: int | None = None,
 ) -> Analysis:
     """Diagnose one loss curve: verdict, spikes, final loss and score.
 
@@ -967,6 +968,9 @@ def analyze(
             the run diverged, at the last logged step.
         dead_layer: the trainer found a hidden ReLU layer completely dead;
             the run is a plateau (collapse) whatever its loss does.
+        diverged_at: the index of a logged value where the trainer saw the
+            run diverge while the loss stayed finite (a non-finite weight or
+            gradient norm); the curve is judged as diverged there.
         options: thresholds and weights; default ``StabilityOptions()``.
 
     Spikes are both kinds of event: :func:`find_spikes` and
@@ -1002,6 +1006,8 @@ def analyze(
         raise ValueError(f"chance_loss must be a finite number > 0; got {chance_loss!r}")
     if final is not None and not isinstance(final, numbers.Real):
         raise ValueError(f"final must be a number; got {final!r}")
+    if diverged_at is not None and not (_is_int(diverged_at) and 0 <= diverged_at < n):
+        raise ValueError(f"diverged_at must be an index of the curve (0 .. {n - 1}); got {diverged_at!r}")
 
     l0 = initial_loss(x, opts.head)
     warmup_index = int(np.searchsorted(st, warmup, side="left"))
@@ -1015,6 +1021,8 @@ def analyze(
         noise=divergence_noise(x, window=opts.window),
         sigmas=opts.diverge_sigmas,
     )
+    if diverged_at is not None:
+        div = diverged_at if div is None else min(div, diverged_at)
     end = n if div is None else div
     head = x[:end]  # finite, and before any divergence
     spikes = _with_relapses(

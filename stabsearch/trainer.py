@@ -37,6 +37,33 @@ class StopRun(BaseException):
     """
 
 
+class OutOfTime(StopRun):
+    """A time limit ended the run at a logged step: ``limit`` is ``"study"`` (``--timeout``) or ``"trial"``.
+
+    ``train_trial`` lets it through, so the caller ends the trial (re-queued
+    for the study's limit, failed as "timed out" for the trial's) instead
+    of analysing a curve that was cut short.
+    """
+
+    def __init__(self, limit: str, seconds: float) -> None:
+        super().__init__(f"{limit} time limit of {seconds:g}s reached")
+        self.limit = limit
+        self.seconds = seconds
+
+
+@dataclasses.dataclass(frozen=True)
+class Deadline:
+    """A point on ``time.monotonic()`` at which a run stops, and which limit it is."""
+
+    at: float
+    limit: str  # "study" or "trial"
+    seconds: float
+
+    @classmethod
+    def after(cls, seconds: float | None, limit: str) -> Deadline | None:
+        return None if seconds is None else cls(time.monotonic() + seconds, limit, seconds)
+
+
 @dataclasses.dataclass
 class TrainResult:
     """What one training run produced, as plain numbers."""
@@ -104,6 +131,7 @@ class Run:
         on_progress: ProgressCallback | None = None,
         progress_every: int | None = None,
         telemetry_every: int | None = None,
+        deadlines: tuple[Deadline, ...] = (),
     ) -> None:
         if steps < 1:
             raise ValueError(f"steps must be at least 1, got {steps}")
@@ -123,6 +151,7 @@ class Run:
         self.last_batch: Any = None
         self.probe: Callable[[], Any] | None = None  # the loss on the current batch: see watch()
         self.checks: dict[str, str] = {}
+        self.deadlines = tuple(sorted((d for d in deadlines if d is not None), key=lambda d: d.at))
         self.optimizer: torch.optim.Optimizer | None = None
         self._scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
         self.diverged_at: int | None = None
@@ -179,12 +208,17 @@ class Run:
             self.flush()
         if len(self._losses) + len(self._pending) > self.steps:
             raise StopRun("step budget spent")
+        if self.deadlines and time.monotonic() >= self.deadlines[0].at:
+            self.flush()
+            raise OutOfTime(self.deadlines[0].limit, self.deadlines[0].seconds)
 
     def sample_telemetry(self) -> None:
         """Record Adam's internals (and dead ReLU units, when a probe is set) at this step.
 
         A sample that fails stops the telemetry of this run, with the reason
-        in ``checks``; the run itself goes on.
+        in ``checks``; the run itself goes on. A non-finite weight, gradient
+        norm or telemetry value is a divergence at this step, even while the
+        loss looks finite (a loss passed through ``nan_to_num``, say).
         """
         assert self.optimizer is not None
         try:
@@ -193,11 +227,18 @@ class Run:
                 counts = relu_dead_units(self.model, self.probe)
                 if counts:
                     values["dead_fraction"] = sum(d for d, _ in counts.values()) / sum(n for _, n in counts.values())
+            broken = _nonfinite(values) or nonfinite_weights(self.optimizer)
         except Exception as exc:  # a check of ours: never the trial's failure
             self.checks["telemetry"] = f"failed: {one_line(exc)}"
             return
         if values:
             self.telemetry.append({"step": self._count - 1, **values})
+        if broken:
+            self.flush()
+            if self.diverged_at is None:
+                self.diverged_at = self._count - 1
+                self.checks["divergence"] = f"{broken} at step {self._count - 1}, while the loss was finite"
+            raise StopRun("diverged")
 
     def flush(self) -> None:
         """Read the pending block of losses off the device and check it for divergence."""
@@ -320,6 +361,7 @@ def train_trial(
     on_progress: ProgressCallback | None = None,
     progress_every: int | None = None,
     sharpness: bool = True,
+    deadlines: tuple[Deadline | None, ...] = (),
 ) -> TrainResult:
     """Train ``module`` with ``config`` for up to ``steps`` steps and return the loss curve.
 
@@ -330,12 +372,14 @@ def train_trial(
     cannot run leaves the result as it is and says why in ``result.checks``.
     ``on_progress(step, loss)`` hears the median loss of the last block at each
     multiple of ``progress_every`` steps (default: a twentieth of ``steps``).
-    Exceptions from user code propagate; the caller decides what a failure means.
+    A run past one of its ``deadlines`` stops at its next logged step with
+    :class:`OutOfTime`, which propagates. Exceptions from user code
+    propagate; the caller decides what a failure means.
     """
     chance = math.log(module.classes) if module.classes else None
     seed_everything(seed)
     run = Run(config, steps=steps, seed=seed, device=device, chance_loss=chance, options=options, on_progress=on_progress,
-              progress_every=progress_every)
+              progress_every=progress_every, deadlines=tuple(d for d in deadlines if d is not None))
     started = time.perf_counter()
     try:
         if module.train is not None:
@@ -343,6 +387,8 @@ def train_trial(
         else:
             default_loop(module, run)
         run.flush()
+    except OutOfTime:
+        raise
     except StopRun:
         pass
     seconds = time.perf_counter() - started
@@ -359,6 +405,13 @@ def _after_training(module: ModelModule, run: Run, result: TrainResult, *, sharp
     the trial keeps its result.
     """
     checks = {"telemetry": run.checks.get("telemetry") or ("ran" if run.telemetry else _why_no_telemetry(run))}
+    if run.diverged_at is None and run.optimizer is not None and result.steps_run:
+        broken = nonfinite_weights(run.optimizer)
+        if broken:  # the loss stayed finite to the end, the weights did not
+            run.diverged_at = result.diverged_at = result.steps_run - 1
+            run.checks["divergence"] = f"{broken} at the end of the run, while the loss was finite"
+    if "divergence" in run.checks:
+        checks["divergence"] = run.checks["divergence"]
     model = run.model
     if run.diverged_at is not None:
         return {**checks, **dict.fromkeys(("evaluate", "dead_units", "sharpness"), "skipped: the run diverged")}
@@ -379,6 +432,22 @@ def _after_training(module: ModelModule, run: Run, result: TrainResult, *, sharp
     if sharpness and run.probe is not None:
         checks["sharpness"] = _attempt(lambda: _sharpness(model, run, result, seed))
     return checks
+
+
+def _nonfinite(values: dict[str, float]) -> str:
+    """Names of the telemetry values that are NaN or infinite (``update_ratio`` is inf for all-zero weights)."""
+    bad = [k for k, v in values.items() if not math.isfinite(v) and not (k == "update_ratio" and v == math.inf)]
+    return f"non-finite {', '.join(bad)}" if bad else ""
+
+
+@torch.no_grad()
+def nonfinite_weights(optimizer: torch.optim.Optimizer) -> str:
+    """``"non-finite weights"`` when a parameter the optimizer trains holds NaN or inf, else ``""``; one device read."""
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    if not params:
+        return ""
+    finite = torch.stack([torch.isfinite(p).all() for p in params]).all()
+    return "" if bool(finite) else "non-finite weights"
 
 
 def _why_no_telemetry(run: Run) -> str:
