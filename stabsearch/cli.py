@@ -12,11 +12,16 @@ import io
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import click
 
 from stabsearch.errors import UsageError
 from stabsearch.export import FORMATS, format_recommendation
+from stabsearch.inputs import Finite, check_name, printable
+
+#: Largest --seed: seeds derived from it (the sampler's, confirmation runs') stay below numpy's 2**32.
+MAX_SEED = 2**31 - 1
 
 _STORAGE_HELP = "Study storage: an SQLAlchemy URL or journal:PATH [default: sqlite:///studies/stabsearch.db]"
 
@@ -30,11 +35,11 @@ def _study_option(f):  # noqa: ANN001, ANN202
 
 
 def _confirm_options(f):  # noqa: ANN001, ANN202
-    f = click.option("--stress", type=click.FloatRange(min=0, min_open=True), default=2.0, show_default=True,
+    f = click.option("--stress", type=Finite(1.0, 100.0), default=2.0, show_default=True,
                      help="Confirmation horizon, in multiples of the search steps.")(f)
-    f = click.option("--seeds", type=click.IntRange(min=1), default=3, show_default=True,
+    f = click.option("--seeds", type=click.IntRange(1, 100), default=3, show_default=True,
                      help="New seeds each confirmed configuration is re-run on.")(f)
-    return click.option("--confirm", type=click.IntRange(min=0), default=3, show_default=True,
+    return click.option("--confirm", type=click.IntRange(0, 100), default=3, show_default=True,
                         help="How many of the best configurations to confirm (0: none).")(f)
 
 
@@ -48,16 +53,16 @@ def cli() -> None:
 @click.argument("model", metavar="MODEL")
 @click.option("--study", default=None, metavar="NAME", help="Study name [default: the model module's name].")
 @_storage_option
-@click.option("--trials", type=click.IntRange(min=1), default=20, show_default=True, help="Finished search trials the study should have (a rerun resumes).")
-@click.option("--steps", type=click.IntRange(min=1), default=None, help="Steps per trial [default: the module's STEPS, else 1000].")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None, metavar="SECONDS",
+@click.option("--trials", type=click.IntRange(1, 1_000_000), default=20, show_default=True, help="Finished search trials the study should have (a rerun resumes).")
+@click.option("--steps", type=click.IntRange(1, 10**12), default=None, help="Steps per trial [default: the module's STEPS, else 1000].")
+@click.option("--timeout", type=Finite(0.0, 1e8, low_open=True), default=None, metavar="SECONDS",
               help="Stop the search after this long: the running trial stops at its next step and is re-queued.")
-@click.option("--trial-timeout", type=click.FloatRange(min=0, min_open=True), default=None, metavar="SECONDS",
+@click.option("--trial-timeout", type=Finite(0.0, 1e8, low_open=True), default=None, metavar="SECONDS",
               help="A trial still training after this long ends FAIL 'timed out' (counted, not retried).")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seeds the sampler, the model and the data.")
+@click.option("--seed", type=click.IntRange(0, MAX_SEED), default=0, show_default=True, help="Seeds the sampler, the model and the data.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--space", "space_file", type=click.Path(dir_okay=False), default=None, metavar="FILE", help="YAML file of search-space overrides.")
-@click.option("--warning-penalty", type=click.FloatRange(min=0), default=1.0, show_default=True,
+@click.option("--warning-penalty", type=Finite(0.0, 100.0), default=1.0, show_default=True,
               help="Decades added to the score of a trial predicted to blow up later (0: off).")
 @click.option("--early-warning/--no-early-warning", default=True, show_default=True,
               help="Probe each trial's sharpness at its end and warn of a later eps blow-up (--no-early-warning: no probe at all).")
@@ -67,7 +72,7 @@ def cli() -> None:
               help="Train K trials at once as one vectorized population (torch.func.vmap).")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Worker processes sharing the study (one per GPU when there are several).")
-@click.option("--heartbeat", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True,
+@click.option("--heartbeat", type=Finite(0.01, 3600.0), default=10.0, show_default=True,
               metavar="SECONDS", help="Heartbeat interval; a trial silent for 6 beats is recovered as 'worker lost'.")
 @_confirm_options
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
@@ -92,8 +97,8 @@ def run(model: str, study: str | None, storage: str | None, trials: int, steps: 
         device=device_, progress=progress, warning_penalty=warning_penalty, heartbeat=heartbeat,
         population=_population_size(module, device_, population), stop_slow=stop_slow, early_warning=early_warning,
     )
+    name = check_name(study) if study is not None else module.name
     store = open_storage(storage, create=True)
-    name = study or module.name
     click.echo(f"study {name!r} in {store.shown}: {settings.trials} trials of {settings.steps} steps on {settings.device}", err=True)
     if workers > 1:
         from stabsearch.workers import run_workers
@@ -137,12 +142,18 @@ def _write_report(store, name: str) -> None:  # noqa: ANN001
         loaded = load_study(store, name)
         built = build_report(loaded, store)
         path = default_report_path(name)
-        built.write(path)
+        built.write(_home() / path)  # where the command started: user code may have changed the directory
         save_to_dashboard(loaded, built.figures, built.note_markdown)
     except (UsageError, OSError) as exc:
         click.echo(f"report not written: {exc}", err=True)
         return
     click.echo(f"report: {path} (figures and note saved for `stabsearch dashboard`)", err=True)
+
+
+def _home() -> Path:
+    """The working directory the command started in."""
+    ctx = click.get_current_context(silent=True)
+    return (ctx.find_root().obj or {}).get("home", Path.cwd()) if ctx is not None else Path.cwd()
 
 
 def _population_size(module, device, requested: int) -> int:  # noqa: ANN001
@@ -178,7 +189,7 @@ def _load(model: str, space_file: str | None, device: str):  # noqa: ANN202
 @click.argument("model", metavar="MODEL")
 @_study_option
 @_storage_option
-@click.option("--seed", type=click.IntRange(min=0), default=None, help="Base seed [default: the study's].")
+@click.option("--seed", type=click.IntRange(0, MAX_SEED), default=None, help="Base seed [default: the study's].")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--space", "space_file", type=click.Path(dir_okay=False), default=None, metavar="FILE", help="YAML file of search-space overrides.")
 @_confirm_options
@@ -270,8 +281,8 @@ def recommend(study: str | None, storage: str | None, fmt: str) -> None:
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.option("--classes", type=click.IntRange(min=2), default=None, help="Balanced classes K: ln K is the chance loss.")
 @click.option("--warmup", type=click.IntRange(min=0), default=0, show_default=True, help="Warmup steps (no divergence test before).")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="The run's learning rate, for the advice.")
-@click.option("--eps", type=click.FloatRange(min=0, min_open=True), default=None, help="The run's Adam eps, for the advice.")
+@click.option("--lr", type=Finite(0.0, 1e6, low_open=True), default=None, help="The run's learning rate, for the advice.")
+@click.option("--eps", type=Finite(0.0, 1e6, low_open=True), default=None, help="The run's Adam eps, for the advice.")
 def analyze(file: str, fmt: str, classes: int | None, warmup: int, lr: float | None, eps: float | None) -> None:
     """Diagnose the loss log FILE from any run: a CSV with a loss column, or one number per line."""
     import math
@@ -307,7 +318,7 @@ def studies(storage: str | None) -> None:
     for s in summaries:
         states = [t.state.name for t in store.storage.get_all_trials(s._study_id, deepcopy=False)]
         rows.append({
-            "study": s.study_name, "trials": len(states), "complete": states.count("COMPLETE"),
+            "study": printable(s.study_name), "trials": len(states), "complete": states.count("COMPLETE"),
             "pruned": states.count("PRUNED"), "failed": states.count("FAIL"), "running": states.count("RUNNING"),
             "model": s.user_attrs.get("model", ""),
         })
@@ -322,8 +333,6 @@ def studies(storage: str | None) -> None:
               help="Also save the figures and a summary note on the study for optuna-dashboard.")
 def report(study: str | None, storage: str | None, output: str | None, to_dashboard: bool) -> None:
     """Write the study's safe-region report: one self-contained HTML file that works offline."""
-    from pathlib import Path
-
     from stabsearch.report import build_report, default_report_path
     from stabsearch.storage import load_study, open_storage
 
@@ -369,7 +378,8 @@ def dashboard(storage: str | None, host: str, port: int) -> None:
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point: run the CLI and map errors to exit statuses."""
     try:
-        cli.main(args=list(argv) if argv is not None else None, prog_name="stabsearch", standalone_mode=False)
+        cli.main(args=list(argv) if argv is not None else None, prog_name="stabsearch", standalone_mode=False,
+                 obj={"home": Path.cwd()})
     except UsageError as exc:
         click.echo(f"stabsearch: error: {exc}", err=True)
         sys.exit(2)
@@ -387,3 +397,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(exc.exit_code)
     except BrokenPipeError:
         sys.exit(0)
+    except Exception as exc:
+        from stabsearch.storage import is_storage_fault, last_opened, storage_error
+
+        if not is_storage_fault(exc):
+            raise
+        click.echo(f"stabsearch: error: {storage_error(last_opened(), exc)}", err=True)
+        sys.exit(2)

@@ -9,12 +9,14 @@ turns every problem into a one-line :class:`UsageError`.
 from __future__ import annotations
 
 import dataclasses
+import io
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from stabsearch.errors import UsageError
+from stabsearch.inputs import read_user_file, shorten
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,12 +36,13 @@ def read_loss_log(path: str | Path) -> LossLog:
         ([2.5, 1.5], [0, 10])
     """
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise UsageError(f"{path}: no such file")
     try:
-        first = path.open(encoding="utf-8").readline().strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"{path}: cannot read it as text ({exc.__class__.__name__})") from None
+        text = read_user_file(path, "loss log")
+    except UsageError as exc:
+        raise UsageError(str(exc).removeprefix("loss log ")) from None
+    first = text.split("\n", 1)[0].strip()
     if not first:
         raise UsageError(f"{path}: the file is empty")
     try:
@@ -49,19 +52,19 @@ def read_loss_log(path: str | Path) -> LossLog:
         has_header = True
     try:
         if has_header:
-            frame = pd.read_csv(path, skipinitialspace=True)
+            frame = pd.read_csv(io.StringIO(text), skipinitialspace=True)
         else:
-            frame = pd.read_csv(path, header=None, names=["loss"], usecols=[0], skipinitialspace=True)
+            frame = pd.read_csv(io.StringIO(text), header=None, names=["loss"], usecols=[0], skipinitialspace=True)
     except (pd.errors.ParserError, ValueError, UnicodeDecodeError) as exc:
-        raise UsageError(f"{path}: not a CSV loss log ({str(exc).splitlines()[0]})") from None
-    columns = {c.strip().lower(): c for c in frame.columns}
+        raise UsageError(f"{path}: not a CSV loss log ({shorten((str(exc).splitlines() or [''])[0])[1:-1]})") from None
+    columns = {str(c).strip().lower(): c for c in frame.columns}
     if "loss" not in columns:
-        raise UsageError(f"{path}: no 'loss' column (columns: {', '.join(map(str, frame.columns))})")
+        raise UsageError(f"{path}: no 'loss' column (columns: {shorten(', '.join(map(str, frame.columns)))[1:-1]})")
     losses = pd.to_numeric(frame[columns["loss"]], errors="coerce")
     bad = losses.isna() & frame[columns["loss"]].notna() & ~frame[columns["loss"]].astype(str).str.strip().str.lower().isin(["nan", "inf", "-inf", "+inf"])
     if bad.any():
         row = int(bad.idxmax()) + (2 if has_header else 1)
-        raise UsageError(f"{path}: line {row}: {frame[columns['loss']].iloc[int(bad.idxmax())]!r} is not a number")
+        raise UsageError(f"{path}: line {row}: {shorten(frame[columns['loss']].iloc[int(bad.idxmax())])} is not a number")
     if losses.empty:
         raise UsageError(f"{path}: no loss values")
     steps = None

@@ -18,10 +18,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, Union
 
-import yaml
 
 from stabsearch.config import OPTIMIZERS, OptimConfig
 from stabsearch.errors import UsageError
+from stabsearch.inputs import load_yaml, read_user_file
 from stabsearch.schedule import SCHEDULES
 
 
@@ -122,19 +122,7 @@ class SearchSpace:
 def load_space_file(path: str | Path) -> dict[str, Any]:
     """Read a YAML space file; any problem is a one-line :class:`UsageError`."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UsageError(f"space file {path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"space file {path}: cannot read it ({exc})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise UsageError(f"space file {path}:{where}: {problem}") from None
+    data = load_yaml(read_user_file(path, "space file"), f"space file {path}")
     if data is None:
         return {}
     if not isinstance(data, dict):
