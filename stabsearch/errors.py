@@ -21,3 +21,19 @@ class UsageError(Exception):
 
     def __init__(self, message: str) -> None:
         super().__init__(" ".join(str(message).split()))
+
+
+class StorageError(UsageError):
+    """The study storage cannot be read or written: a damaged or foreign file, a full disk, a lost connection.
+
+    Never a trial's failure: the run ends with this one line, naming the
+    storage and the cause, and the trial being written stays RUNNING, to be
+    recovered by the next run.
+
+    Example:
+        >>> str(StorageError("sqlite:///studies/stabsearch.db", "database or disk is full"))
+        'storage sqlite:///studies/stabsearch.db: database or disk is full'
+    """
+
+    def __init__(self, shown: str, cause: str) -> None:
+        super().__init__(f"storage {shown}: {cause}")

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import hashlib
 import html
 import math
 import re
@@ -92,8 +93,19 @@ def safe_filename(name: str) -> str:
 
 
 def default_report_path(study_name: str) -> Path:
-    """``studies/<study>.html`` under the current directory."""
-    return Path("studies") / f"{safe_filename(study_name)}.html"
+    """``studies/<study>.html`` under the current directory.
+
+    A name that is not already a safe file name gets a short hash of itself
+    after its cleaned form, so two studies never share a report file.
+
+    Example:
+        >>> str(default_report_path("adam-late")), str(default_report_path("a b")) != str(default_report_path("a_b"))
+        ('studies/adam-late.html', True)
+    """
+    cleaned = safe_filename(study_name)
+    if cleaned != study_name:
+        cleaned += "-" + hashlib.sha1(study_name.encode("utf-8")).hexdigest()[:8]
+    return Path("studies") / f"{cleaned}.html"
 
 
 def instability_probability(

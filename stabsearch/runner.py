@@ -43,7 +43,7 @@ from stabsearch.schedule import lr_factor
 from stabsearch.slow import is_slow, median_by_step
 from stabsearch.space import SearchSpace, sample
 from stabsearch.stability import Analysis, StabilityOptions, analyze
-from stabsearch.storage import Storage
+from stabsearch.storage import Storage, is_storage_fault
 from stabsearch.telemetry import FIELDS as TELEMETRY_FIELDS
 from stabsearch.trainer import Deadline, OutOfTime, StopRun, TrainResult, train_trial
 
@@ -158,6 +158,7 @@ def run_search(
                 else:
                     done = run_population(study, held, module, space, storage, settings, deadline=deadline)
             held = []
+            storage.check()  # user code may have deleted or replaced the database file
             for verdict in done:
                 summary.new_trials += 1
                 verdicts[verdict] += 1
@@ -213,6 +214,8 @@ def run_population(
     except KeyboardInterrupt:
         raise
     except BaseException as exc:  # user code: these trials fail, the study goes on
+        if is_storage_fault(exc, disk=False):
+            raise  # a report to the storage failed: not the user's error; the trials stay RUNNING, recoverable
         for trial in trials:
             _fail(study, trial, exc)
         return ["failed"] * len(trials)
@@ -300,6 +303,8 @@ def run_trial(
     except KeyboardInterrupt:
         raise
     except BaseException as exc:  # user code: fail this trial only
+        if is_storage_fault(exc, disk=False):
+            raise  # a report to the storage failed: not the user's error; the trial stays RUNNING, recoverable
         _fail(study, trial, exc)
         return "failed"
     return finish_trial(study, trial, module, storage, settings, config, steps, result, stopped_slow=stopped_at)
