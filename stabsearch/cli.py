@@ -61,7 +61,9 @@ def cli() -> None:
 @click.option("--stop-slow/--no-stop-slow", default=True, show_default=True,
               help="Stop a search trial whose loss is above the median of the finished trials' at the same step.")
 @click.option("--population", type=click.IntRange(min=1), default=1, show_default=True, metavar="K",
-              help="Train K trials at once as one vectorized population (torch.func.vmap).")
+              help="Train K trials at once as one vectorized population (torch.func.vmap), if a timed step says it is faster.")
+@click.option("--force-population", is_flag=True, default=False,
+              help="Train the --population even where its timed step is slower than K sequential steps.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Worker processes sharing the study (one per GPU when there are several).")
 @click.option("--heartbeat", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True,
@@ -69,8 +71,8 @@ def cli() -> None:
 @_confirm_options
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
 def run(model: str, study: str | None, storage: str | None, trials: int, steps: int | None, timeout: float | None,
-        seed: int, device: str, space_file: str | None, warning_penalty: float, stop_slow: bool, population: int, workers: int,
-        heartbeat: float,
+        seed: int, device: str, space_file: str | None, warning_penalty: float, stop_slow: bool, population: int,
+        force_population: bool, workers: int, heartbeat: float,
         confirm: int, seeds: int, stress: float, progress: bool) -> None:
     """Search optimizer settings for the model module MODEL (a .py file or module name).
 
@@ -81,12 +83,14 @@ def run(model: str, study: str | None, storage: str | None, trials: int, steps: 
     from stabsearch.runner import SearchSettings, run_search
     from stabsearch.storage import open_storage
 
+    if force_population and population == 1:
+        raise UsageError("--force-population: give --population K (K >= 2) too")
     module, space, device_ = _load(model, space_file, device)
     confirm_settings = ConfirmSettings(candidates=confirm, seeds=seeds, stress=stress)
     settings = SearchSettings(
         trials=trials, steps=steps or module.steps or 1000, seed=seed, timeout=timeout,
         device=device_, progress=progress, warning_penalty=warning_penalty, heartbeat=heartbeat,
-        population=_population_size(module, device_, population), stop_slow=stop_slow,
+        population=_population_size(module, device_, population, force=force_population), stop_slow=stop_slow,
     )
     store = open_storage(storage, create=True)
     name = study or module.name
@@ -164,19 +168,32 @@ def _write_report(store, name: str) -> None:  # noqa: ANN001
     click.echo(f"report: {path} (figures and note saved for `stabsearch dashboard`)", err=True)
 
 
-def _population_size(module, device, requested: int) -> int:  # noqa: ANN001
-    """``requested``, or 1 with a notice when the model can't be vectorized; refuse a K that won't fit."""
+def _population_size(module, device, requested: int, *, force: bool = False) -> int:  # noqa: ANN001
+    """``requested``, or 1 with a one-line notice when the model can't be vectorized or (unless ``force``)
+    a timed population step is no faster than ``requested`` sequential steps; refuse a K that won't fit."""
     if requested == 1:
         return 1
-    from stabsearch.population import max_population, why_not_vectorizable
+    from stabsearch.population import _one_line, max_population, measure_population_speed, why_not_vectorizable
 
+    instead = f"--population {requested}: training one trial at a time instead"
     reason = why_not_vectorizable(module, device)
     if reason is not None:
-        click.echo(f"--population {requested}: training one trial at a time instead ({reason})", err=True)
+        click.echo(f"{instead} ({reason})", err=True)
         return 1
     fits = max_population(module, device)
     if requested > fits:
         raise UsageError(f"--population {requested} does not fit in the memory of {device}: at most {fits} members fit")
+    if force:
+        return requested
+    try:
+        speed = measure_population_speed(module, device, requested)
+    except Exception as exc:  # user code or the device, on a path the checks above did not take
+        click.echo(f"{instead} (timing a population step failed: {_one_line(exc)})", err=True)
+        return 1
+    if not speed.pays:
+        click.echo(f"{instead} (a population step took {speed.ratio:.2g}x the time of {requested} sequential steps; "
+                   "--force-population keeps it)", err=True)
+        return 1
     return requested
 
 

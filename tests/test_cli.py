@@ -209,6 +209,49 @@ def test_no_penalty_column_without_a_penalty(workdir, cli):
     assert "penalty" not in header and "warning" not in header and "lambda_max" not in out
 
 
+def _population_sizes(name: str) -> list:
+    import optuna
+
+    study = optuna.load_study(study_name=name, storage="sqlite:///studies/stabsearch.db")
+    return [t.user_attrs.get("population") for t in study.trials]
+
+
+def _timed(monkeypatch, population: float, sequential: float) -> list:
+    from stabsearch import population as pop
+
+    calls = []
+
+    def fake(module, device, k, **kwargs):
+        calls.append(k)
+        return pop.PopulationSpeed(k=k, population=population, sequential=sequential)
+
+    monkeypatch.setattr(pop, "measure_population_speed", fake)
+    return calls
+
+
+def test_a_population_slower_than_sequential_falls_back_with_the_ratio(workdir, cli, monkeypatch):
+    calls = _timed(monkeypatch, population=0.014, sequential=0.010)
+    r = cli("run", module_path("tiny"), "--trials", "4", "--population", "4", "--no-progress", "--confirm", "0")
+    assert r.code == 0, r.err
+    assert calls == [4]
+    assert ("--population 4: training one trial at a time instead (a population step took 1.4x the time of 4 sequential steps; "
+            "--force-population keeps it)") in r.err.splitlines()
+    assert _population_sizes("tiny") == [None] * 4  # trained one at a time
+
+
+def test_a_faster_population_is_kept_and_a_forced_one_is_not_timed(workdir, cli, monkeypatch):
+    calls = _timed(monkeypatch, population=0.005, sequential=0.010)
+    r = cli("run", module_path("tiny"), "--study", "fast", "--trials", "4", "--population", "4", "--no-progress", "--confirm", "0")
+    assert r.code == 0 and calls == [4] and "instead" not in r.err, r.err
+    assert _population_sizes("fast") == [4] * 4
+
+    calls = _timed(monkeypatch, population=0.030, sequential=0.010)
+    r = cli("run", module_path("tiny"), "--study", "forced", "--trials", "4", "--population", "4", "--force-population",
+            "--no-progress", "--confirm", "0")
+    assert r.code == 0 and calls == [] and "instead" not in r.err, r.err
+    assert _population_sizes("forced") == [4] * 4
+
+
 def test_ctrl_c_leaves_nothing_running_and_resume_reruns_it(workdir, cli):
     r = cli("run", module_path("interrupt"), "--trials", "4", "--no-progress", "--confirm", "0")
     assert r.code == 130
@@ -300,6 +343,7 @@ BAD_INPUTS = {
     "show a trial that is not there": lambda d: ["trials", "--show", "99"],
     "show a negative trial": lambda d: ["trials", "--show", "-1"],
     "show as csv": lambda d: ["trials", "--show", "0", "--format", "csv"],
+    "force population without one": lambda d: ["run", module_path("tiny"), "--force-population"],
 }
 
 
