@@ -35,7 +35,10 @@ differ in float rounding only.
 Where it pays: small dense models, whose single steps are mostly overhead.
 On a CPU, vmap turns a convolution over K weight sets into a grouped
 convolution with permuted layouts, and a population of CNNs gains little
-there (``bench/throughput.py`` measures it).
+there (``bench/throughput.py`` measures it). ``stabsearch run`` therefore
+times one population step against K sequential ones first
+(:func:`measure_population_speed`, decided by :func:`population_pays`) and
+trains one trial at a time where the population is not faster.
 
 What a :class:`~stabsearch.trainer.TrainResult` from here holds: ``losses``,
 ``diverged_at``, ``seconds`` (the population's wall time divided by K: the
