@@ -1,7 +1,7 @@
 """The ``stabsearch`` command line.
 
 Exit status: 0 success, 2 bad input (one line on stderr, no traceback),
-1 an internal error, 130 interrupted. Every input is checked before a study is
+1 an internal error or a ``run`` whose every trial failed, 130 interrupted. Every input is checked before a study is
 opened, so bad input never changes a stored study.
 """
 
@@ -109,7 +109,8 @@ def run(model: str, study: str | None, storage: str | None, trials: int, steps: 
         click.echo("interrupted: the unfinished trial was re-queued; run the same command to resume", err=True)
         sys.exit(130)
     if summary.new_trials and summary.new_failed == summary.new_trials:
-        click.echo(f"every trial this run trained failed ({summary.new_failed} of {summary.new_trials}): fix the error above, "
+        where = "the error above" if summary.first_error is not None else f"what `stabsearch trials {flags}` shows"
+        click.echo(f"every trial this run trained failed ({summary.new_failed} of {summary.new_trials}): fix {where}, "
                    "then run again with a new --study (failed trials count toward --trials)", err=True)
         sys.exit(1)
     if summary.timed_out:
