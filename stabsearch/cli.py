@@ -1,7 +1,7 @@
 """The ``stabsearch`` command line.
 
 Exit status: 0 success, 2 bad input (one line on stderr, no traceback),
-1 an internal error, 130 interrupted. Every input is checked before a study is
+1 an internal error or a ``run`` whose every trial failed, 130 interrupted. Every input is checked before a study is
 opened, so bad input never changes a stored study.
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -69,7 +70,9 @@ def cli() -> None:
 @click.option("--stop-slow/--no-stop-slow", default=True, show_default=True,
               help="Stop a search trial whose loss is above the median of the finished trials' at the same step.")
 @click.option("--population", type=click.IntRange(min=1), default=1, show_default=True, metavar="K",
-              help="Train K trials at once as one vectorized population (torch.func.vmap).")
+              help="Train K trials at once as one vectorized population (torch.func.vmap), if a timed step says it is faster.")
+@click.option("--force-population", is_flag=True, default=False,
+              help="Train the --population even where its timed step is slower than K sequential steps.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Worker processes sharing the study (one per GPU when there are several).")
 @click.option("--heartbeat", type=Finite(0.01, 3600.0), default=10.0, show_default=True,
@@ -77,9 +80,8 @@ def cli() -> None:
 @_confirm_options
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
 def run(model: str, study: str | None, storage: str | None, trials: int, steps: int | None, timeout: float | None,
-        trial_timeout: float | None, seed: int, device: str, space_file: str | None, warning_penalty: float, early_warning: bool, stop_slow: bool,
-        population: int, workers: int,
-        heartbeat: float,
+        trial_timeout: float | None, seed: int, device: str, space_file: str | None, warning_penalty: float,
+        early_warning: bool, stop_slow: bool, population: int, force_population: bool, workers: int, heartbeat: float,
         confirm: int, seeds: int, stress: float, progress: bool) -> None:
     """Search optimizer settings for the model module MODEL (a .py file or module name).
 
@@ -90,31 +92,58 @@ def run(model: str, study: str | None, storage: str | None, trials: int, steps: 
     from stabsearch.runner import SearchSettings, run_search
     from stabsearch.storage import open_storage
 
+    if force_population and population == 1:
+        raise UsageError("--force-population: give --population K (K >= 2) too")
     module, space, device_ = _load(model, space_file, device)
     confirm_settings = ConfirmSettings(candidates=confirm, seeds=seeds, stress=stress)
     settings = SearchSettings(
         trials=trials, steps=steps or module.steps or 1000, seed=seed, timeout=timeout, trial_timeout=trial_timeout,
         device=device_, progress=progress, warning_penalty=warning_penalty, heartbeat=heartbeat,
-        population=_population_size(module, device_, population), stop_slow=stop_slow, early_warning=early_warning,
+        population=_population_size(module, device_, population, force=force_population), stop_slow=stop_slow,
+        early_warning=early_warning,
     )
     name = check_name(study) if study is not None else module.name
     store = open_storage(storage, create=True)
     click.echo(f"study {name!r} in {store.shown}: {settings.trials} trials of {settings.steps} steps on {settings.device}", err=True)
+    flags = _study_flags(name, store, storage)
+    on_error = lambda trial: _tell(_error_line(trial, flags))  # noqa: E731
     if workers > 1:
         from stabsearch.workers import run_workers
 
-        summary = run_workers(workers, model, module, space, store, name, settings)
+        summary = run_workers(workers, model, module, space, store, name, settings, on_error=on_error)
     else:
-        summary = run_search(module, space, store, name, settings)
+        summary = run_search(module, space, store, name, settings, on_error=on_error)
     counts = ", ".join(f"{n} {v}" for v, n in sorted(summary.verdicts.items())) or "none"
     click.echo(f"{summary.finished}/{settings.trials} trials finished ({counts}); {summary.new_trials} new in {summary.seconds:.1f}s", err=True)
     if summary.interrupted:
         click.echo("interrupted: the unfinished trial was re-queued; run the same command to resume", err=True)
         sys.exit(130)
+    if summary.new_trials and summary.new_failed == summary.new_trials:
+        where = "the error above" if summary.first_error is not None else f"what `stabsearch trials {flags}` shows"
+        click.echo(f"every trial this run trained failed ({summary.new_failed} of {summary.new_trials}): fix {where}, "
+                   "then run again with a new --study (failed trials count toward --trials)", err=True)
+        sys.exit(1)
     if summary.timed_out:
         click.echo("timeout reached: run the same command to continue", err=True)
         return
     _confirm_and_report(module, space, store, name, settings, confirm_settings, storage)
+
+
+def _study_flags(name: str, store, storage: str | None) -> str:  # noqa: ANN001
+    """The options that point a later command at this study, as the user would type them."""
+    return f"--study {name}" + (f" --storage '{store.shown}'" if storage else "")
+
+
+def _error_line(trial, flags: str) -> str:  # noqa: ANN001
+    """One line for a failed trial: its error, and the command that shows it in full."""
+    return f"trial {trial.number} failed: {trial.user_attrs.get('error')} (see: stabsearch trials --show {trial.number} {flags})"
+
+
+def _tell(line: str) -> None:
+    """A line on stderr that does not break a progress bar being drawn there."""
+    from tqdm import tqdm
+
+    tqdm.write(line, file=sys.stderr)
 
 
 def _confirm_and_report(module, space, store, name, settings, confirm_settings, storage) -> None:  # noqa: ANN001
@@ -129,7 +158,7 @@ def _confirm_and_report(module, space, store, name, settings, confirm_settings, 
             click.echo("interrupted: run the same command to resume the confirmation", err=True)
             sys.exit(130)
     _write_report(store, name)
-    click.echo(f"next: stabsearch recommend --study {name}" + (f" --storage '{store.shown}'" if storage else ""), err=True)
+    click.echo(f"next: stabsearch recommend {_study_flags(name, store, storage)}", err=True)
 
 
 def _write_report(store, name: str) -> None:  # noqa: ANN001
@@ -156,19 +185,32 @@ def _home() -> Path:
     return (ctx.find_root().obj or {}).get("home", Path.cwd()) if ctx is not None else Path.cwd()
 
 
-def _population_size(module, device, requested: int) -> int:  # noqa: ANN001
-    """``requested``, or 1 with a notice when the model can't be vectorized; refuse a K that won't fit."""
+def _population_size(module, device, requested: int, *, force: bool = False) -> int:  # noqa: ANN001
+    """``requested``, or 1 with a one-line notice when the model can't be vectorized or (unless ``force``)
+    a timed population step is no faster than ``requested`` sequential steps; refuse a K that won't fit."""
     if requested == 1:
         return 1
-    from stabsearch.population import max_population, why_not_vectorizable
+    from stabsearch.population import _one_line, max_population, measure_population_speed, why_not_vectorizable
 
+    instead = f"--population {requested}: training one trial at a time instead"
     reason = why_not_vectorizable(module, device)
     if reason is not None:
-        click.echo(f"--population {requested}: training one trial at a time instead ({reason})", err=True)
+        click.echo(f"{instead} ({reason})", err=True)
         return 1
     fits = max_population(module, device)
     if requested > fits:
         raise UsageError(f"--population {requested} does not fit in the memory of {device}: at most {fits} members fit")
+    if force:
+        return requested
+    try:
+        speed = measure_population_speed(module, device, requested)
+    except Exception as exc:  # user code or the device, on a path the checks above did not take
+        click.echo(f"{instead} (timing a population step failed: {_one_line(exc)})", err=True)
+        return 1
+    if not speed.pays:
+        click.echo(f"{instead} (a population step took {speed.ratio:.2g}x the time of {requested} sequential steps; "
+                   "--force-population keeps it)", err=True)
+        return 1
     return requested
 
 
@@ -219,15 +261,21 @@ def confirm(model: str, study: str | None, storage: str | None, seed: int | None
 @_study_option
 @_storage_option
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
-def trials(study: str | None, storage: str | None, fmt: str) -> None:
-    """List a study's trials with their verdicts, scores and settings."""
+@click.option("--show", type=click.IntRange(min=0), default=None, metavar="N",
+              help="Print everything about trial N: settings, verdict, early warning, checks, error and traceback, curve file.")
+def trials(study: str | None, storage: str | None, fmt: str, show: int | None) -> None:
+    """List a study's trials with their verdicts, scores and settings (or one trial in full, with --show)."""
     from stabsearch.records import study_records
     from stabsearch.storage import load_study, open_storage
 
-    loaded = load_study(open_storage(storage), study)
+    store = open_storage(storage)
+    loaded = load_study(store, study)
+    if show is not None:
+        _show_trial(loaded, store, show, fmt)
+        return
     records = study_records(loaded)
     if fmt == "json":
-        click.echo(json.dumps([r.to_dict() for r in records], indent=2))
+        click.echo(json.dumps([{**r.to_dict(), "curve_file": _curve_file(store, r)} for r in records], indent=2))
         return
     rows = [_row(r.to_dict()) for r in records]
     if fmt == "csv":
@@ -240,22 +288,102 @@ def trials(study: str | None, storage: str | None, fmt: str) -> None:
     click.echo(_table(rows) if rows else f"study {loaded.study_name!r} has no trials yet")
 
 
+def _curve_file(store, record) -> str | None:  # noqa: ANN001
+    """The absolute path of the trial's loss-curve CSV, or None when it has none on disk."""
+    artifact = record.curve_artifact
+    if not artifact or not re.fullmatch(r"[0-9A-Za-z-]+", str(artifact)):
+        return None
+    path = Path(store.artifacts_dir) / str(artifact)
+    return str(path.resolve()) if path.is_file() else None
+
+
+def _kind(d: dict) -> str:
+    return "probe" if d.get("probe") else "rescue" if d.get("rescue") else "back-off" if d.get("backoff") else d["kind"]
+
+
+def _fmt(v) -> str:  # noqa: ANN001
+    return "" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))
+
+
 def _row(d: dict) -> dict:
     p = d["params"]
-    fmt = lambda v: "" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))  # noqa: E731
+    penalty = d.get("warning_penalty") or 0.0
     return {
-        "number": d["number"], "kind": "probe" if d.get("probe") else "rescue" if d.get("rescue") else "back-off" if d.get("backoff") else d["kind"],
+        "number": d["number"], "kind": _kind(d),
         "state": d["state"], "verdict": d["verdict"],
-        "score": fmt(d["score"]), "final_loss": fmt(d["final_loss"]), "spikes": d["spikes"],
-        "optimizer": p.get("optimizer", ""), "lr": fmt(p.get("lr")), "eps": fmt(p.get("eps")),
-        "beta1": fmt(p.get("beta1")), "beta2": fmt(p.get("beta2")), "weight_decay": fmt(p.get("weight_decay")),
-        "schedule": p.get("schedule", ""), "warmup": fmt(p.get("warmup")),
+        "score": _fmt(d["score"]), "penalty": f"+{penalty:.3g}" if penalty else "",
+        "final_loss": _fmt(d["final_loss"]), "spikes": d["spikes"],
+        "optimizer": p.get("optimizer", ""), "lr": _fmt(p.get("lr")), "eps": _fmt(p.get("eps")),
+        "beta1": _fmt(p.get("beta1")), "beta2": _fmt(p.get("beta2")), "weight_decay": _fmt(p.get("weight_decay")),
+        "schedule": p.get("schedule", ""), "warmup": _fmt(p.get("warmup")),
         "failure": d.get("failure") or "", "error": d.get("error") or "",
+        "warning": _clip(d.get("warning") or "", 90) if penalty else "",
     }
 
 
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _show_trial(study, store, number: int, fmt: str) -> None:  # noqa: ANN001
+    """``trials --show N``: one trial in full, as text or JSON."""
+    from stabsearch.records import trial_record
+
+    if fmt == "csv":
+        raise UsageError("--show prints one trial as text (the default) or with --format json, not csv")
+    found = [t for t in study.get_trials(deepcopy=False) if t.number == number]
+    if not found:
+        count = len(study.get_trials(deepcopy=False))
+        known = f"its trials are numbered 0 to {count - 1}" if count else "it has no trials yet"
+        raise UsageError(f"--show {number}: study {study.study_name!r} has no trial {number} ({known})")
+    trial = found[0]
+    record = trial_record(trial)
+    extra = {"curve_file": _curve_file(store, record), "traceback": trial.user_attrs.get("traceback"),
+             "hint": trial.user_attrs.get("hint"), "stopped_slow_at": trial.user_attrs.get("stopped_slow_at")}
+    if fmt == "json":
+        click.echo(json.dumps({**record.to_dict(), **extra}, indent=2))
+        return
+    click.echo("\n".join(_show_lines(record.to_dict(), extra)))
+
+
+def _show_lines(d: dict, extra: dict) -> list[str]:
+    """The text of ``trials --show``: one ``label: value`` line per fact, then the traceback."""
+    kind = _kind(d) + (f" of trial {d['of']}" if d.get("of") is not None else "")
+    ran = f" (ran {d['steps_run']})" if d.get("steps_run") is not None and d["steps_run"] != d.get("steps") else ""
+    spikes = f"{d['spikes']} ({d['late_spikes']} late)"
+    if d.get("diverged_at") is not None:
+        spikes += f"; diverged at step {d['diverged_at']}"
+    if extra.get("stopped_slow_at") is not None:
+        spikes += f"; stopped as slow at step {extra['stopped_slow_at']}"
+    facts = [
+        ("state", f"{d['state']}, verdict {d['verdict']}"), ("kind", kind), ("seed", d.get("seed")),
+        ("steps", None if d.get("steps") is None else f"{d['steps']}{ran}"),
+        ("settings", " ".join(f"{k}={f'{v:.6g}' if isinstance(v, float) else v}" for k, v in d["params"].items())),
+        ("score", _fmt(d["score"])), ("final loss", _fmt(d["final_loss"])), ("spikes", spikes if d["state"] != "FAIL" else None),
+        ("failure", d.get("failure")), ("early warning", _warning_text(d)),
+        ("checks", "; ".join(f"{name} {outcome}" for name, outcome in d.get("checks", {}).items()) or None),
+        ("curve", f"{extra['curve_file']} (CSV; `stabsearch analyze` reads it)" if extra.get("curve_file")
+                  else "its file is missing from the artifact store" if d.get("curve_artifact") else None),
+        ("error", d.get("error")), ("hint", extra.get("hint")),
+    ]
+    width = max(len(label) for label, _ in facts) + 2
+    lines = [f"trial {d['number']}"] + [f"  {label + ':':<{width}}{value}" for label, value in facts if value not in (None, "")]
+    if extra.get("traceback"):
+        lines += ["  traceback:"] + ["    " + line for line in extra["traceback"].rstrip().splitlines()]
+    return lines
+
+
+def _warning_text(d: dict) -> str | None:
+    penalty, reason = d.get("warning_penalty") or 0.0, d.get("warning")
+    if penalty:
+        return f"penalty +{penalty:.3g} (decades added to the score): {reason}"
+    if reason is None:
+        return None
+    return f"{'predicted to blow up, but no penalty' if d.get('predicted_unstable') else 'no penalty'}: {reason}"
+
+
 def _table(rows: Sequence[dict]) -> str:
-    columns = [c for c in rows[0] if c not in ("failure", "error") or any(r[c] for r in rows)]
+    columns = [c for c in rows[0] if c not in ("penalty", "failure", "error", "warning") or any(r[c] for r in rows)]
     widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in columns}
     lines = ["  ".join(c.ljust(widths[c]) for c in columns)]
     lines += ["  ".join(str(r[c]).ljust(widths[c]) for c in columns) for r in rows]

@@ -35,7 +35,10 @@ differ in float rounding only.
 Where it pays: small dense models, whose single steps are mostly overhead.
 On a CPU, vmap turns a convolution over K weight sets into a grouped
 convolution with permuted layouts, and a population of CNNs gains little
-there (``bench/throughput.py`` measures it).
+there (``bench/throughput.py`` measures it). ``stabsearch run`` therefore
+times one population step against K sequential ones first
+(:func:`measure_population_speed`, decided by :func:`population_pays`) and
+trains one trial at a time where the population is not faster.
 
 What a :class:`~stabsearch.trainer.TrainResult` from here holds: ``losses``,
 ``diverged_at``, ``seconds`` (the population's wall time divided by K: the
@@ -77,6 +80,7 @@ from torch.utils._pytree import tree_leaves
 from stabsearch.batching import CheaperBatching
 from stabsearch.config import OptimConfig
 from stabsearch.loader import ModelModule
+from stabsearch.optim import build_optimizer
 from stabsearch.schedule import lr_factor
 from stabsearch.stability import StabilityOptions, initial_loss
 from stabsearch.telemetry import NEAR_EPS, SAMPLE_PER_TENSOR, double_backward_kernels, relu_dead_units
@@ -230,17 +234,15 @@ class _Population:
         forward writes (BatchNorm statistics) are put back.
         """
         saved = {n: b.clone() for n, b in self.buffers.items()}
-        best = {True: math.inf, False: math.inf}
+
+        def on(choice: bool) -> Callable[[], Any]:
+            def call() -> Any:
+                self.linear_rewrite = choice
+                return self.gradients(batch)
+            return call
+
         try:
-            for round_ in range(repeats + 1):
-                for choice in (False, True):
-                    self.linear_rewrite = choice
-                    _sync(self.device)
-                    started = time.perf_counter()
-                    self.gradients(batch)
-                    _sync(self.device)
-                    if round_:  # the first round warms both paths up
-                        best[choice] = min(best[choice], time.perf_counter() - started)
+            best = fastest({False: on(False), True: on(True)}, self.device, repeats)
         finally:
             with torch.no_grad():
                 for name, value in saved.items():
@@ -394,10 +396,50 @@ def _shape_key(population: _Population, batch: Any) -> tuple:
     )
 
 
+def _pick_linear_rewrite(population: _Population, batch: Any) -> None:
+    """Set the population's linear path, timed once per shape and process: a search refills with the same shapes."""
+    key = _shape_key(population, batch)
+    if key not in _LINEAR_REWRITE:
+        _LINEAR_REWRITE[key] = population.choose_linear_rewrite(batch)
+    population.linear_rewrite = _LINEAR_REWRITE[key]
+
+
 def _sync(device: torch.device) -> None:
     """Wait for the device's queued kernels, so a clock read measures them."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def fastest(calls: dict[Any, Callable[[], Any]], device: torch.device, repeats: int = 3) -> dict[Any, float]:
+    """The best wall time of each call, in seconds, as cuDNN's benchmark mode times its kernels.
+
+    One warm-up round of every call (not counted: first calls allocate and
+    compile), then ``repeats`` rounds calling each in turn, so a machine that
+    slows down mid-way slows all of them alike; the device is synchronised
+    around each call.
+
+    Args:
+        calls: what to time, by any key.
+        device: where the calls queue their work.
+        repeats: timed rounds after the warm-up (at least 1).
+
+    Example:
+        >>> times = fastest({"sum": lambda: torch.ones(100).sum()}, torch.device("cpu"), repeats=2)
+        >>> list(times) == ["sum"] and times["sum"] > 0
+        True
+    """
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+        raise ValueError(f"repeats must be an integer >= 1, got {repeats!r}")
+    best = dict.fromkeys(calls, math.inf)
+    for round_ in range(repeats + 1):
+        for key, call in calls.items():
+            _sync(device)
+            started = time.perf_counter()
+            call()
+            _sync(device)
+            if round_:  # the first round warms every call up
+                best[key] = min(best[key], time.perf_counter() - started)
+    return best
 
 
 class _Watch:
@@ -519,10 +561,7 @@ def train_population(
     first = next(batches)
     bound = _Bound(model, module.loss)
     population = _Population(bound, _plan(bound, first), _Hyper(configs, steps, device))
-    key = _shape_key(population, first)
-    if key not in _LINEAR_REWRITE:  # measured once per shape and process: a search refills with the same shapes
-        _LINEAR_REWRITE[key] = population.choose_linear_rewrite(first)
-    population.linear_rewrite = _LINEAR_REWRITE[key]
+    _pick_linear_rewrite(population, first)
     watch = _Watch(configs, steps, chance, options)
     limits = sorted((d for d in deadlines if d is not None), key=lambda d: d.at)
     block = _block(device)
@@ -750,6 +789,95 @@ def why_not_vectorizable(module: ModelModule, device: torch.device) -> str | Non
     if not all(math.isclose(v, plain, rel_tol=1e-4, abs_tol=1e-6) or (math.isnan(v) and math.isnan(plain)) for v in values):
         return f"the vmapped loss {values[0]:.6g} differs from the plain loss {plain:.6g}"
     return None
+
+
+# --------------------------------------------------------------------------- speed
+
+
+@dataclasses.dataclass(frozen=True)
+class PopulationSpeed:
+    """Seconds of one population step of ``k`` members, and of ``k`` sequential steps of one trial."""
+
+    k: int
+    population: float
+    sequential: float
+
+    @property
+    def ratio(self) -> float:
+        """The population step's time over the ``k`` sequential steps' (below 1: the population is faster)."""
+        return self.population / self.sequential
+
+    @property
+    def pays(self) -> bool:
+        return population_pays(self.population, self.sequential)
+
+
+def population_pays(population_seconds: float, sequential_seconds: float) -> bool:
+    """Whether a population is worth training: its step takes less time than its K members' sequential steps.
+
+    A population that is no faster only costs memory (a K-fold model and
+    Adam state), so a tie goes to sequential training.
+
+    Args:
+        population_seconds: one step of the K-member population.
+        sequential_seconds: K steps of one trial trained alone.
+
+    Example:
+        >>> population_pays(0.010, 0.040), population_pays(0.058, 0.041)
+        (True, False)
+    """
+    for name, value in (("population_seconds", population_seconds), ("sequential_seconds", sequential_seconds)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+            raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
+    return population_seconds < sequential_seconds
+
+
+def measure_population_speed(module: ModelModule, device: torch.device, k: int, *, steps: int = 2, repeats: int = 3) -> PopulationSpeed:
+    """Time one step of a ``k``-member population against ``k`` steps of one trial, on the first batch.
+
+    Each side trains ``steps`` steps per round on the seed-0 model (the
+    population on the linear path it would train with, chosen and cached as
+    :func:`train_population` does; one trial as the sequential trainer does:
+    forward, backward, ``torch.optim`` Adam/AdamW), timed by :func:`fastest`
+    (a warm-up round, then the best of ``repeats``). Members alternate Adam
+    with L2 and AdamW with decoupled decay, so every branch of the
+    population's step runs. The caller's random state is left as it was.
+
+    Args:
+        module: a module :func:`why_not_vectorizable` accepts (check it first).
+        device: where both would train.
+        k: the population size (at least 2).
+        steps: steps per timed round on each side.
+        repeats: timed rounds after the warm-up.
+    """
+    if isinstance(k, bool) or not isinstance(k, int) or k < 2:
+        raise ValueError(f"k must be an integer >= 2, got {k!r}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+    _check(module, [OptimConfig()], steps)
+    assert module.loss is not None
+    configs = [OptimConfig(optimizer="adam", weight_decay=1e-4), OptimConfig(optimizer="adamw", weight_decay=1e-2)]
+    with _own_rng(device):
+        bound, plan, batch = _probe_model(module, device)
+        population = _Population(bound, plan, _Hyper([configs[i % 2] for i in range(k)], steps, device))
+        _pick_linear_rewrite(population, batch)
+        population.load_block(0, steps)
+        model = bound.model  # the population holds its own copies: training this one leaves them alone
+        optimizer = build_optimizer(model.parameters(), configs[1])
+
+        def population_steps() -> None:
+            for t in range(steps):
+                population.step(batch, t)
+
+        def sequential_steps() -> None:
+            for _ in range(steps):
+                loss = module.loss(model, batch)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+
+        best = fastest({"population": population_steps, "sequential": sequential_steps}, device, repeats)
+    return PopulationSpeed(k=k, population=best["population"] / steps, sequential=k * best["sequential"] / steps)
 
 
 # --------------------------------------------------------------------------- memory

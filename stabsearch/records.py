@@ -43,6 +43,13 @@ class TrialRecord:
     failure: str | None = None
     error: str | None = None
     spike_events: tuple[dict[str, Any], ...] = ()
+    #: The early warning's one-line reason, and the decades it added to the score (0.0: none).
+    warning: str | None = None
+    warning_penalty: float = 0.0
+    #: Each check stabsearch ran after training: name -> "ran", "skipped: <why>" or "failed: <why>".
+    checks: dict[str, str] = dataclasses.field(default_factory=dict)
+    #: The id of the loss-curve CSV in the storage's artifact store (its file is ``artifacts_dir / id``).
+    curve_artifact: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {k: _json_safe(v) for k, v in dataclasses.asdict(self).items()}
@@ -91,7 +98,32 @@ def trial_record(trial: FrozenTrial) -> TrialRecord:
         failure=attrs.get("failure"),
         error=attrs.get("error"),
         spike_events=tuple(attrs.get("spikes") or ()),
+        warning=attrs.get("warning"),
+        warning_penalty=_penalty(attrs, score),
+        checks=_checks(attrs.get("checks")),
+        curve_artifact=attrs.get("curve_artifact"),
     )
+
+
+def _checks(value: Any) -> dict[str, str]:
+    return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else {}
+
+
+def _penalty(attrs: dict[str, Any], score: float | None) -> float:
+    """Decades the early warning added to the score; 0.0 when none.
+
+    Trials stored before ``warning_penalty`` was recorded carry it as the
+    difference of their score and their curve's own score.
+    """
+    value = attrs.get("warning_penalty")
+    if value is None and attrs.get("predicted_unstable") and attrs.get("verdict") not in ("slow", "diverged"):
+        curve = attrs.get("curve_score")
+        value = score - curve if isinstance(score, (int, float)) and isinstance(curve, (int, float)) else 0.0
+    try:
+        value = float(value or 0.0)
+    except (TypeError, ValueError):
+        return 0.0
+    return round(value, 12) if math.isfinite(value) and value > 0 else 0.0
 
 
 def study_records(study: optuna.Study) -> list[TrialRecord]:

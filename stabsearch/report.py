@@ -218,6 +218,8 @@ class Summary:
     best: dict[str, Any] | None = None
     lowest_unstable: dict[str, Any] | None = None
     highest_stable: dict[str, Any] | None = None
+    #: Search trials whose score got the early-warning penalty (number, lr, penalty, warning), in number order.
+    penalized: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
 
 def _space_lines(space: Mapping[str, Any]) -> list[str]:
@@ -249,7 +251,7 @@ def summarize(study: optuna.Study, records: Sequence[TrialRecord], storage: Any,
     stable = [r for r in search if r.verdict == "stable" and r.score is not None]
     unstable = [r for r in search if r.verdict in UNSTABLE]
     brief = lambda r: {"number": r.number, "lr": float(r.params["lr"]), "verdict": r.verdict,  # noqa: E731
-                       "final_loss": r.final_loss, "score": r.score}
+                       "final_loss": r.final_loss, "score": r.score, "penalty": r.warning_penalty, "warning": r.warning}
     code = None
     if recommendation is not None:
         from stabsearch.export import format_recommendation
@@ -275,6 +277,7 @@ def summarize(study: optuna.Study, records: Sequence[TrialRecord], storage: Any,
         best=brief(min(stable, key=lambda r: r.score)) if stable else None,
         lowest_unstable=brief(min(unstable, key=lambda r: float(r.params["lr"]))) if unstable else None,
         highest_stable=brief(max(stable, key=lambda r: float(r.params["lr"]))) if stable else None,
+        penalized=[brief(r) for r in search if r.warning_penalty > 0],
     )
 
 
@@ -348,7 +351,12 @@ def _summary_lines(s: Summary) -> list[tuple[str, str]]:
     if s.best:
         b = s.best
         lines.append(("Best", f"the lowest search score, trial #{b['number']} at lr={b['lr']:.3g}: final loss {_fmt(b['final_loss'])}, "
-                              f"score {_fmt(b['score'])}"))
+                              f"score {_fmt(b['score'])}" + (f" (with an early-warning penalty of +{b['penalty']:.3g})" if b.get("penalty") else "")))
+    if s.penalized:
+        first = s.penalized[0]
+        lines.append(("Early warning", f"{len(s.penalized)} search trial(s) scored worse for a predicted later blow-up: "
+                      + ", ".join(f"#{p['number']} +{p['penalty']:.3g}" for p in s.penalized[:8])
+                      + (", ..." if len(s.penalized) > 8 else "") + f". Why #{first['number']}: {first['warning'] or 'no reason stored'}"))
     if s.lowest_unstable:
         u = s.lowest_unstable
         edge = f"the lowest lr that went unstable was {u['lr']:.3g} (#{u['number']}, {u['verdict']})"
@@ -467,6 +475,8 @@ def _hover(r: TrialRecord) -> str:
             value = f"{p[key]:.6g}" if key == "beta2" and isinstance(p[key], float) else _fmt(p[key])
             parts.append(f"{key}={_esc(value)}")
     parts.append(f"score={_fmt(r.score)} final loss={_fmt(r.final_loss)} spikes={r.spikes}")
+    if r.warning_penalty:
+        parts.append(f"early-warning penalty +{r.warning_penalty:.3g}: {_esc((r.warning or '')[:120])}")
     if r.error:
         parts.append(f"error: {_esc(r.error[:120])}")
     return "<br>".join(parts)
@@ -718,15 +728,18 @@ def confirmation_table(records: Sequence[TrialRecord]) -> str:
     runs = [r for r in records if r.kind == "confirm"]
     if not runs:
         return '<p class="muted">No confirmation runs yet.</p>'
-    head = "".join(f"<th>{h}</th>" for h in ("trial", "confirms", "seed", "steps", "verdict", "spikes", "unrecovered", "final loss", "score", "lr", "eps"))
+    penalties = any(r.warning_penalty for r in runs)
+    head = "".join(f"<th>{h}</th>" for h in ("trial", "confirms", "seed", "steps", "verdict", "spikes", "unrecovered", "final loss", "score", "lr", "eps")
+                   + (("early-warning penalty",) if penalties else ()))
     rows = []
     for r in sorted(runs, key=lambda r: (r.of if r.of is not None else -1, r.backoff, r.seed or 0)):
         cells = [f"#{r.number}", _role(r) + (f"#{r.of}" if r.of is not None else "?"), r.seed, r.steps_run or r.steps,
                  r.verdict, r.spikes, r.unrecovered, _fmt(r.final_loss), _fmt(r.score), _fmt(r.params.get("lr")), _fmt(r.params.get("eps"))]
         color = VERDICT_COLORS.get(r.verdict, "#555")
+        penalty = (f'<td title="{_esc(r.warning or "")}">+{r.warning_penalty:.3g}</td>' if r.warning_penalty else "<td></td>") if penalties else ""
         rows.append("<tr>" + "".join(
             f'<td><span class="dot" style="background:{color}"></span>{_esc(c)}</td>' if i == 4 else f"<td>{_esc(c)}</td>"
-            for i, c in enumerate(cells)) + "</tr>")
+            for i, c in enumerate(cells)) + penalty + "</tr>")
     return f'<table class="runs"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
 
 

@@ -26,12 +26,13 @@ import time
 import traceback
 import warnings
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import optuna
 import torch
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 from tqdm import tqdm
 
 from stabsearch.config import OptimConfig
@@ -87,6 +88,21 @@ class SearchSummary:
     seconds: float
     interrupted: bool = False
     timed_out: bool = False
+    #: How many of the ``new_trials`` failed, and the number of the first failure with an error that was reported.
+    new_failed: int = 0
+    first_error: int | None = None
+
+
+#: Hears a failed trial with an ``error`` attribute, the first of a call of :func:`run_search` (or of the workers').
+ErrorCallback = Callable[[FrozenTrial], None]
+
+
+def report_first_error(summary: SearchSummary, trial: FrozenTrial, on_error: ErrorCallback | None) -> None:
+    """Call ``on_error`` with ``trial`` if it is the first failure with an error this search met."""
+    if summary.first_error is None and trial.state == TrialState.FAIL and trial.user_attrs.get("error"):
+        summary.first_error = trial.number
+        if on_error is not None:
+            on_error(trial)
 
 
 def _quiet_optuna() -> None:
@@ -112,13 +128,14 @@ def open_search_study(storage: Storage, name: str, module: ModelModule, space: S
 
 def run_search(
     module: ModelModule, space: SearchSpace, storage: Storage, study_name: str, settings: SearchSettings,
-    *, reserve_slots: bool = True,
+    *, reserve_slots: bool = True, on_error: ErrorCallback | None = None,
 ) -> SearchSummary:
     """Run search trials until the study has ``settings.trials`` finished ones, or time runs out.
 
     Each trial is a slot claimed from the study's queue (see :mod:`stabsearch.queue`),
     so several processes can run this on one study. ``reserve_slots=False`` is
-    for workers whose parent reserved the slots already.
+    for workers whose parent reserved the slots already. ``on_error`` hears the
+    first trial that fails with an error (a user-code error, out of memory), as it happens.
     """
     started = time.perf_counter()
     deadline = Deadline.after(settings.timeout, "study")
@@ -157,11 +174,14 @@ def run_search(
                     done = [run_trial(study, held[0], module, space, storage, settings, deadline=deadline)]
                 else:
                     done = run_population(study, held, module, space, storage, settings, deadline=deadline)
-            held = []
             storage.check()  # user code may have deleted or replaced the database file
-            for verdict in done:
+            for trial, verdict in zip(held, done):
                 summary.new_trials += 1
                 verdicts[verdict] += 1
+                if verdict == "failed":
+                    summary.new_failed += 1
+                    report_first_error(summary, trial.storage.get_trial(trial._trial_id), on_error)
+            held = []
             bar.update(len(done))
             bar.set_postfix_str(_postfix(verdicts))
     except OutOfTime:  # --timeout reached inside a trial: it was re-queued

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from stabsearch.config import OptimConfig
+from stabsearch.device import move_to
 from stabsearch.loader import ModelModule
 from stabsearch.optim import build_optimizer, build_scheduler
 from stabsearch.stability import StabilityOptions, divergence_noise, divergence_step, initial_loss
@@ -304,25 +305,16 @@ class Run:
         return np.asarray(self._losses, dtype=np.float64)
 
 
-def _move(batch: Any, device: torch.device) -> Any:
-    if isinstance(batch, torch.Tensor):
-        return batch.to(device, non_blocking=True)
-    if isinstance(batch, (list, tuple)):
-        return type(batch)(_move(b, device) for b in batch)
-    if isinstance(batch, dict):
-        return {k: _move(v, device) for k, v in batch.items()}
-    return batch
-
-
 def batch_stream(module: ModelModule, seed: int, device: torch.device) -> Iterator[Any]:
-    """The module's batches forever: a finite iterable is restarted with the same seed."""
+    """The module's batches forever, on ``device`` (:func:`~stabsearch.device.move_to`): a finite iterable
+    is restarted with the same seed."""
     assert module.batches is not None
     move = device.type != "cpu"
     while True:
         empty = True
         for batch in module.batches(seed):
             empty = False
-            yield _move(batch, device) if move else batch
+            yield move_to(batch, device) if move else batch
         if empty:
             raise ValueError("batches(seed) yielded no batches")
 

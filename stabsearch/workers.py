@@ -22,7 +22,7 @@ import torch
 from tqdm import tqdm
 
 from stabsearch.queue import budget_state, counts_toward_budget, recover_lost, reserve
-from stabsearch.runner import SearchSettings, SearchSummary, _postfix, open_search_study
+from stabsearch.runner import ErrorCallback, SearchSettings, SearchSummary, _postfix, open_search_study, report_first_error
 from stabsearch.space import SearchSpace
 
 
@@ -58,13 +58,19 @@ def _worker_main(job: WorkerJob) -> None:
     raise SystemExit(130 if summary.interrupted else 0)
 
 
-def run_workers(n: int, model: str, module, space: SearchSpace, storage, study_name: str, settings: SearchSettings) -> SearchSummary:  # noqa: ANN001
-    """Run the search in ``n`` worker processes and wait for them."""
+def run_workers(n: int, model: str, module, space: SearchSpace, storage, study_name: str, settings: SearchSettings,  # noqa: ANN001
+                on_error: ErrorCallback | None = None) -> SearchSummary:
+    """Run the search in ``n`` worker processes and wait for them.
+
+    ``on_error`` hears the first trial that fails with an error, as the
+    parent sees it in the storage (within a second of the worker's tell).
+    """
     started = time.perf_counter()
     study = open_search_study(storage, study_name, module, space, settings)
     recover_lost(study, settings.heartbeat)
     reserve(study, settings.trials)
     initial = budget_state(study)[0]
+    before = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
     ctx = multiprocessing.get_context("spawn")
     procs = [
         ctx.Process(target=_worker_main, args=(WorkerJob(model, space, storage.url, study_name, settings, dev),), name=f"stabsearch-worker-{i}")
@@ -75,9 +81,10 @@ def run_workers(n: int, model: str, module, space: SearchSpace, storage, study_n
     summary = SearchSummary(study_name, initial, 0, {}, 0.0)
     bar = tqdm(total=settings.trials, initial=min(initial, settings.trials), unit="trial",
                disable=None if settings.progress else True, dynamic_ncols=True)
+    refresh = lambda: _refresh(study, bar, summary, before, on_error)  # noqa: E731
     try:
         while any(p.is_alive() for p in procs):
-            _refresh(study, bar, summary)
+            refresh()
             if settings.timeout is not None and time.perf_counter() - started >= settings.timeout:
                 summary.timed_out = True
                 _interrupt(procs)
@@ -89,7 +96,7 @@ def run_workers(n: int, model: str, module, space: SearchSpace, storage, study_n
         for p in procs:
             p.join()
     finally:
-        _refresh(study, bar, summary)
+        refresh()
         bar.close()
     if any(p.exitcode == 130 for p in procs) and not summary.timed_out:
         summary.interrupted = True
@@ -103,9 +110,14 @@ def _interrupt(procs: list) -> None:  # noqa: ANN001
             os.kill(p.pid, signal.SIGINT)
 
 
-def _refresh(study: optuna.Study, bar: tqdm, summary: SearchSummary) -> None:
+def _refresh(study: optuna.Study, bar: tqdm, summary: SearchSummary, before: set[int], on_error: ErrorCallback | None) -> None:
+    """Bring the bar and ``summary`` up to date with the storage; ``before``: trials finished before the workers started."""
     trials = study.get_trials(deepcopy=False)
     counted = [t for t in trials if counts_toward_budget(t)]
+    new_failed = [t for t in counted if t.number not in before and t.state == optuna.trial.TrialState.FAIL]
+    summary.new_failed = len(new_failed)
+    for trial in new_failed:
+        report_first_error(summary, trial, on_error)
     verdicts = collections.Counter(t.user_attrs.get("verdict", "failed") for t in counted)
     summary.new_trials += len(counted) - summary.finished
     summary.finished = len(counted)

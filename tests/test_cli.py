@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -95,12 +99,157 @@ def test_user_code_error_fails_only_that_trial(workdir, cli):
     failed = [t for t in rows if t["state"] == "FAIL"]
     assert failed and all(t["failure"] == "user-code error" and "boom from user code" in t["error"] for t in failed)
     assert sum(t["state"] != "FAIL" for t in rows) >= 1 and len(rows) == 4
+    # The first error is told in one line with the command that shows it; the later ones only in the count.
+    first = failed[0]["number"]
+    told = [line for line in r.err.splitlines() if re.match(r"trial \d+ failed: ", line)]
+    assert told == [f"trial {first} failed: ValueError: boom from user code (see: stabsearch trials --show {first} --study flaky)"]
+    assert "every trial" not in r.err
 
     import optuna
 
     study = optuna.load_study(study_name="flaky", storage="sqlite:///studies/stabsearch.db")
     trace = study.trials[failed[0]["number"]].user_attrs["traceback"]
     assert "Traceback" in trace and "flaky.py" in trace
+
+
+def test_a_run_whose_every_trial_failed_says_so_and_exits_1(workdir, cli):
+    r = cli("run", module_path("always_fails"), "--trials", "3", "--no-progress")
+    assert r.code == 1, r.err
+    told = [line for line in r.err.splitlines() if " failed: " in line]
+    assert told == ["trial 0 failed: ValueError: shapes do not match at call 3 (see: stabsearch trials --show 0 --study always_fails)"]
+    assert "every trial this run trained failed (3 of 3)" in r.err and "Traceback" not in r.err
+    assert "confirming" not in r.err and not (workdir / "studies" / "always_fails.html").exists()
+    # The command it names shows the whole traceback, down to the user's line.
+    shown = cli("trials", "--show", "0", "--study", "always_fails")
+    assert shown.code == 0, shown.err
+    lines = shown.out.splitlines()
+    assert lines[0] == "trial 0" and re.match(r"\s+state:\s+FAIL, verdict failed$", lines[1])
+    assert any(re.match(r"\s+failure:\s+user-code error$", line) for line in lines)
+    assert any(re.match(r"\s+error:\s+ValueError: shapes do not match at call 3$", line) for line in lines)
+    assert "traceback:" in shown.out and 'always_fails.py", line' in shown.out and "in loss" in shown.out
+    # Resuming trains nothing new: the failures count toward --trials, so nothing is said about them again.
+    again = cli("run", module_path("always_fails"), "--trials", "3", "--no-progress", "--confirm", "0")
+    assert again.code == 0 and " failed: " not in again.err.replace("(3 failed)", "")
+
+
+@pytest.mark.slow
+def test_workers_tell_the_first_error_too(workdir, cli):
+    r = cli("run", module_path("always_fails"), "--trials", "2", "--workers", "2", "--no-progress")
+    assert r.code == 1, r.err
+    told = [line for line in r.err.splitlines() if " failed: " in line]
+    assert len(told) == 1 and re.fullmatch(r"trial (\d) failed: ValueError: shapes do not match at call 3 "
+                                           r"\(see: stabsearch trials --show \1 --study always_fails\)", told[0]), r.err
+    assert "every trial this run trained failed (2 of 2)" in r.err
+
+
+def test_trials_show_and_json_give_the_curve_file_and_the_warning(workdir, cli):
+    assert cli("run", module_path("tiny"), "--trials", "2", "--no-progress", "--confirm", "0").code == 0
+    rows = json.loads(cli("trials", "--format", "json").out)
+    for row in rows:
+        assert row["state"] == "COMPLETE" and isinstance(row["warning"], str) and row["warning"]
+        assert isinstance(row["warning_penalty"], float) and isinstance(row["checks"], dict)
+        path = row["curve_file"]
+        assert os.path.isabs(path) and os.path.isfile(path) and path.endswith(row["curve_artifact"])
+        analyzed = cli("analyze", path, "--format", "json")  # the file a user can open: analyze reads it back
+        assert analyzed.code == 0 and json.loads(analyzed.out)["final_loss"] == pytest.approx(row["final_loss"], rel=1e-6)
+    r = cli("trials", "--show", "1")
+    assert r.code == 0 and r.err == ""
+    text = r.out
+    facts = dict(re.match(r"\s+([a-z ]+):\s+(.*)$", line).groups() for line in text.splitlines()[1:])
+    assert facts["state"] == "COMPLETE, verdict " + rows[1]["verdict"] and facts["kind"] == "search"
+    assert facts["seed"] == "0" and facts["steps"] == str(rows[1]["steps"])
+    assert f"lr={rows[1]['params']['lr']:.6g}" in facts["settings"] and f"eps={rows[1]['params']['eps']:.6g}" in facts["settings"]
+    assert facts["score"] == f"{rows[1]['score']:.4g}" and facts["final loss"] == f"{rows[1]['final_loss']:.4g}"
+    assert facts["early warning"].endswith(rows[1]["warning"]) and "penalty" in facts["early warning"]
+    assert facts["curve"].startswith(rows[1]["curve_file"] + " ")
+    assert "error" not in facts and "traceback" not in text
+    as_json = json.loads(cli("trials", "--show", "1", "--format", "json").out)
+    assert {k: as_json[k] for k in rows[1]} == rows[1] and as_json["traceback"] is None
+
+
+def test_trials_show_a_missing_trial_is_one_line(workdir, cli):
+    assert cli("run", module_path("tiny"), "--trials", "2", "--no-progress", "--confirm", "0").code == 0
+    r = cli("trials", "--show", "7")
+    assert r.code == 2 and r.out == ""
+    assert r.err == "stabsearch: error: --show 7: study 'tiny' has no trial 7 (its trials are numbered 0 to 1)\n"
+
+
+def _penalised_study(root, *, penalty: float):
+    from test_report import OptimConfig, _add_trial, make_study, sqlite_store
+
+    store = sqlite_store(root)
+    study = make_study(store, trials=4)
+    attrs = {"predicted_unstable": penalty > 0, "warning": "lr/eps = 2.3e+04 exceeds 24.7/lambda_max = 7.29: will blow up once v collapses",
+             "warning_penalty": penalty, "checks": {"evaluate": "ran", "sharpness": "skipped: the module gives no probe"}}
+    with tempfile.TemporaryDirectory() as tmp:
+        number = _add_trial(study, store, Path(tmp), OptimConfig(lr=3e-3, eps=1e-9), "stable", rng=np.random.default_rng(0), extra=attrs)
+    return number
+
+
+def test_the_trials_table_shows_a_penalty_column_only_when_a_trial_has_one(workdir, cli):
+    number = _penalised_study(workdir, penalty=1.0)
+    lines = cli("trials").out.splitlines()
+    header = lines[0].split()
+    assert "penalty" in header and header[-1] == "warning"
+    row = next(line for line in lines[1:] if line.split()[0] == str(number))
+    assert row.split()[header.index("penalty")] == "+1" and row.rstrip().endswith("will blow up once v collapses")
+    others = [line for line in lines[1:] if line.split()[0] != str(number)]
+    assert others and not any("+1" in line.split() or "lambda_max" in line for line in others)
+    shown = " ".join(cli("trials", "--show", str(number)).out.split())
+    assert "early warning: penalty +1 (decades added to the score): lr/eps = 2.3e+04" in shown
+    assert "checks: evaluate ran; sharpness skipped: the module gives no probe" in shown
+    csv_header = cli("trials", "--format", "csv").out.splitlines()[0].split(",")
+    assert "penalty" in csv_header and "warning" in csv_header
+
+
+def test_no_penalty_column_without_a_penalty(workdir, cli):
+    _penalised_study(workdir, penalty=0.0)
+    out = cli("trials").out
+    header = out.splitlines()[0].split()
+    assert "penalty" not in header and "warning" not in header and "lambda_max" not in out
+
+
+def _population_sizes(name: str) -> list:
+    import optuna
+
+    study = optuna.load_study(study_name=name, storage="sqlite:///studies/stabsearch.db")
+    return [t.user_attrs.get("population") for t in study.trials]
+
+
+def _timed(monkeypatch, population: float, sequential: float) -> list:
+    from stabsearch import population as pop
+
+    calls = []
+
+    def fake(module, device, k, **kwargs):
+        calls.append(k)
+        return pop.PopulationSpeed(k=k, population=population, sequential=sequential)
+
+    monkeypatch.setattr(pop, "measure_population_speed", fake)
+    return calls
+
+
+def test_a_population_slower_than_sequential_falls_back_with_the_ratio(workdir, cli, monkeypatch):
+    calls = _timed(monkeypatch, population=0.014, sequential=0.010)
+    r = cli("run", module_path("tiny"), "--trials", "4", "--population", "4", "--no-progress", "--confirm", "0")
+    assert r.code == 0, r.err
+    assert calls == [4]
+    assert ("--population 4: training one trial at a time instead (a population step took 1.4x the time of 4 sequential steps; "
+            "--force-population keeps it)") in r.err.splitlines()
+    assert _population_sizes("tiny") == [None] * 4  # trained one at a time
+
+
+def test_a_faster_population_is_kept_and_a_forced_one_is_not_timed(workdir, cli, monkeypatch):
+    calls = _timed(monkeypatch, population=0.005, sequential=0.010)
+    r = cli("run", module_path("tiny"), "--study", "fast", "--trials", "4", "--population", "4", "--no-progress", "--confirm", "0")
+    assert r.code == 0 and calls == [4] and "instead" not in r.err, r.err
+    assert _population_sizes("fast") == [4] * 4
+
+    calls = _timed(monkeypatch, population=0.030, sequential=0.010)
+    r = cli("run", module_path("tiny"), "--study", "forced", "--trials", "4", "--population", "4", "--force-population",
+            "--no-progress", "--confirm", "0")
+    assert r.code == 0 and calls == [] and "instead" not in r.err, r.err
+    assert _population_sizes("forced") == [4] * 4
 
 
 def test_ctrl_c_leaves_nothing_running_and_resume_reruns_it(workdir, cli):
@@ -191,6 +340,10 @@ BAD_INPUTS = {
     "analyze a missing log": lambda d: ["analyze", str(d / "none.csv")],
     "module raising at import": lambda d: ["run", _write(d / "raises.py", "raise RuntimeError('no GPU here')\n")],
     "non-callable loss": lambda d: ["run", _write(d / "nc.py", "def model(): pass\ndef batches(s): pass\nloss = 3\n")],
+    "show a trial that is not there": lambda d: ["trials", "--show", "99"],
+    "show a negative trial": lambda d: ["trials", "--show", "-1"],
+    "show as csv": lambda d: ["trials", "--show", "0", "--format", "csv"],
+    "force population without one": lambda d: ["run", module_path("tiny"), "--force-population"],
 }
 
 

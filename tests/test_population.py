@@ -500,3 +500,53 @@ def test_a_study_with_a_population_gives_what_a_sequential_study_gives(tmp_path)
     a, b = recommend(seq, "sequential"), recommend(pop, "population")
     assert a.config == b.config and a.evidence["trial"] == b.evidence["trial"]
     assert a.evidence["nearest_unstable_lr"] == b.evidence["nearest_unstable_lr"]
+
+
+# --------------------------------------------------------------------------- is the population faster?
+
+
+def test_a_population_is_used_only_when_its_step_beats_k_sequential_steps():
+    assert population.population_pays(0.010, 0.040)
+    assert not population.population_pays(0.058, 0.041)  # slower: sequential
+    assert not population.population_pays(0.02, 0.02)  # a tie buys nothing but memory
+    speed = population.PopulationSpeed(k=8, population=0.014, sequential=0.010)
+    assert speed.ratio == pytest.approx(1.4) and not speed.pays
+    for bad in (0.0, -1.0, float("nan"), float("inf"), True, "1"):
+        with pytest.raises(ValueError, match="must be a positive number of seconds"):
+            population.population_pays(bad, 1.0)
+
+
+def test_fastest_skips_the_warm_up_round_and_keeps_the_best_of_the_rest(monkeypatch):
+    # Each call takes the next of its durations on a fake clock: a warm-up (10 s, not counted), then 3 timed rounds.
+    clock = types.SimpleNamespace(now=0.0)
+    monkeypatch.setattr(population, "time", types.SimpleNamespace(perf_counter=lambda: clock.now))
+    durations = {"a": [10.0, 3.0, 2.0, 4.0], "b": [10.0, 5.0, 6.0, 4.0]}
+    order = []
+
+    def call(key):
+        def run():
+            order.append(key)
+            clock.now += durations[key].pop(0)
+        return run
+
+    times = population.fastest({"a": call("a"), "b": call("b")}, CPU, repeats=3)
+    assert times == {"a": 2.0, "b": 4.0}
+    assert order == ["a", "b"] * 4  # alternating, round by round
+    with pytest.raises(ValueError, match="repeats must be an integer >= 1"):
+        population.fastest({}, CPU, repeats=0)
+
+
+def test_measuring_the_population_speed_trains_nothing_the_caller_sees(monkeypatch):
+    monkeypatch.setattr(population, "_LINEAR_REWRITE", {})
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    speed = population.measure_population_speed(MLP, CPU, 4, steps=1, repeats=1)
+    assert torch.equal(torch.rand(3), expected)  # the caller's random state is as it was
+    assert speed.k == 4 and np.isfinite(speed.ratio) and speed.population > 0 and speed.sequential > 0
+    assert len(population._LINEAR_REWRITE) == 1  # the linear path is chosen as train_population chooses it, and cached
+    with pytest.raises(ValueError, match="k must be an integer >= 2"):
+        population.measure_population_speed(MLP, CPU, 1)
+    custom = load_model_module(module_path("custom_loop"))
+    with pytest.raises(ValueError, match="cannot be trained as a population"):
+        population.measure_population_speed(custom, CPU, 4)

@@ -8,6 +8,7 @@ through Playwright; ``.ci/run`` installs chromium, so CI never skips them.
 
 from __future__ import annotations
 
+import html
 import json
 import math
 import re
@@ -69,7 +70,8 @@ DISTRIBUTIONS = {
 
 
 def _add_trial(study: optuna.Study, store: Storage, tmp: Path, config: OptimConfig, verdict: str, *, kind: str = "search",
-               seed: int = 0, steps: int = 200, of: int | None = None, rng: np.random.Generator) -> int:
+               seed: int = 0, steps: int = 200, of: int | None = None, rng: np.random.Generator,
+               extra: dict | None = None) -> int:
     """Train nothing; store the same attributes and artifact the runner writes, then tell."""
     params = {"optimizer": config.optimizer, "lr": config.lr, "eps": config.eps, "beta1": config.beta1,
               "one_minus_beta2": 1 - config.beta2, "schedule": config.schedule, "warmup": config.warmup}
@@ -81,6 +83,7 @@ def _add_trial(study: optuna.Study, store: Storage, tmp: Path, config: OptimConf
              "unrecovered": 0, "spikes": spikes, "diverged_at": diverged_at, "steps_run": len(loss), "seconds": 0.25}
     if of is not None:
         attrs.update(of=of, backoff=False)
+    attrs.update(extra or {})
     template = optuna.trial.create_trial(state=TrialState.RUNNING, params=params, distributions=DISTRIBUTIONS, user_attrs=attrs)
     trial = optuna.Trial(study, study._storage.create_new_trial(study._study_id, template_trial=template))
     path = tmp / f"loss_curve_trial{trial.number}.csv"
@@ -260,6 +263,45 @@ def test_no_recommendation_says_why(tmp_path):
     assert "param-importances" not in report.figures  # no finished (COMPLETE) search trial
     assert "Parameter importances need at least two finished search trials" in report.html
     assert "**No recommendation**" in report.note_markdown
+
+
+def test_the_early_warning_penalty_and_its_reason_are_shown(tmp_path, built):
+    store = sqlite_store(tmp_path)
+    study = make_study(store, trials=6)
+    reason = "lr/eps = 2.3e+04 exceeds 24.7/lambda_max = 7.29: will blow up once v collapses"
+    warned = {"predicted_unstable": True, "warning": reason, "warning_penalty": 1.0}
+    rng = np.random.default_rng(1)
+    config = OptimConfig(optimizer="adamw", lr=3e-3, eps=1e-9, beta2=0.999, schedule="cosine")
+    with tempfile.TemporaryDirectory() as tmp:
+        number = _add_trial(study, store, Path(tmp), config, "stable", rng=rng, extra=warned)
+        _add_trial(study, store, Path(tmp), config, "stable", kind="confirm", seed=1000, steps=400, of=number, rng=rng, extra=warned)
+    report = build_report(study, store)
+    assert [p["number"] for p in report.summary.penalized] == [number]
+    page = html.unescape(report.html)
+    assert f"Early warning</b>: 1 search trial(s) scored worse for a predicted later blow-up: #{number} +1. Why #{number}: {reason}" in page
+    assert "early-warning penalty</th>" in report.html  # the confirmation table's column
+    hovers = [text for fig in report.figures.values() for trace in fig.data for text in (getattr(trace, "customdata", None) or ())]
+    assert any(f"early-warning penalty +1: {html.escape(reason)}" in str(text) for text in hovers)  # the trial's points
+    assert "Early warning" in report.note_markdown
+    # Without a penalised trial, neither the line nor the column is there.
+    assert "Early warning" not in built[2].html and "early-warning penalty" not in built[2].html
+
+
+def test_records_read_the_warning_attributes_defensively():
+    from stabsearch.records import trial_record
+
+    def record(value, **attrs):
+        return trial_record(optuna.trial.create_trial(state=TrialState.COMPLETE, value=value, user_attrs={"verdict": "stable", **attrs}))
+
+    assert record(1.0).warning_penalty == 0.0 and record(1.0).checks == {} and record(1.0).warning is None
+    assert record(2.5, warning_penalty=1.5, warning="why").warning_penalty == 1.5
+    # Trials stored before the penalty was: their score less their curve's own score.
+    assert record(2.5, predicted_unstable=True, curve_score=1.5).warning_penalty == pytest.approx(1.0)
+    assert record(2.5, predicted_unstable=False, curve_score=1.5).warning_penalty == 0.0
+    assert record(2.5, warning_penalty="garbage").warning_penalty == 0.0
+    assert record(1.0, checks={"evaluate": "ran", "sharpness": "failed: no double backward"}).checks["sharpness"].startswith("failed")
+    assert record(1.0, checks=["not", "a", "dict"]).checks == {}
+    assert record(1.0, curve_artifact="abc-123").curve_artifact == "abc-123"
 
 
 def test_empty_study(tmp_path):
