@@ -62,3 +62,11 @@ def test_the_cli_takes_no_early_warning(cli, workdir):
     r = cli("run", module_path("no_double_backward"), "--trials", 1, "--confirm", 0, "--no-early-warning", "--no-progress")
     assert r.code == 0, r.err
     assert "1/1 trials finished (1 stable)" in r.err
+
+
+def test_the_probe_failure_is_shown_by_trials_show(cli, workdir):
+    r = cli("run", module_path("no_double_backward"), "--trials", 1, "--confirm", 0, "--no-progress")
+    assert r.code == 0 and "1/1 trials finished (1 stable)" in r.err, r.err
+    shown = cli("trials", "--show", 0).out
+    assert "sharpness failed: RuntimeError: derivative for square_backward is not implemented" in shown
+    assert "COMPLETE, verdict stable" in shown
