@@ -360,7 +360,11 @@ class _Population:
 
     @torch.no_grad()
     def v_telemetry(self, t: int) -> list[dict[str, float]]:
-        """After step ``t``: each row's ``v_over_eps`` and ``eps_share``, sampled as ``adam_telemetry`` samples them."""
+        """After step ``t``: each row's ``v_over_eps`` and ``eps_share``, sampled as ``adam_telemetry`` samples them.
+
+        A row whose weights or second moments hold a NaN or infinity gets
+        ``finite = 0.0``: it diverged, whatever its loss says.
+        """
         k = self.members.size
         count = float(t + 1)
         bc2 = torch.as_tensor(1.0 - self.hyper.beta2[self.members] ** count, device=self.device, dtype=torch.float32)
@@ -374,7 +378,12 @@ class _Population:
         seen = ratio > 0
         near = (seen & (ratio <= NEAR_EPS)).sum(1).double() / seen.sum(1).clamp(min=1).double()
         median = ratio.median(dim=1).values
-        return [{"step": t, "v_over_eps": float(m), "eps_share": float(n)} for m, n in zip(median.tolist(), near.tolist())]
+        finite = torch.ones(k, dtype=torch.bool, device=self.device)
+        for state in (self.params, self.exp_avg_sq):
+            for tensor in state.values():
+                finite &= torch.isfinite(tensor.detach().reshape(k, -1)).all(dim=1)
+        rows = zip(median.tolist(), near.tolist(), finite.tolist())
+        return [{"step": t, "v_over_eps": float(m), "eps_share": float(n), "finite": float(f)} for m, n, f in rows]
 
     def member_state(self, row: int) -> dict[str, torch.Tensor]:
         """One row of the stacks: the parameters and stacked buffers of one member, by name in ``bound``."""
@@ -567,6 +576,8 @@ def train_population(
     block = _block(device)
     every = max(50, steps // 20)  # Run's telemetry_every
     telemetry: list[list[dict[str, float]]] = [[] for _ in configs]
+    hidden: dict[int, int] = {}  # row -> step where a sample found non-finite weights in this block
+    nonfinite: dict[int, int] = {}  # member -> that step
     batch = first
     pending: list[torch.Tensor] = []
     for t in range(steps):
@@ -576,12 +587,21 @@ def train_population(
             batch = next(batches)
         pending.append(population.step(batch, t))
         if (t + 1) % every == 0:
-            for row, sample in zip(population.members.tolist(), population.v_telemetry(t)):
-                telemetry[row].append(sample)
+            for row, (i, sample) in enumerate(zip(population.members.tolist(), population.v_telemetry(t))):
+                if not sample.pop("finite"):  # Run.sample_telemetry's rule: a divergence at this step
+                    hidden.setdefault(row, t)
+                telemetry[i].append(sample)
         if len(pending) == block or t == steps - 1:
             values = torch.stack(pending).float().cpu().numpy().astype(np.float64)  # as Run reads them
             pending = []
             diverged = watch.add(values, population.members)
+            for row, step in hidden.items():
+                i = int(population.members[row])
+                if row not in diverged or watch.diverged_at[i] > step:  # the loss hid it: stop where the sample saw it
+                    watch.diverged_at[i], watch.ends[i] = step, step + 1
+                    nonfinite[i] = step
+                    diverged = sorted({*diverged, row})
+            hidden = {}
             if diverged:
                 population.keep(np.setdiff1d(np.arange(population.members.size), diverged))
             if population.members.size == 0:
@@ -616,6 +636,8 @@ def train_population(
                 result.sharpness, result.sharpness_seconds = float(eigenvalues[row]), sharpness_seconds
         else:
             result.checks.update(dict.fromkeys(("evaluate", "dead_units", "sharpness"), "skipped: the run diverged"))
+            if i in nonfinite:
+                result.checks["divergence"] = f"non-finite weights at step {nonfinite[i]}, while the loss was finite"
         results.append(result)
     return results
 

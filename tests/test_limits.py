@@ -51,3 +51,31 @@ def test_weights_that_went_nan_under_a_finite_loss_are_a_divergence(tmp_path):
     _, (trial,) = _study(tmp_path, "hidden_nan", trials=1, steps=200)
     assert trial.user_attrs["verdict"] == "diverged" and trial.state.name == "PRUNED"
     assert trial.user_attrs["diverged_at"] == result.diverged_at
+
+
+def test_population_members_whose_weights_went_nan_under_a_finite_loss_diverge_as_alone():
+    from stabsearch.population import train_population
+    from test_population import make_module
+
+    def model():
+        return torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1))
+
+    def hidden_loss(model, batch):  # 0 * |u| at u = 0: a finite value whose gradient is NaN
+        x, y = batch
+        u = model[0].bias[0] - model[0].bias[0].detach()
+        return torch.nan_to_num(torch.nn.functional.mse_loss(model(x), y) + 0.0 * torch.sqrt(u * u), nan=0.0)
+
+    def batches(seed):
+        g = torch.Generator().manual_seed(seed)
+        x = torch.randn(64, 4, generator=g)
+        yield x, torch.sin(x.sum(1, keepdim=True))
+
+    module = make_module(model, hidden_loss, batches=batches)
+    configs = [OptimConfig(lr=1e-2), OptimConfig(lr=1e-3, schedule="cosine")]
+    runs = train_population(module, configs, steps=200, seed=0, device=CPU)
+    for run, config in zip(runs, configs):
+        alone = train_trial(module, config, steps=200, seed=0, device=CPU)
+        assert float(alone.losses[-1]) == 0.0  # the loss hides it: NaN weights from step 1 on
+        assert run.diverged_at == alone.diverged_at == 49  # the first telemetry sample sees them
+        assert run.steps_run == alone.steps_run == 50
+        assert "non-finite" in run.checks["divergence"] and "non-finite" in alone.checks["divergence"]
