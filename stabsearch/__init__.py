@@ -16,18 +16,50 @@ The pieces, one concept per module:
 - :mod:`stabsearch.cli`: the command line.
 """
 
-from stabsearch.config import OptimConfig
-from stabsearch.errors import UsageError
-from stabsearch.loader import ModelModule, load_model_module
-from stabsearch.population import max_population, train_population, why_not_vectorizable
-from stabsearch.recommend import Recommendation, recommend
-from stabsearch.report import build_report
-from stabsearch.schedule import lr_factor
-from stabsearch.space import SearchSpace
-from stabsearch.stability import Analysis, Spike, StabilityOptions, analyze
-from stabsearch.trainer import Run, StopRun, TrainResult, train_trial
+import importlib
+from typing import Any
 
-__all__ = [
+# Names are imported on first use (PEP 562), as Optuna's own package does: ``import stabsearch`` and the
+# pure analysis (``stabsearch.analyze``) load no torch, Optuna, plotly or pandas, and the command line
+# pays for torch only in the commands that train.
+_HOMES = {
+    "Analysis": "stabsearch.stability",
+    "ModelModule": "stabsearch.loader",
+    "OptimConfig": "stabsearch.config",
+    "Recommendation": "stabsearch.recommend",
+    "Run": "stabsearch.trainer",
+    "SearchSpace": "stabsearch.space",
+    "Spike": "stabsearch.stability",
+    "StabilityOptions": "stabsearch.stability",
+    "StopRun": "stabsearch.trainer",
+    "TrainResult": "stabsearch.trainer",
+    "UsageError": "stabsearch.errors",
+    "analyze": "stabsearch.stability",
+    "build_report": "stabsearch.report",
+    "load_model_module": "stabsearch.loader",
+    "lr_factor": "stabsearch.schedule",
+    "max_population": "stabsearch.population",
+    "recommend": "stabsearch.recommend",
+    "train_population": "stabsearch.population",
+    "train_trial": "stabsearch.trainer",
+    "why_not_vectorizable": "stabsearch.population",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'stabsearch' has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_HOMES])
+
+
+__all__ = [  # noqa: F822 (provided by __getattr__)
     "Analysis",
     "ModelModule",
     "OptimConfig",
