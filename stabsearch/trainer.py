@@ -478,16 +478,3 @@ def one_line(exc: BaseException) -> str:
     """``Type: first line of the message``, at most 300 characters."""
     first = (str(exc).strip().splitlines() or [""])[0]
     return f"{type(exc).__name__}: {first}"[:300] if first else type(exc).__name__
-    if run.probe is not None:
-        counts = relu_dead_units(model, run.probe)
-        result.dead_layers = tuple(name for name, (dead, units) in counts.items() if dead == units)
-    model.eval()
-    if module.evaluate is not None:
-        with torch.no_grad():
-            result.final_eval = float(module.evaluate(model))
-    if sharpness and run.probe is not None:
-        started = time.perf_counter()
-        params = [p for p in model.parameters() if p.requires_grad]
-        result.sharpness = hessian_top_eigenvalue(run.probe, params, seed=seed)
-        result.sharpness_seconds = time.perf_counter() - started
-    return result
