@@ -75,14 +75,16 @@ def cli() -> None:
               help="Train the --population even where its timed step is slower than K sequential steps.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Worker processes sharing the study (one per GPU when there are several).")
+@click.option("--precision", type=click.Choice(["32", "bf16", "fp16"]), default=None,
+              help="Train at float32, bfloat16 autocast or float16 autocast with a GradScaler [default: the module's PRECISION, else 32].")
 @click.option("--heartbeat", type=Finite(0.01, 3600.0), default=10.0, show_default=True,
               metavar="SECONDS", help="Heartbeat interval; a trial silent for 6 beats is recovered as 'worker lost'.")
 @_confirm_options
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
 def run(model: str, study: str | None, storage: str | None, trials: int, steps: int | None, timeout: float | None,
         trial_timeout: float | None, seed: int, device: str, space_file: str | None, warning_penalty: float,
-        early_warning: bool, stop_slow: bool, population: int, force_population: bool, workers: int, heartbeat: float,
-        confirm: int, seeds: int, stress: float, progress: bool) -> None:
+        early_warning: bool, stop_slow: bool, population: int, force_population: bool, workers: int, precision: str | None,
+        heartbeat: float, confirm: int, seeds: int, stress: float, progress: bool) -> None:
     """Search optimizer settings for the model module MODEL (a .py file or module name).
 
     After the search, the best --confirm configurations are re-run on --seeds new
@@ -95,12 +97,13 @@ def run(model: str, study: str | None, storage: str | None, trials: int, steps: 
     if force_population and population == 1:
         raise UsageError("--force-population: give --population K (K >= 2) too")
     module, space, device_ = _load(model, space_file, device)
+    precision = _precision(precision, module, device_)
     confirm_settings = ConfirmSettings(candidates=confirm, seeds=seeds, stress=stress)
     settings = SearchSettings(
         trials=trials, steps=steps or module.steps or 1000, seed=seed, timeout=timeout, trial_timeout=trial_timeout,
         device=device_, progress=progress, warning_penalty=warning_penalty, heartbeat=heartbeat,
-        population=_population_size(module, device_, population, force=force_population), stop_slow=stop_slow,
-        early_warning=early_warning,
+        population=_population_size(module, device_, _population_for(space, precision, population), force=force_population),
+        stop_slow=stop_slow, early_warning=early_warning, precision=precision, no_decay=module.no_decay,
     )
     name = check_name(study) if study is not None else module.name
     store = open_storage(storage, create=True)
@@ -183,6 +186,26 @@ def _home() -> Path:
     """The working directory the command started in."""
     ctx = click.get_current_context(silent=True)
     return (ctx.find_root().obj or {}).get("home", Path.cwd()) if ctx is not None else Path.cwd()
+
+
+def _precision(flag: str | None, module, device) -> str:  # noqa: ANN001
+    """``--precision``, else the module's ``PRECISION``, else "32"; fp16 needs a CUDA device (its GradScaler)."""
+    precision = flag or module.precision or "32"
+    if precision == "fp16" and device.type != "cuda":
+        where = "--precision fp16" if flag else f"{module.source}: PRECISION = 'fp16'"
+        raise UsageError(f"{where}: float16 training needs a CUDA device, this run is on {device}; use bf16 there")
+    return precision
+
+
+def _population_for(space, precision: str, requested: int) -> int:  # noqa: ANN001
+    """``requested``, or 1 with a one-line notice when the space clips gradients or the run is not float32."""
+    from stabsearch.population import why_not_population_space
+
+    reason = why_not_population_space(space, precision) if requested > 1 else None
+    if reason is not None:
+        click.echo(f"--population {requested}: training one trial at a time instead ({reason})", err=True)
+        return 1
+    return requested
 
 
 def _population_size(module, device, requested: int, *, force: bool = False) -> int:  # noqa: ANN001

@@ -14,6 +14,8 @@ from typing import Any
 from stabsearch.schedule import SCHEDULES
 
 OPTIMIZERS = ("adam", "adamw")
+#: Training precisions: full float32, bfloat16 autocast, float16 autocast with a GradScaler.
+PRECISIONS = ("32", "bf16", "fp16")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,6 +24,12 @@ class OptimConfig:
 
     ``warmup`` is a fraction of the run's steps, so that one configuration means
     the same thing at the search horizon and at a longer stress horizon.
+    ``max_grad_norm`` clips the gradients' total norm before each step (``None``:
+    no clipping). ``precision`` is ``"32"``, ``"bf16"`` (autocast) or ``"fp16"``
+    (autocast and a ``GradScaler``). ``no_decay`` leaves biases and normalisation
+    weights out of weight decay (:func:`stabsearch.optim.decay_groups`); the
+    default ``False`` decays every parameter, as ``torch.optim`` does, and
+    ``stabsearch run`` sets it from the module's ``NO_DECAY`` (default on).
 
     Example:
         >>> OptimConfig(lr=3e-4, eps=1e-6).betas
@@ -37,12 +45,22 @@ class OptimConfig:
     schedule: str = "constant"
     warmup: float = 0.0
     min_lr_factor: float = 0.0
+    max_grad_norm: float | None = None
+    precision: str = "32"
+    no_decay: bool = False
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer {self.optimizer!r} is not one of {', '.join(OPTIMIZERS)}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule {self.schedule!r} is not one of {', '.join(SCHEDULES)}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
+        if not isinstance(self.no_decay, bool):
+            raise ValueError(f"no_decay={self.no_decay!r} is not true or false")
+        norm = self.max_grad_norm
+        if norm is not None and (isinstance(norm, bool) or not isinstance(norm, (int, float)) or not math.isfinite(norm) or norm <= 0):
+            raise ValueError(f"max_grad_norm={norm!r} is out of range; a positive number, or None for no clipping")
         checks = {
             "lr": self.lr > 0,
             "eps": self.eps > 0,

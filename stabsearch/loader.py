@@ -2,7 +2,9 @@
 
 The contract is DESIGN section 3: ``model()``, ``batches(seed)`` and
 ``loss(model, batch)``, or a custom loop ``train(run)``; optionally
-``evaluate(model)``, ``STEPS``, ``SPACE`` and ``CLASSES``. Anything wrong with
+``evaluate(model)``, ``STEPS``, ``SPACE``, ``CLASSES``, ``PRECISION`` ("32",
+"bf16" or "fp16") and ``NO_DECAY`` (``False`` decays biases and normalisation
+weights too; default ``True``). Anything wrong with
 the module itself (missing, unimportable, lacking names) is a one-line
 :class:`UsageError`, raised before any study is touched.
 """
@@ -39,6 +41,8 @@ class ModelModule:
     steps: int | None
     space: Mapping[str, Any] | None
     classes: int | None
+    precision: str | None = None
+    no_decay: bool = True
 
 
 def load_model_module(spec: str) -> ModelModule:
@@ -76,6 +80,8 @@ def load_model_module(spec: str) -> ModelModule:
         steps=_positive_int(get("STEPS"), "STEPS", source),
         space=_space(get("SPACE"), source),
         classes=_classes(get("CLASSES"), source),
+        precision=_precision(get("PRECISION"), source),
+        no_decay=_flag(get("NO_DECAY"), "NO_DECAY", source, default=True),
     )
 
 
@@ -139,6 +145,26 @@ def _classes(value: Any, source: str) -> int | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 2:
         raise UsageError(f"{source}: CLASSES must be an integer of at least 2, got {value!r}")
+    return value
+
+
+def _precision(value: Any, source: str) -> str | None:
+    from stabsearch.config import PRECISIONS
+
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if value not in PRECISIONS:
+        raise UsageError(f"{source}: PRECISION must be one of {', '.join(PRECISIONS)}, got {value!r}")
+    return value
+
+
+def _flag(value: Any, attr: str, source: str, *, default: bool) -> bool:
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise UsageError(f"{source}: {attr} must be True or False, got {value!r}")
     return value
 
 

@@ -80,7 +80,7 @@ from torch.utils._pytree import tree_leaves
 from stabsearch.batching import CheaperBatching
 from stabsearch.config import OptimConfig
 from stabsearch.loader import ModelModule
-from stabsearch.optim import build_optimizer
+from stabsearch.optim import build_optimizer, decay_groups
 from stabsearch.schedule import lr_factor
 from stabsearch.stability import StabilityOptions, initial_loss
 from stabsearch.telemetry import NEAR_EPS, SAMPLE_PER_TENSOR, double_backward_kernels, relu_dead_units
@@ -220,6 +220,8 @@ class _Population:
         self._table: dict[torch.dtype, dict[str, torch.Tensor]] = {}
         self._table_start = 0
         self.linear_rewrite = True  # see choose_linear_rewrite
+        # Rows of the parameter lists that weight decay applies to (all, or all but biases and norms: no_decay).
+        self.decayed = _decayed_rows(bound, list(self.params), hyper.configs[0].no_decay)
 
     def choose_linear_rewrite(self, batch: Any, repeats: int = 3) -> bool:
         """Time the gradients on ``batch`` with and without the one-matmul linear rewrite; keep the faster.
@@ -324,11 +326,12 @@ class _Population:
         p, m, v = list(self.params.values()), list(self.exp_avg.values()), list(self.exp_avg_sq.values())
         denom = self.denom
         c, s = self._fixed, self._columns(self._table, t - self._table_start)
+        rows = self.decayed
         with torch.no_grad():
-            if self.hyper.use_decay:
-                torch._foreach_mul_(p, s["decay"])  # AdamW's decoupled decay: p *= 1 - lr_t * wd
-            if self.hyper.use_l2:
-                torch._foreach_addcmul_(g, p, c["l2"])  # Adam's L2: g += wd * p
+            if self.hyper.use_decay and rows:  # AdamW's decoupled decay: p *= 1 - lr_t * wd
+                torch._foreach_mul_([p[i] for i in rows], [s["decay"][i] for i in rows])
+            if self.hyper.use_l2 and rows:  # Adam's L2: g += wd * p
+                torch._foreach_addcmul_([g[i] for i in rows], [p[i] for i in rows], [c["l2"][i] for i in rows])
             torch._foreach_lerp_(m, g, c["one_minus_beta1"])  # m = beta1 * m + (1 - beta1) * g
             torch._foreach_mul_(v, c["beta2"])
             for g_i, w_i, d_i in zip(g, c["one_minus_beta2"], denom):
@@ -510,6 +513,46 @@ class _Watch:
         return run.diverged_at
 
 
+def _decayed_rows(bound: _Bound, names: list[str], no_decay: bool) -> list[int]:
+    """Indices into ``names`` (the bound's trainable parameters) of those weight decay applies to."""
+    if not no_decay:
+        return list(range(len(names)))
+    kept = {id(p) for group in decay_groups(bound.model, 1.0)[:1] for p in group["params"]}
+    decayed = {f"model.{n}" for n, p in bound.model.named_parameters() if id(p) in kept}
+    return [i for i, n in enumerate(names) if n in decayed]
+
+
+def why_not_population_configs(configs: Sequence[OptimConfig]) -> str | None:
+    """``None`` when one population can train ``configs`` as ``train_trial`` would, else why not (one line).
+
+    The vectorized Adam has no gradient clipping and no mixed precision, and
+    trains one weight-decay grouping: configurations with ``max_grad_norm``,
+    a precision other than ``"32"``, or differing ``no_decay`` train one at a time.
+
+    Example:
+        >>> why_not_population_configs([OptimConfig(max_grad_norm=1.0)])
+        'gradient clipping (max_grad_norm=1.0) is not vectorized'
+    """
+    for c in configs:
+        if c.max_grad_norm is not None:
+            return f"gradient clipping (max_grad_norm={c.max_grad_norm!r}) is not vectorized"
+        if c.precision != "32":
+            return f"precision {c.precision} is not vectorized (float32 only)"
+    if len({c.no_decay for c in configs}) > 1:
+        return "the configurations differ in no_decay"
+    return None
+
+
+def why_not_population_space(space: Any, precision: str) -> str | None:
+    """Why a search of ``space`` at ``precision`` cannot train as a population, or ``None`` (see :func:`why_not_population_configs`)."""
+    spec = getattr(space, "params", {}).get("max_grad_norm")
+    if spec is not None and getattr(spec, "value", "searched") is not None:
+        return "the space clips gradients (max_grad_norm), which the population does not vectorize"
+    if precision != "32":
+        return f"precision {precision} is not vectorized (float32 only)"
+    return None
+
+
 def _check(module: ModelModule, configs: Sequence[OptimConfig], steps: int) -> None:
     if module.train is not None:
         raise ValueError(f"{module.source}: its own train(run) loop cannot be trained as a population")
@@ -522,6 +565,9 @@ def _check(module: ModelModule, configs: Sequence[OptimConfig], steps: int) -> N
     for c in configs:
         if not isinstance(c, OptimConfig):
             raise TypeError(f"configs must be OptimConfig objects, got {type(c).__name__}")
+    why = why_not_population_configs(configs)
+    if why is not None:
+        raise ValueError(f"these configurations cannot train as one population: {why}")
 
 
 def train_population(

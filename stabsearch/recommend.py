@@ -68,6 +68,9 @@ class Recommendation:
             "eps": c.eps,
             "betas": [c.beta1, c.beta2],
             "weight_decay": c.weight_decay,
+            "no_decay": c.no_decay,
+            "max_grad_norm": c.max_grad_norm,
+            "precision": c.precision,
             "schedule": schedule,
             "evidence": dict(self.evidence),
         }

@@ -75,6 +75,10 @@ class SearchSettings:
     early_warning: bool = True
     #: Seconds one trial may train; past it the trial ends FAIL "timed out" at its next logged step (counted, not retried).
     trial_timeout: float | None = None
+    #: Training precision of the search's trials ("32", "bf16", "fp16"): ``--precision`` or the module's ``PRECISION``.
+    precision: str = "32"
+    #: Leave biases and normalisation weights out of weight decay (the module's ``NO_DECAY``).
+    no_decay: bool = True
 
 
 @dataclasses.dataclass
@@ -216,10 +220,12 @@ def run_population(
 
     Time limits end the whole population as they end a trial (see :func:`run_trial`).
     """
-    from stabsearch.population import train_population
+    from stabsearch.population import train_population, why_not_population_configs
 
     steps, seed = settings.steps, settings.seed
     configs = [prepare_trial(t, space, settings, kind="search", seed=seed, steps=steps, attrs={"population": len(trials)}) for t in trials]
+    if why_not_population_configs(configs) is not None:  # clipping or mixed precision: one at a time, never ignored
+        return [run_trial(study, t, module, space, storage, settings, config=c, deadline=deadline) for t, c in zip(trials, configs)]
     try:
         results = train_population(
             module, configs, steps=steps, seed=seed, device=settings.device, options=settings.options,
@@ -344,7 +350,8 @@ def prepare_trial(
     config: OptimConfig | None = None, attrs: dict[str, Any] | None = None,
 ) -> OptimConfig:
     """Sample (or take) the trial's configuration and record what it will run."""
-    config = config or sample(space, trial)
+    if config is None:  # a sampled search configuration trains at the run's precision and decay grouping
+        config = dataclasses.replace(sample(space, trial), precision=settings.precision, no_decay=settings.no_decay)
     for key, value in {"kind": kind, "config": config.to_dict(), "seed": seed, "steps": steps,
                        "device": str(settings.device), **(attrs or {})}.items():
         trial.set_user_attr(key, value)
@@ -464,6 +471,10 @@ def _store(
         "steps_run": result.steps_run,
         "seconds": round(result.seconds, 3),
     }
+    if result.config is not None:  # what the run trained with, where its framework's own arguments decided
+        attrs["config"] = result.config.to_dict()
+    if result.skipped_steps:
+        attrs["skipped_steps"] = result.skipped_steps
     for key, value in attrs.items():
         trial.set_user_attr(key, value)
     with tempfile.TemporaryDirectory() as tmp:

@@ -3,7 +3,10 @@
 Defaults follow DESIGN section 5. A model module's ``SPACE`` and a YAML file
 (``--space FILE``) override them, in that order. An override can narrow a range
 (``lr: {low: 1e-4, high: 1e-2}``), fix a value (``eps: 1e-8``) or restrict the
-choices (``optimizer: [adamw]``).
+choices (``optimizer: [adamw]``). Gradient clipping is off unless asked for:
+``max_grad_norm: {low: 0.1, high: 10}`` searches it (on a log scale),
+``max_grad_norm: 1.0`` fixes it, and ``null`` (or ``off``) in a list of
+choices is "no clipping".
 
 This module is pure: it samples through any object with Optuna's
 ``suggest_float``/``suggest_categorical`` methods (an ``optuna.Trial`` is one)
@@ -58,7 +61,12 @@ _BOUNDS: dict[str, tuple[float, float, bool, bool]] = {
     "beta2": (0.0, 1.0, True, False),
     "weight_decay": (0.0, math.inf, True, False),
     "warmup": (0.0, 0.5, True, True),
+    "max_grad_norm": (0.0, math.inf, False, False),
 }
+#: Parameters whose value may be ``None`` ("off"): YAML ``null`` or ``off``.
+OPTIONAL = frozenset({"max_grad_norm"})
+#: The range a mapping override of a parameter fixed by default starts from.
+_RANGES = {"max_grad_norm": Range(0.1, 10.0, log=True)}
 _CHOICES: dict[str, tuple[str, ...]] = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES}
 
 DEFAULTS: dict[str, ParamSpec] = {
@@ -70,6 +78,7 @@ DEFAULTS: dict[str, ParamSpec] = {
     "weight_decay": Range(1e-6, 1e-1, log=True, zero=True),
     "schedule": Choice(SCHEDULES),
     "warmup": Range(0.0, 0.1),
+    "max_grad_norm": Fixed(None),
 }
 
 
@@ -165,6 +174,15 @@ def _number(value: Any, where: str) -> float:
     return number
 
 
+def _off(name: str, value: Any) -> bool:
+    """``None``, YAML's ``off``/``false`` or the words none/off, for a parameter that may be switched off."""
+    return name in OPTIONAL and (value is None or value is False or (isinstance(value, str) and value.lower() in ("none", "off", "null")))
+
+
+def _optional_number(name: str, value: Any, where: str) -> float | None:
+    return None if _off(name, value) else _check_bounds(name, _number(value, where), where)
+
+
 def _check_bounds(name: str, value: float, where: str) -> float:
     low, high, low_in, high_in = _BOUNDS[name]
     ok_low = value >= low if low_in else value > low
@@ -199,15 +217,15 @@ def _parse_override(name: str, value: Any, current: ParamSpec, where: str) -> Pa
     if isinstance(value, (list, tuple)):
         if not value:
             raise UsageError(f"{where}: the list of choices is empty")
-        numbers = tuple(dict.fromkeys(_check_bounds(name, _number(v, where), where) for v in value))
+        numbers = tuple(dict.fromkeys(_optional_number(name, v, where) for v in value))
         return Fixed(numbers[0]) if len(numbers) == 1 else Choice(numbers)
     if not isinstance(value, Mapping):
-        return Fixed(_check_bounds(name, _number(value, where), where))
+        return Fixed(_optional_number(name, value, where))
 
     unknown = set(value) - {"low", "high", "log", "zero"}
     if unknown:
         raise UsageError(f"{where}: unknown keys {sorted(unknown)}; use low, high, log, zero")
-    base = current if isinstance(current, Range) else DEFAULTS[name]
+    base = current if isinstance(current, Range) else _RANGES.get(name, DEFAULTS[name])
     assert isinstance(base, Range)
     low = _check_bounds(name, _number(value.get("low", base.low), f"{where}.low"), f"{where}.low")
     high = _check_bounds(name, _number(value.get("high", base.high), f"{where}.high"), f"{where}.high")

@@ -10,11 +10,12 @@ so a GPU is not synchronised every step, and ends the loop at once (by raising
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -28,6 +29,10 @@ from stabsearch.stability import StabilityOptions, divergence_noise, divergence_
 from stabsearch.telemetry import adam_preconditioner, adam_telemetry, hessian_top_eigenvalue, relu_dead_units
 
 ProgressCallback = Callable[[int, float], None]
+
+#: fp16: this many steps in a row skipped by the GradScaler (its scale halved each time) are a divergence.
+MAX_SKIPS_IN_ROW = 24
+_AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class StopRun(BaseException):
@@ -81,6 +86,10 @@ class TrainResult:
     preconditioned_sharpness: float | None = None
     #: What each check stabsearch adds did: ``"ran"``, ``"skipped: <why>"`` or ``"failed: <error>"``.
     checks: dict[str, str] = dataclasses.field(default_factory=dict)
+    #: The configuration the run trained with, when it is not the one asked for (``Run.used``), else ``None``.
+    config: OptimConfig | None = None
+    #: fp16: optimizer steps the GradScaler skipped for non-finite gradients (not in ``losses``).
+    skipped_steps: int = 0
 
     @property
     def steps_run(self) -> int:
@@ -161,15 +170,100 @@ class Run:
         self._losses: list[float] = []
         self._initial = math.nan
         self._noise: list[float] = []  # divergence_noise of the first `window` values, as they come in
+        self.skipped_steps = 0
+        self._skips_in_row = 0
+        self.scaler: torch.amp.GradScaler | None = None
 
     def make_optimizer(self, model_or_params: torch.nn.Module | Any, *, scheduler: bool = True) -> torch.optim.Optimizer:
         """Build the configured optimizer, and ``self.scheduler`` unless told not to, for a model or its parameters."""
         if isinstance(model_or_params, torch.nn.Module):
             self.model = model_or_params
-            model_or_params = model_or_params.parameters()
+        elif self.config.no_decay and self.config.weight_decay > 0:  # no names to group by: every parameter decays
+            self.used(no_decay=False)
         self.optimizer = build_optimizer(model_or_params, self.config)
         self._scheduler = build_scheduler(self.optimizer, self.config, self.steps) if scheduler else None
         return self.optimizer
+
+    def used(self, **changes: Any) -> None:
+        """Record that the run trains with these settings instead of the configured ones (stored on the trial).
+
+        An integration calls it when the framework's own arguments decide a
+        setting, for example gradient clipping from ``TrainingArguments.max_grad_norm``.
+
+        Args:
+            changes: ``OptimConfig`` fields and the values the run uses.
+
+        Example:
+            >>> run = Run(OptimConfig(), steps=10, seed=0, device=torch.device("cpu"))
+            >>> run.used(max_grad_norm=1.0); run.config.max_grad_norm
+            1.0
+        """
+        self.config = dataclasses.replace(self.config, **changes)
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """The forward pass's precision context: ``torch.autocast`` for bf16 and fp16, nothing for 32."""
+        dtype = _AUTOCAST.get(self.config.precision)
+        return contextlib.nullcontext() if dtype is None else torch.autocast(self.device.type, dtype=dtype)
+
+    def clip(self, params: Iterable[torch.Tensor] | torch.nn.Module) -> None:
+        """Clip the gradients' total norm to ``config.max_grad_norm`` (no host sync); nothing when it is ``None``."""
+        if self.config.max_grad_norm is not None:
+            params = params.parameters() if isinstance(params, torch.nn.Module) else params
+            torch.nn.utils.clip_grad_norm_(params, self.config.max_grad_norm)
+
+    def backward_step(self, loss: torch.Tensor, model: torch.nn.Module | None = None) -> bool:
+        """``loss.backward()``, clipping and ``optimizer.step()`` at the run's precision; ``False`` if fp16's scaler skipped the step.
+
+        fp16 scales the loss with a ``GradScaler`` and unscales before
+        clipping; a step it skips (non-finite gradients) is counted with
+        :meth:`skip`, not logged. Call ``make_optimizer`` first.
+        """
+        assert self.optimizer is not None, "call run.make_optimizer(model) first"
+        params = (model or self.model or _Params(self.optimizer)).parameters()
+        if self.config.precision != "fp16":
+            loss.backward()
+            self.clip(params)
+            self.optimizer.step()
+            return True
+        if self.scaler is None:
+            self.scaler = torch.amp.GradScaler(self.device.type)
+        self.scaler.scale(loss).backward()
+        if self.config.max_grad_norm is not None:
+            self.scaler.unscale_(self.optimizer)
+            self.clip(params)
+        before = self.scaler.get_scale()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        if self.scaler.get_scale() < before:
+            self.skip()
+            return False
+        self._skips_in_row = 0
+        return True
+
+    def skip(self) -> None:
+        """Count an optimizer step that fp16's GradScaler skipped; it is no loss value, and ``log`` is not called for it.
+
+        ``MAX_SKIPS_IN_ROW`` skips in a row (the scale halved each time, the
+        gradients still not finite) are a divergence at this step: the curve
+        ends with NaN there and :class:`StopRun` is raised.
+        """
+        self.skipped_steps += 1
+        self._skips_in_row += 1
+        self._note_skips()
+        if self._skips_in_row >= MAX_SKIPS_IN_ROW:
+            self.flush()
+            at = len(self._losses)
+            self.checks["divergence"] = f"fp16: the GradScaler skipped {self._skips_in_row} steps in a row (non-finite gradients) at step {at}"
+            self._pending.append(math.nan)
+            try:
+                self.flush()
+            except StopRun:
+                pass
+            self.diverged_at = at if self.diverged_at is None else self.diverged_at
+            raise StopRun("diverged")
+
+    def _note_skips(self) -> None:
+        self.checks["skipped_steps"] = f"fp16: the GradScaler skipped {self.skipped_steps} steps (non-finite gradients); they are not in the curve"
 
     def watch(self, model: torch.nn.Module, loss_fn: Callable[[], Any] | None = None) -> None:
         """Tell the run which model it trains and, optionally, how to compute the loss on the current batch.
@@ -305,6 +399,16 @@ class Run:
         return np.asarray(self._losses, dtype=np.float64)
 
 
+class _Params:
+    """The parameters an optimizer trains, with a ``parameters()`` like a module's."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer) -> None:
+        self.optimizer = optimizer
+
+    def parameters(self) -> list[torch.Tensor]:
+        return [p for group in self.optimizer.param_groups for p in group["params"]]
+
+
 def batch_stream(module: ModelModule, seed: int, device: torch.device) -> Iterator[Any]:
     """The module's batches forever, on ``device`` (:func:`~stabsearch.device.move_to`): a finite iterable
     is restarted with the same seed."""
@@ -333,10 +437,11 @@ def default_loop(module: ModelModule, run: Run) -> None:
     for _ in range(run.steps):
         batch = next(batches)
         run.last_batch = batch
-        loss = module.loss(model, batch)
+        with run.autocast():  # bf16/fp16 (--precision); nothing at 32
+            loss = module.loss(model, batch)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        if not run.backward_step(loss, model):  # backward, clip to max_grad_norm, step; False: fp16 skipped it
+            continue
         if scheduler is not None:
             scheduler.step()
         run.log(loss)
@@ -384,7 +489,8 @@ def train_trial(
     except StopRun:
         pass
     seconds = time.perf_counter() - started
-    result = TrainResult(losses=run.losses, diverged_at=run.diverged_at, seconds=seconds, telemetry=run.telemetry)
+    result = TrainResult(losses=run.losses, diverged_at=run.diverged_at, seconds=seconds, telemetry=run.telemetry,
+                         config=run.config if run.config != config else None, skipped_steps=run.skipped_steps)
     result.checks = _after_training(module, run, result, sharpness=sharpness, seed=seed)
     return result
 
@@ -402,8 +508,9 @@ def _after_training(module: ModelModule, run: Run, result: TrainResult, *, sharp
         if broken:  # the loss stayed finite to the end, the weights did not
             run.diverged_at = result.diverged_at = result.steps_run - 1
             run.checks["divergence"] = f"{broken} at the end of the run, while the loss was finite"
-    if "divergence" in run.checks:
-        checks["divergence"] = run.checks["divergence"]
+    for key in ("divergence", "skipped_steps"):
+        if key in run.checks:
+            checks[key] = run.checks[key]
     model = run.model
     if run.diverged_at is not None:
         return {**checks, **dict.fromkeys(("evaluate", "dead_units", "sharpness"), "skipped: the run diverged")}
