@@ -18,7 +18,6 @@ from typing import Any
 import tomli_w
 import yaml
 
-from stabsearch.optim import decay_groups
 from stabsearch.recommend import Recommendation
 from stabsearch.schedule import lr_factor
 
@@ -106,7 +105,11 @@ def _params_expr(rec: Recommendation, model: str) -> str:
 
 def _groups_source(rec: Recommendation) -> str:
     """:func:`stabsearch.optim.decay_groups`, verbatim, when the trial left biases and norms out of decay."""
-    return f"\n\n{inspect.getsource(decay_groups).strip()}\n" if rec.config.no_decay else ""
+    if not rec.config.no_decay:
+        return ""
+    from stabsearch.optim import decay_groups  # torch, only for an export that carries the groups
+
+    return f"\n\n{inspect.getsource(decay_groups).strip()}\n"
 
 
 def _python_notes(rec: Recommendation) -> str:
