@@ -38,18 +38,11 @@ SPIKE_KEYS = {"step", "size", "recovered", "recover_steps"}
 
 # Known disagreements between the analyzer and the labels (bench/detectors.py
 # measures the same curves).
-_DEAD_LAYERS = (
-    "a collapse known from the trainer's dead-layer check (both ReLU layers dead, the label's dead_layers), "
-    "which a loss log does not carry: from the log alone the loss sits 3% above ln 6 (the output bias jitters at "
-    "lr 1), outside the 2% band of the plateau test, so analyze says stable"
-)
 _MARGINAL_SPIKE = (
     "the x10 spike at 1700 is 7.8x the window median once the noise is drawn; against the window's noise "
     "(sigma 0.31 from its step-to-step changes, plus the 0.05 floor) that is z = 5.7, under the threshold of 6"
 )
-DISAGREE_VERDICT = {
-    "obj_softmax_chance_lr1_s1.csv": _DEAD_LAYERS,
-}
+DISAGREE_VERDICT: dict[str, str] = {}
 DISAGREE_EVENTS = {
     "spiky_moderate.csv": _MARGINAL_SPIKE,
 }

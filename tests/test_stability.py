@@ -21,7 +21,8 @@ from stabsearch.stability import (
     final_loss,
     find_relapses,
     find_spikes,
-    initial_loss,
+    first_loss,
+    reference_loss,
     is_plateau,
     log_noise,
     score,
@@ -79,7 +80,7 @@ def test_constant_curve_has_no_spikes_and_a_plain_score():
     curve = np.full(500, 0.7)
     result = analyze(curve)
     assert result.spikes == ()
-    assert result.verdict == "stable"
+    assert (result.verdict, result.cause) == ("plateau", "no_progress")  # it never trained
     assert result.final_loss == result.best_loss == result.initial_loss == 0.7
     assert result.score == pytest.approx(math.log10(0.7 + 1e-3 * 0.7))
 
@@ -315,7 +316,7 @@ def test_noise_around_the_starting_loss_is_not_divergence():
     curve = L0 * rng.lognormal(0.0, 0.03, 3000)  # a learning rate too small to move the loss
     assert analyze(curve).diverged_at is None
     # The bare rule (no noise margin) would call it diverged.
-    assert divergence_step(curve, initial=initial_loss(curve), factor=1.0) is not None
+    assert divergence_step(curve, initial=reference_loss(curve), factor=1.0) is not None
 
 
 def test_divergence_threshold_is_at_least_the_chance_loss():
@@ -329,7 +330,7 @@ def test_heavy_noise_at_the_start_is_not_divergence():
     result = analyze(noisy_start)
     assert result.diverged_at is None and result.verdict == "stable"
     # The bare threshold (1.2 * L0, no noise margin) reads values 5-9 as divergence.
-    assert divergence_step(noisy_start, initial=initial_loss(noisy_start)) == 5
+    assert divergence_step(noisy_start, initial=reference_loss(noisy_start)) == 5
     for seed in range(20):
         assert analyze(decay(1500, sigma=0.4, seed=seed, tau=300)).diverged_at is None
 
@@ -379,7 +380,7 @@ def test_divergence_checks_on_tails_agree_with_the_whole_curve():
             for start in range(0, curve.size, block):
                 stop = min(start + block, curve.size)
                 if start < opts.head <= stop:
-                    initial = initial_loss(curve[:stop], opts.head)
+                    initial = reference_loss(curve[:stop], opts.head, opts.start_cap)
                 lo = 0 if start <= opts.window else start - (opts.diverge_run - 1)
                 step = divergence_step(curve[lo:stop], initial=initial, noise=noise[lo:stop], sigmas=opts.diverge_sigmas)
                 if step is not None:
@@ -438,8 +439,8 @@ def test_dead_layer_makes_a_plateau_but_divergence_comes_first():
 
 
 def test_initial_and_final_loss_are_robust_medians():
-    assert initial_loss([math.nan, 9.0, 2.0, 2.1, 2.2, 2.3, 0.1]) == 2.2
-    assert math.isnan(initial_loss([math.nan, math.inf]))
+    assert reference_loss([math.nan, 9.0, 2.0, 2.1, 2.2, 2.3, 0.1]) == 2.2
+    assert math.isnan(reference_loss([math.nan, math.inf]))
     curve = np.concatenate([decay(95), [0.5, 0.5, 50.0, 0.5, math.nan]])
     assert final_loss(curve) == 0.5  # last 5 values, finite ones
     assert final_loss([3.0]) == 3.0
@@ -480,7 +481,7 @@ def test_diverged_score_is_finite_and_worse_than_any_finished_run():
     capped = analyze(diverged).score
     assert math.isfinite(capped)
     assert capped > worst_finished - 1e-12
-    assert capped == capped_score(initial_loss(diverged))
+    assert capped == capped_score(first_loss(diverged))
     # Even a finished run with many unrecovered late spikes never beats diverging.
     bad = Spike(step=1500, peak_step=1500, size=3.0, before=0.05, peak=50.0, recovered=False, recover_steps=None)
     many = score(initial=L0, final=0.5, best=0.05, spikes=[bad] * 5, n=2000, diverged=False)
