@@ -22,10 +22,12 @@ from stabsearch.stability import (
     find_relapses,
     find_spikes,
     first_loss,
-    reference_loss,
     is_plateau,
     log_noise,
+    log_trend,
+    reference_loss,
     score,
+    still_falling,
 )
 
 L0 = 2.3
@@ -435,6 +437,95 @@ def test_dead_layer_makes_a_plateau_but_divergence_comes_first():
     assert analyze(curve, dead_layer=True).verdict == "diverged"
 
 
+# --------------------------------------------------------------------------- did it train: start, progress, chance, slow
+
+
+def exploded(level: float, start: float, burst: list[float], n: int = 1000, sigma: float = 0.01, seed: int = 0) -> np.ndarray:
+    """``start`` (the loss before the first update), the ``burst``, then ``level`` with lognormal noise."""
+    rest = level * np.random.default_rng(seed).lognormal(0.0, sigma, n - 1 - len(burst))
+    return np.r_[start, burst, rest]
+
+
+def test_the_start_is_the_first_loss_even_when_the_next_values_explode():
+    curve = exploded(27.8, 4.47, [49.0, 30.0, 28.4, 27.9])  # a GPT-2 at lr 0.62
+    result = analyze(curve)
+    assert result.initial_loss == first_loss(curve) == 4.47
+    assert result.reference_loss == reference_loss(curve) == pytest.approx(2 * 4.47)  # capped at 2x the first
+    assert (result.verdict, result.diverged_at) == ("diverged", 1)  # 6x its start, and staying there
+    # A cap of 10x the first (the median of the exploded values, 28.4) hides that divergence.
+    lifted = analyze(curve, options=StabilityOptions(start_cap=10.0))
+    assert lifted.reference_loss == pytest.approx(28.4) and lifted.diverged_at is None
+    assert (lifted.verdict, lifted.cause) == ("plateau", "rebound")  # still not stable: it never trained
+    assert result.score == capped_score(4.47)  # the capped score is measured from the first loss too
+    assert math.isnan(first_loss([math.nan, math.inf])) and first_loss([math.nan, 2.0, 1.0]) == 2.0
+
+
+def test_a_run_that_ends_no_lower_than_it_started_did_not_train():
+    rng = np.random.default_rng(1)
+    flat = 2.3 * rng.lognormal(0.0, 0.01, 1000)
+    flat[0] = 2.3
+    assert (analyze(flat).verdict, analyze(flat).cause) == ("plateau", "no_progress")
+    rising = np.linspace(2.3, 2.6, 1000) * rng.lognormal(0.0, 0.01, 1000)  # up 13%, under the divergence margin
+    assert analyze(rising).diverged_at is None and analyze(rising).cause == "no_progress"
+    # An explosion that falls back to the start: a classifier at lr 1 (2.32 -> 4324 -> 2.29-2.41).
+    burst = exploded(2.34, 2.32, [4324.0, 2000.0, 700.0, 49.0, 3.6], sigma=0.012)
+    result = analyze(burst)
+    assert (result.verdict, result.cause, result.diverged_at) == ("plateau", "rebound", None)
+    assert result.initial_loss == 2.32 and result.progress < 0.05
+    # ... even when it ends a little (under 5%) below its start and is still creeping down.
+    creeping = burst.copy()
+    creeping[6:] *= np.linspace(1.0, 0.97, creeping.size - 6)
+    assert analyze(creeping).cause == "rebound"
+    # A run that explodes early and then trains far below its start is an early transient, not a collapse.
+    recovered = np.r_[2.32, 400.0, 50.0, 2.3 * np.exp(-np.arange(997) / 200) + 0.05]
+    assert analyze(recovered).verdict == "stable"
+
+
+def test_the_chance_test_is_one_sided():
+    chance = math.log(6)
+    above = exploded(1.885, 1.86, [12.9, 4.2])  # collapsed: 1.85-1.92, 3-7% above ln 6
+    assert is_plateau(above, chance_loss=chance)
+    result = analyze(above, chance_loss=chance)
+    assert (result.verdict, result.cause) == ("plateau", "chance")
+    # The old two-sided band (within 2% of ln K over the last quarter) misses it.
+    assert not np.all(np.abs(above[-250:] - chance) <= 0.02 * chance)
+    # Without the chance loss, the no-progress rule still catches it: it ends above its start.
+    assert (analyze(above).verdict, analyze(above).cause) == ("plateau", "no_progress")
+    # A run that learns goes meaningfully below ln K and stays there ...
+    learns = np.r_[np.linspace(1.86, 1.6, 200), 1.6 * np.random.default_rng(2).lognormal(0.0, 0.01, 800)]
+    assert not is_plateau(learns, chance_loss=chance) and analyze(learns, chance_loss=chance).verdict == "stable"
+    # ... and one still falling towards ln K from above is learning, not stuck.
+    falling = np.linspace(2.6, 1.9, 1000) * np.random.default_rng(3).lognormal(0.0, 0.005, 1000)
+    assert not is_plateau(falling, chance_loss=chance)
+
+
+def test_slow_is_not_plateau_and_is_not_instability():
+    rng = np.random.default_rng(4)
+    digits = np.linspace(2.31, 2.28, 1000) * rng.lognormal(0.0, 0.005, 1000)  # lr 2.7e-5: 2.31 -> 2.28
+    for chance in (None, math.log(10)):
+        result = analyze(digits, chance_loss=chance)
+        assert (result.verdict, result.cause, result.plateau) == ("slow", "too_slow", False)
+        assert 0.0 < result.progress < 0.05
+    assert still_falling(digits) and log_trend(digits[500:]) < -3
+    # The same start without the fall is a plateau: flat, no lower than it started.
+    assert analyze(np.full(1000, 2.31) * rng.lognormal(0.0, 0.005, 1000)).verdict == "plateau"
+    # A run with real progress is stable even while still falling; a slow one with a late spike is spiky.
+    assert analyze(np.linspace(2.31, 2.0, 1000)).verdict == "stable"
+    spiked = with_spike(digits, at=800, factor=50.0, length=3)
+    assert analyze(spiked).verdict == "spiky"  # a late 50x jump is a spike, not the early rebound of a collapse
+
+
+def test_the_trend_is_robust_to_one_wild_minibatch():
+    rng = np.random.default_rng(5)
+    flat = 2.3 * rng.lognormal(0.0, 0.01, 500)
+    assert abs(log_trend(flat)) < 3
+    wild = flat.copy()
+    wild[-1] = 2.3e3  # one huge last value would make a least-squares fall into a rise
+    assert abs(log_trend(wild)) < 3
+    assert log_trend(np.geomspace(1.0, 0.5, 100)) < -1e6  # noise-free (but for rounding): a certain fall
+    assert log_trend([1.0] * 5) == 0.0 and log_trend([1.0, 1.0 + 1e-9] * 50) == 0.0
+
+
 # --------------------------------------------------------------------------- summaries
 
 
@@ -534,6 +625,12 @@ def test_score_terms_follow_the_design_formula():
         ("diverge_factor", 0.9, "StabilityOptions.diverge_factor must be a finite number >= 1; got 0.9"),
         ("diverge_sigmas", -1.0, "StabilityOptions.diverge_sigmas must be a finite number >= 0; got -1.0"),
         ("z_single", 0.0, "StabilityOptions.z_single must be a finite number > 0; got 0.0"),
+        ("start_cap", 0.5, "StabilityOptions.start_cap must be a finite number >= 1; got 0.5"),
+        ("progress_tolerance", -0.1, "StabilityOptions.progress_tolerance must be a finite number in [0, 1]; got -0.1"),
+        ("slow_progress", 1.5, "StabilityOptions.slow_progress must be a finite number in [0, 1]; got 1.5"),
+        ("trend_sigmas", 0.0, "StabilityOptions.trend_sigmas must be a finite number > 0; got 0.0"),
+        ("rebound_factor", 1.0, "StabilityOptions.rebound_factor must be a finite number > 1; got 1.0"),
+        ("slow_progress", 0.01, "StabilityOptions.slow_progress must be >= progress_tolerance (0.02); got 0.01"),
     ],
 )
 def test_options_are_validated_with_a_message_naming_the_field(field, value, message):
