@@ -101,6 +101,13 @@ def diagnose(analysis: Analysis, facts: RunFacts | None = None) -> list[str]:
             )
     elif analysis.verdict == "plateau":
         advice.append(_plateau_advice(analysis, facts))
+    elif analysis.verdict == "slow" and analysis.cause == "no_clear_progress":
+        advice.append(
+            f"no clear progress: the loss ended at {_num(_end(analysis))} from {_num(analysis.initial_loss)}, within "
+            "the mini-batch noise of its start, and is not measurably falling; nothing points to a collapse, so the "
+            "learning rate is likely too small (or the run too short to tell): raise it or train longer. This is no "
+            "sign of instability"
+        )
     elif analysis.verdict == "slow":
         advice.append(
             f"learning too slowly: the loss is only {max(analysis.progress, 0.0):.1%} below its start "

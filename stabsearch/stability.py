@@ -38,10 +38,12 @@ the tests all run the very same rules:
     4,324 and settling at 2.29-2.41);
   - **no progress**: the end level (:func:`end_level`, the median of the
     last quarter) at or above ``(1 - progress_tolerance)`` (98%) of the
-    first loss, and the second half not still falling. A run that ends no
-    lower than where it started has not trained, whatever its shape; from
-    the loss alone a model that collapsed at once and a learning rate far
-    too small to move it look the same, and the advice names both.
+    first loss times ``exp(noise)`` (the log-loss noise of the first
+    ``window`` values: the first loss is one mini-batch), and the second
+    half not still falling. A run that ends no lower than where it started
+    has not trained, whatever its shape; from the loss alone a model that
+    collapsed at once and a learning rate far too small to move it look
+    the same, and the advice names both.
 * **spike**: a robust z-score of the log-loss against the trailing window,
   plus an absolute rise, that persists (or is far too big for noise). The
   relative rules of the Lightning, llm-foundry and Megatron-LM spike
@@ -57,8 +59,11 @@ the tests all run the very same rules:
   ``slow_progress`` (5%) below the first loss while the second half is
   still falling (:func:`still_falling`: the least-squares slope of its
   log-loss more than ``trend_sigmas`` (3) standard errors below zero, the
-  noise measured from step-to-step changes). Learning too slowly is no
-  instability: a slow run is no evidence of a cliff.
+  noise measured from step-to-step changes; cause ``too_slow``); or no
+  clear progress on a curve too noisy to call a collapse (the end level
+  at or above 98% of the first loss, but within its noise;
+  ``no_clear_progress``). Learning too slowly is no instability: a slow
+  run is no evidence of a cliff.
 * **verdict**: the first that applies of ``diverged``, ``plateau``,
   ``spiky`` (a spike in the second half, or one that never recovered),
   ``slow``, ``stable``. A collapse outranks its spikes (the explosion that
@@ -119,6 +124,7 @@ _RECOVER_RUN = 5  # recovery must hold for most of this many values
 _BURST = 3  # a flag persists when a value up to this many steps before or after it is still raised
 _CHUNK = 4096  # rows of the sliding window processed at once (bounded memory)
 _MIN_TREND = 1e-4  # a change in log-loss this small across a stretch is no trend
+_SLOW = ("too_slow", "no_clear_progress")  # causes of a slow verdict; the others make a plateau
 
 
 # --------------------------------------------------------------------------- options
@@ -733,7 +739,8 @@ def is_plateau(
 
 def _trained(x: np.ndarray, first: float, opts: StabilityOptions) -> tuple[float, str | None]:
     """Progress of the finite curve ``x`` from ``first``, and the cause when it did not train
-    (``"rebound"``, ``"no_progress"``: a plateau) or trained too little (``"too_slow"``)."""
+    (``"rebound"``, ``"no_progress"``: a plateau) or trained too little, or not clearly at all
+    (``"too_slow"``, ``"no_clear_progress"``: slow)."""
     end = end_level(x, opts)
     if not (math.isfinite(first) and first > 0 and math.isfinite(end)):
         return math.nan, None
@@ -744,9 +751,14 @@ def _trained(x: np.ndarray, first: float, opts: StabilityOptions) -> tuple[float
     early = x[: max(1, x.size // 2)]  # a jump later on is a spike of a run that did get going
     if float(np.max(early)) >= opts.rebound_factor * first * (1.0 - 1e-9):  # 10x or more, whatever the rounding
         return progress, "rebound"
-    if progress <= opts.progress_tolerance and not falling:
-        return progress, "no_progress"
-    return progress, "too_slow" if falling else None
+    if falling:
+        return progress, "too_slow"
+    if progress > opts.progress_tolerance:
+        return progress, None
+    # No progress. The first loss is one mini-batch: a collapse is called only when the end level is at
+    # or above it by more than its noise (one sigma of the log-loss noise of the first `window` values).
+    noise = log_noise(x[: opts.window])
+    return progress, "no_progress" if end >= (1.0 - opts.progress_tolerance) * first * math.exp(noise) else "no_clear_progress"
 
 
 def _best_smoothed(x: np.ndarray, second_half: int, width: int) -> float:
@@ -1182,7 +1194,8 @@ def analyze(
     or any spike that never recovered), ``slow`` (less than 5% below the
     first loss and still falling), ``stable``. ``Analysis.cause`` names the
     rule behind a plateau or slow verdict: ``"dead_layer"``, ``"chance"``,
-    ``"rebound"``, ``"no_progress"`` or ``"too_slow"``. A recovered spike in
+    ``"rebound"``, ``"no_progress"`` (plateau), ``"too_slow"`` or
+    ``"no_clear_progress"`` (slow). A recovered spike in
     the first half is an early transient: listed, not penalised. Spikes are
     searched only before the divergence point, and one still rising into it
     (unrecovered, its peak among the last ``diverge_run`` values before it)
@@ -1272,11 +1285,11 @@ def analyze(
     cause = _cause(dead_layer=bool(dead_layer), at_chance=at_chance, untrained=untrained)
     if diverged_at is not None:
         verdict = "diverged"
-    elif cause is not None and cause != "too_slow":
+    elif cause is not None and cause not in _SLOW:
         verdict = "plateau"
     elif late or unrecovered:
         verdict = "spiky"
-    elif cause == "too_slow":
+    elif cause in _SLOW:
         verdict = "slow"
     else:
         verdict = "stable"
@@ -1300,7 +1313,7 @@ def analyze(
         late_spikes=late,
         unrecovered=unrecovered,
         diverged_at=diverged_at,
-        plateau=cause is not None and cause != "too_slow",
+        plateau=cause is not None and cause not in _SLOW,
         chance_loss=None if chance_loss is None else float(chance_loss),
         score=value,
         steps=n,

@@ -515,6 +515,20 @@ def test_slow_is_not_plateau_and_is_not_instability():
     assert analyze(spiked).verdict == "spiky"  # a late 50x jump is a spike, not the early rebound of a collapse
 
 
+def test_no_progress_within_heavy_noise_is_slow_not_a_collapse():
+    # A noisy regression at lr 1e-3 for 40 steps (tests/modules/interrupt.py): the first loss is one draw
+    # of a noise of 0.6 in log-loss, so ending 18% above it says nothing of a collapse.
+    rng = np.random.default_rng(6)
+    noisy = 1.5 * rng.lognormal(0.0, 0.6, 40)
+    noisy[0] = 1.5
+    result = analyze(noisy)
+    assert result.progress <= 0.02 and (result.verdict, result.cause) == ("slow", "no_clear_progress")
+    # The same shape with little noise is a run that did not train.
+    quiet = 1.5 * rng.lognormal(0.0, 0.005, 40)
+    quiet[0] = 1.45
+    assert (analyze(quiet).verdict, analyze(quiet).cause) == ("plateau", "no_progress")
+
+
 def test_the_trend_is_robust_to_one_wild_minibatch():
     rng = np.random.default_rng(5)
     flat = 2.3 * rng.lognormal(0.0, 0.01, 500)
