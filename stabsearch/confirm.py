@@ -103,10 +103,10 @@ def run_confirmation(
     study = open_search_study(storage, study_name, module, space, settings)
     trials = study.get_trials(deepcopy=False)
     # Best scores first; a search run that already jumped tenfold mid-run would fail confirmation, so it
-    # comes after every one that did not.
+    # comes after every one that did not, and a run that learned too slowly (verdict slow) after those.
     best = sorted(
         (t for t in trials if t.user_attrs.get("kind", "search") == "search" and t.state == TrialState.COMPLETE),
-        key=lambda t: (major_spikes(trial_record(t)) > 0, t.value),
+        key=lambda t: (t.user_attrs.get("verdict") == "slow", major_spikes(trial_record(t)) > 0, t.value),
     )[: confirm.candidates]
     horizon = max(1, round(confirm.stress * settings.steps))
     seeds = confirmation_seeds(settings.seed, confirm.seeds)

@@ -34,11 +34,51 @@ def _eps_advice(facts: RunFacts) -> str:
     return "raise eps to 1e-6 or more (1e-4 to 1e-1 is the usual fix)"
 
 
+def _num(value: float) -> str:
+    return "n/a" if value is None or not math.isfinite(value) else f"{value:.4g}"
+
+
+def _end(analysis: Analysis) -> float:
+    """The level the run ended at, as the progress was measured (``initial * (1 - progress)``)."""
+    return analysis.initial_loss * (1.0 - analysis.progress)
+
+
+def _plateau_advice(analysis: Analysis, facts: RunFacts) -> str:
+    """What a collapsed (or untrained) run says, by the rule that found it."""
+    cause = analysis.cause
+    start, end = _num(analysis.initial_loss), _num(_end(analysis))
+    if cause == "dead_layer" or facts.dead_layers:
+        dead = f" (dead ReLU layer: {', '.join(facts.dead_layers)})" if facts.dead_layers else ""
+        return (
+            f"collapsed: a hidden layer is dead{dead}, so the output no longer depends on the input; too high a "
+            "learning rate killed it early on; lower the learning rate about 10x"
+        )
+    if cause == "chance":
+        return (
+            f"stuck at or above the chance loss {analysis.chance_loss:.4g} (ln K; the loss ended at {end}): the model "
+            "predicts the class prior; too high a learning rate collapsed it early on; lower the learning rate "
+            "about 10x (a loss that never moved from its start can also mean a learning rate far too small: "
+            "compare a run 10x higher)"
+        )
+    if cause == "rebound":
+        return (
+            f"the loss exploded in the first steps and fell back no lower than its start ({start} -> {end}): "
+            "the learning rate is far too high and collapsed the model; cut it 10x or add warmup"
+        )
+    return (
+        f"the run did not train: the loss ended no lower than its start ({start} -> {end}) and is not falling. "
+        "Either the model collapsed at once (a learning rate too high) or the learning rate is far too small to "
+        "move it; runs at 10x lower and 10x higher tell which (pass --classes K to test for chance)"
+    )
+
+
 def diagnose(analysis: Analysis, facts: RunFacts | None = None) -> list[str]:
     """Likely causes and fixes, most important first.
 
     Example:
         >>> from stabsearch.stability import analyze
+        >>> diagnose(analyze([2.31 - 3e-5 * i for i in range(1000)]))[0][:48]
+        'learning too slowly: the loss is only 1.1% below'
         >>> diagnose(analyze([1.0] * 50 + [0.5] * 50))[0]
         'no instability found: the loss trained without late spikes or divergence'
     """
@@ -60,11 +100,19 @@ def diagnose(analysis: Analysis, facts: RunFacts | None = None) -> list[str]:
                 f"so m/(sqrt(v)+eps) blew up; {_eps_advice(facts)}, or lower the learning rate"
             )
     elif analysis.verdict == "plateau":
-        dead = f" (dead ReLU layer: {', '.join(facts.dead_layers)})" if facts.dead_layers else ""
-        chance = f"{analysis.chance_loss:.3g}" if analysis.chance_loss is not None else "chance"
+        advice.append(_plateau_advice(analysis, facts))
+    elif analysis.verdict == "slow" and analysis.cause == "no_clear_progress":
         advice.append(
-            f"stuck at chance loss {chance}{dead}: too high a learning rate killed a layer early on; "
-            "lower the learning rate about 10x"
+            f"no clear progress: the loss ended at {_num(_end(analysis))} from {_num(analysis.initial_loss)}, within "
+            "the mini-batch noise of its start, and is not measurably falling; nothing points to a collapse, so the "
+            "learning rate is likely too small (or the run too short to tell): raise it or train longer. This is no "
+            "sign of instability"
+        )
+    elif analysis.verdict == "slow":
+        advice.append(
+            f"learning too slowly: the loss is only {max(analysis.progress, 0.0):.1%} below its start "
+            f"({_num(analysis.initial_loss)} -> {_num(_end(analysis))}) and still falling; raise the learning rate "
+            "(about 3-10x) or train longer. This is no sign of instability"
         )
     late = [s for s in analysis.spikes if s.step >= n // 2] if analysis.spikes else []
     if late:
@@ -102,11 +150,14 @@ def diagnose(analysis: Analysis, facts: RunFacts | None = None) -> list[str]:
 
 def format_text(analysis: Analysis, advice: list[str], source: str = "") -> str:
     """A short report for the terminal."""
-    fmt = lambda v: "n/a" if v is None or not math.isfinite(v) else f"{v:.4g}"  # noqa: E731
+    fmt = _num
+    p = analysis.progress
+    progress = "n/a" if not math.isfinite(p) else f"{abs(p):.1%} {'below' if p >= 0 else 'above'} the start"
     lines = [
         f"{source + ': ' if source else ''}{analysis.verdict}",
-        f"  values: {analysis.steps}, start loss {fmt(analysis.initial_loss)}, "
+        f"  values: {analysis.steps}, start loss {fmt(analysis.initial_loss)} (the first value), "
         f"final loss {fmt(analysis.final_loss)}, best (second half) {fmt(analysis.best_loss)}",
+        f"  progress: {progress} (the end level: the median of the last quarter)",
         f"  score: {fmt(analysis.score)}",
         f"  divergence: {'step ' + str(analysis.diverged_at) if analysis.diverged_at is not None else 'none'}",
         f"  spikes: {len(analysis.spikes)}",

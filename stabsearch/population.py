@@ -82,7 +82,7 @@ from stabsearch.config import OptimConfig
 from stabsearch.loader import ModelModule
 from stabsearch.optim import build_optimizer, decay_groups
 from stabsearch.schedule import lr_factor
-from stabsearch.stability import StabilityOptions, initial_loss
+from stabsearch.stability import StabilityOptions, reference_loss
 from stabsearch.telemetry import NEAR_EPS, SAMPLE_PER_TENSOR, double_backward_kernels, relu_dead_units
 from stabsearch.trainer import Deadline, OutOfTime, Run, StopRun, TrainResult, batch_stream, one_line, seed_everything
 
@@ -489,7 +489,8 @@ class _Watch:
         head = self.options.head
         if self.count >= head and start < head:
             for i in members:
-                self.initial[i] = np.nan_to_num(initial_loss(self.curves[: self.count, i], head=head), nan=np.inf)
+                base = reference_loss(self.curves[: self.count, i], head=head, cap=self.options.start_cap)
+                self.initial[i] = np.nan_to_num(base, nan=np.inf)
         base = np.fmax(self.initial[members], -np.inf if self.chance is None else self.chance)
         limit = base + (self.options.diverge_factor - 1.0) * np.abs(base)
         suspects = np.flatnonzero((~np.isfinite(block) | (block > limit[None, :])).any(axis=0))

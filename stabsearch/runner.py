@@ -462,6 +462,7 @@ def _store(
         "telemetry": telemetry_summary(result.telemetry),
         "final_loss": _finite_or_none(analysis.final_loss),
         "initial_loss": _finite_or_none(analysis.initial_loss),
+        "cause": analysis.cause,
         "n_spikes": len(analysis.spikes),
         "late_spikes": analysis.late_spikes,
         "unrecovered": analysis.unrecovered,

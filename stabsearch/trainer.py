@@ -25,7 +25,7 @@ from stabsearch.config import OptimConfig
 from stabsearch.device import move_to
 from stabsearch.loader import ModelModule
 from stabsearch.optim import build_optimizer, build_scheduler
-from stabsearch.stability import StabilityOptions, divergence_noise, divergence_step, initial_loss
+from stabsearch.stability import StabilityOptions, divergence_noise, divergence_step, reference_loss
 from stabsearch.telemetry import adam_preconditioner, adam_telemetry, hessian_top_eigenvalue, relu_dead_units
 
 ProgressCallback = Callable[[int, float], None]
@@ -347,7 +347,7 @@ class Run:
         start = len(self._losses)
         self._losses.extend(values)
         if math.isnan(self._initial) and len(self._losses) >= self.options.head:
-            self._initial = initial_loss(self._losses, head=self.options.head)
+            self._initial = reference_loss(self._losses, head=self.options.head, cap=self.options.start_cap)
         self._check_divergence(start)  # first: a block that diverged is not also a progress report
         self._report_progress(start)
 

@@ -91,3 +91,28 @@ def test_early_and_late_divergence_read_differently():
     late[1800] = np.inf
     assert "far too high" in diagnose(analyze(early))[0]
     assert "diverged late (step 1800)" in diagnose(analyze(late))[0]
+
+
+def test_the_start_loss_shown_is_the_first_value_not_a_median_lifted_by_the_explosion(tmp_path, cli):
+    # A GPT-2 at lr 0.62: 4.47 before the first update, then 49 and a plateau at 27.8 (6x the start).
+    x = np.r_[4.47, 49.0, np.full(300, 27.8) * np.random.default_rng(3).lognormal(0.0, 0.02, 300)]
+    path = write_csv(tmp_path / "g.csv", x)
+    out = json.loads(cli("analyze", path, "--format", "json").out)
+    assert out["initial_loss"] == 4.47 and out["reference_loss"] <= 2 * 4.47
+    assert out["verdict"] == "diverged" and out["diverged_at"] == 1
+    text = cli("analyze", path).out
+    assert "start loss 4.47 (the first value)" in text and "far too high" in text
+
+
+def test_slow_and_collapsed_runs_get_opposite_advice(tmp_path, cli):
+    rng = np.random.default_rng(4)
+    slow = np.linspace(2.31, 2.28, 1000) * rng.lognormal(0.0, 0.004, 1000)  # digits at lr 2.7e-5
+    collapsed = np.r_[1.86, 12.9, 4.2, 1.885 * rng.lognormal(0.0, 0.01, 997)]  # 6 classes, 3-7% above ln 6
+    for classes in ([], ["--classes", "10"]):
+        out = json.loads(cli("analyze", write_csv(tmp_path / "s.csv", slow), "--format", "json", *classes).out)
+        assert (out["verdict"], out["cause"]) == ("slow", "too_slow")
+        assert "raise the learning rate" in out["diagnosis"][0] and "no sign of instability" in out["diagnosis"][0]
+    for classes, cause in (([], "no_progress"), (["--classes", "6"], "chance")):
+        out = json.loads(cli("analyze", write_csv(tmp_path / "c.csv", collapsed), "--format", "json", *classes).out)
+        assert (out["verdict"], out["cause"]) == ("plateau", cause)
+        assert "raise the learning rate" not in out["diagnosis"][0]

@@ -37,14 +37,18 @@ def test_run_trials_recommend(workdir, cli):
     # The 3 best search trials were re-run on 3 new seeds at twice the steps.
     assert len(confirms) >= 9 and {t["seed"] for t in confirms} >= {1000, 1001, 1002}
     assert all(t["steps"] == 240 for t in confirms)
+    # Candidates: the best finished search trials, those that learned too slowly (slow) after every other.
     assert {t["of"] for t in confirms if not t["backoff"]} == {
-        t["number"] for t in sorted((t for t in rows if t["state"] == "COMPLETE"), key=lambda t: t["score"])[:3]
+        t["number"] for t in sorted((t for t in rows if t["state"] == "COMPLETE"),
+                                    key=lambda t: (t["verdict"] == "slow", t["score"]))[:3]
     }
     for t in rows:
         assert set(t) >= {"number", "state", "verdict", "score", "final_loss", "spikes", "params"}
         assert t["verdict"] in {"stable", "spiky", "diverged", "plateau", "slow", "failed"}
         assert set(t["params"]) >= {"lr", "eps", "beta1", "beta2", "weight_decay", "schedule", "warmup", "optimizer"}
-        assert (t["state"] == "PRUNED") == (t["verdict"] in {"spiky", "diverged", "plateau", "slow"})
+        # Unstable trials end PRUNED, and so do slow ones the median rule stopped; a slow run that ran to the
+        # end is an honest bad score and ends COMPLETE.
+        assert t["verdict"] in ({"spiky", "diverged", "plateau", "slow"} if t["state"] == "PRUNED" else {"stable", "slow"})
         assert t["state"] != "FAIL"
 
     as_json = json.loads(cli("recommend", "--format", "json").out)

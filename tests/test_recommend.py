@@ -7,7 +7,7 @@ import math
 import pytest
 
 from stabsearch.records import TrialRecord
-from stabsearch.recommend import NothingToRecommend, major_spikes, recommend, rescue, survived
+from stabsearch.recommend import NothingToRecommend, major_spikes, probe_failed, recommend, rescue, survived
 
 BASE = {"optimizer": "adam", "eps": 1e-8, "beta1": 0.9, "beta2": 0.999, "weight_decay": 0.0,
         "schedule": "constant", "warmup": 0.0}
@@ -102,3 +102,29 @@ def test_a_study_whose_trials_all_diverged_says_so():
     search = [record(i, 10.0 ** -i, verdict="diverged", score=1.0) for i in range(3)]
     with pytest.raises(NothingToRecommend, match=r"none of its 3 trials trained stably \(3 diverged\)"):
         recommend(search, "s")
+
+
+def test_a_slow_trial_is_no_edge_evidence():
+    # Learning too slowly is no cliff: neither a slow search trial nor a slow edge probe brackets the edge.
+    search = [record(0, 1e-2, score=-3.0), record(1, 3e-2, verdict="slow", score=-0.4),
+              record(2, 1e-1, verdict="plateau", score=0.3)]
+    rec = recommend(search, "s")
+    assert rec.evidence["trial"] == 0 and rec.evidence["nearest_unstable_lr"] == pytest.approx(1e-1)
+    assert rec.config.lr == pytest.approx(1e-2 / 3) and rec.evidence["unstable_trials"] == 1
+    runs = confirmations(0, 1e-2, 10, score=-2.9)
+    slow_probe = confirmations(0, 3e-2, 20, verdict="slow", score=-2.6, probe=True)
+    assert not probe_failed(slow_probe, reference=-2.9)
+    rec = recommend(search + runs + slow_probe, "s")
+    assert rec.evidence["edge_probes"] == {"0.03": "passed"}
+    assert rec.evidence["nearest_unstable_lr"] == pytest.approx(1e-1)
+    assert rec.config.lr == pytest.approx(3e-2 / 3)  # 3x below the passed probe; a failed one would give 1e-2 / 3
+    # A confirmation run that learned slowly on a new seed did not go unstable either.
+    assert survived(confirmations(0, 1e-2, 30, verdict="slow", score=-1.0))
+
+
+def test_a_slow_trial_is_no_candidate_ahead_of_a_stable_one():
+    search = [record(0, 1e-5, verdict="slow", score=-4.0), record(1, 1e-2, score=-3.0)]
+    rec = recommend(search, "s")
+    assert rec.evidence["trial"] == 1 and rec.evidence["stable_trials"] == 1
+    with pytest.raises(NothingToRecommend, match=r"none of its 2 trials trained stably \(2 slow\)"):
+        recommend([record(0, 1e-6, verdict="slow", score=-0.1), record(1, 1e-5, verdict="slow", score=-0.2)], "s")

@@ -21,10 +21,13 @@ from stabsearch.stability import (
     final_loss,
     find_relapses,
     find_spikes,
-    initial_loss,
+    first_loss,
     is_plateau,
     log_noise,
+    log_trend,
+    reference_loss,
     score,
+    still_falling,
 )
 
 L0 = 2.3
@@ -79,7 +82,7 @@ def test_constant_curve_has_no_spikes_and_a_plain_score():
     curve = np.full(500, 0.7)
     result = analyze(curve)
     assert result.spikes == ()
-    assert result.verdict == "stable"
+    assert (result.verdict, result.cause) == ("plateau", "no_progress")  # it never trained
     assert result.final_loss == result.best_loss == result.initial_loss == 0.7
     assert result.score == pytest.approx(math.log10(0.7 + 1e-3 * 0.7))
 
@@ -315,7 +318,7 @@ def test_noise_around_the_starting_loss_is_not_divergence():
     curve = L0 * rng.lognormal(0.0, 0.03, 3000)  # a learning rate too small to move the loss
     assert analyze(curve).diverged_at is None
     # The bare rule (no noise margin) would call it diverged.
-    assert divergence_step(curve, initial=initial_loss(curve), factor=1.0) is not None
+    assert divergence_step(curve, initial=reference_loss(curve), factor=1.0) is not None
 
 
 def test_divergence_threshold_is_at_least_the_chance_loss():
@@ -329,7 +332,7 @@ def test_heavy_noise_at_the_start_is_not_divergence():
     result = analyze(noisy_start)
     assert result.diverged_at is None and result.verdict == "stable"
     # The bare threshold (1.2 * L0, no noise margin) reads values 5-9 as divergence.
-    assert divergence_step(noisy_start, initial=initial_loss(noisy_start)) == 5
+    assert divergence_step(noisy_start, initial=reference_loss(noisy_start)) == 5
     for seed in range(20):
         assert analyze(decay(1500, sigma=0.4, seed=seed, tau=300)).diverged_at is None
 
@@ -379,7 +382,7 @@ def test_divergence_checks_on_tails_agree_with_the_whole_curve():
             for start in range(0, curve.size, block):
                 stop = min(start + block, curve.size)
                 if start < opts.head <= stop:
-                    initial = initial_loss(curve[:stop], opts.head)
+                    initial = reference_loss(curve[:stop], opts.head, opts.start_cap)
                 lo = 0 if start <= opts.window else start - (opts.diverge_run - 1)
                 step = divergence_step(curve[lo:stop], initial=initial, noise=noise[lo:stop], sigmas=opts.diverge_sigmas)
                 if step is not None:
@@ -434,12 +437,115 @@ def test_dead_layer_makes_a_plateau_but_divergence_comes_first():
     assert analyze(curve, dead_layer=True).verdict == "diverged"
 
 
+# --------------------------------------------------------------------------- did it train: start, progress, chance, slow
+
+
+def exploded(level: float, start: float, burst: list[float], n: int = 1000, sigma: float = 0.01, seed: int = 0) -> np.ndarray:
+    """``start`` (the loss before the first update), the ``burst``, then ``level`` with lognormal noise."""
+    rest = level * np.random.default_rng(seed).lognormal(0.0, sigma, n - 1 - len(burst))
+    return np.r_[start, burst, rest]
+
+
+def test_the_start_is_the_first_loss_even_when_the_next_values_explode():
+    curve = exploded(27.8, 4.47, [49.0, 30.0, 28.4, 27.9])  # a GPT-2 at lr 0.62
+    result = analyze(curve)
+    assert result.initial_loss == first_loss(curve) == 4.47
+    assert result.reference_loss == reference_loss(curve) == pytest.approx(2 * 4.47)  # capped at 2x the first
+    assert (result.verdict, result.diverged_at) == ("diverged", 1)  # 6x its start, and staying there
+    # A cap of 10x the first (the median of the exploded values, 28.4) hides that divergence.
+    lifted = analyze(curve, options=StabilityOptions(start_cap=10.0))
+    assert lifted.reference_loss == pytest.approx(28.4) and lifted.diverged_at is None
+    assert (lifted.verdict, lifted.cause) == ("plateau", "rebound")  # still not stable: it never trained
+    assert result.score == capped_score(4.47)  # the capped score is measured from the first loss too
+    assert math.isnan(first_loss([math.nan, math.inf])) and first_loss([math.nan, 2.0, 1.0]) == 2.0
+
+
+def test_a_run_that_ends_no_lower_than_it_started_did_not_train():
+    rng = np.random.default_rng(1)
+    flat = 2.3 * rng.lognormal(0.0, 0.01, 1000)
+    flat[0] = 2.3
+    assert (analyze(flat).verdict, analyze(flat).cause) == ("plateau", "no_progress")
+    rising = np.linspace(2.3, 2.6, 1000) * rng.lognormal(0.0, 0.01, 1000)  # up 13%, under the divergence margin
+    assert analyze(rising).diverged_at is None and analyze(rising).cause == "no_progress"
+    # An explosion that falls back to the start: a classifier at lr 1 (2.32 -> 4324 -> 2.29-2.41).
+    burst = exploded(2.34, 2.32, [4324.0, 2000.0, 700.0, 49.0, 3.6], sigma=0.012)
+    result = analyze(burst)
+    assert (result.verdict, result.cause, result.diverged_at) == ("plateau", "rebound", None)
+    assert result.initial_loss == 2.32 and result.progress < 0.05
+    # ... even when it ends a little (under 5%) below its start and is still creeping down.
+    creeping = burst.copy()
+    creeping[6:] *= np.linspace(1.0, 0.97, creeping.size - 6)
+    assert analyze(creeping).cause == "rebound"
+    # A run that explodes early and then trains far below its start is an early transient, not a collapse.
+    recovered = np.r_[2.32, 400.0, 50.0, 2.3 * np.exp(-np.arange(997) / 200) + 0.05]
+    assert analyze(recovered).verdict == "stable"
+
+
+def test_the_chance_test_is_one_sided():
+    chance = math.log(6)
+    above = exploded(1.885, 1.86, [12.9, 4.2])  # collapsed: 1.85-1.92, 3-7% above ln 6
+    assert is_plateau(above, chance_loss=chance)
+    result = analyze(above, chance_loss=chance)
+    assert (result.verdict, result.cause) == ("plateau", "chance")
+    # The old two-sided band (within 2% of ln K over the last quarter) misses it.
+    assert not np.all(np.abs(above[-250:] - chance) <= 0.02 * chance)
+    # Without the chance loss, the no-progress rule still catches it: it ends above its start.
+    assert (analyze(above).verdict, analyze(above).cause) == ("plateau", "no_progress")
+    # A run that learns goes meaningfully below ln K and stays there ...
+    learns = np.r_[np.linspace(1.86, 1.6, 200), 1.6 * np.random.default_rng(2).lognormal(0.0, 0.01, 800)]
+    assert not is_plateau(learns, chance_loss=chance) and analyze(learns, chance_loss=chance).verdict == "stable"
+    # ... and one still falling towards ln K from above is learning, not stuck.
+    falling = np.linspace(2.6, 1.9, 1000) * np.random.default_rng(3).lognormal(0.0, 0.005, 1000)
+    assert not is_plateau(falling, chance_loss=chance)
+
+
+def test_slow_is_not_plateau_and_is_not_instability():
+    rng = np.random.default_rng(4)
+    digits = np.linspace(2.31, 2.28, 1000) * rng.lognormal(0.0, 0.005, 1000)  # lr 2.7e-5: 2.31 -> 2.28
+    for chance in (None, math.log(10)):
+        result = analyze(digits, chance_loss=chance)
+        assert (result.verdict, result.cause, result.plateau) == ("slow", "too_slow", False)
+        assert 0.0 < result.progress < 0.05
+    assert still_falling(digits) and log_trend(digits[500:]) < -3
+    # The same start without the fall is a plateau: flat, no lower than it started.
+    assert analyze(np.full(1000, 2.31) * rng.lognormal(0.0, 0.005, 1000)).verdict == "plateau"
+    # A run with real progress is stable even while still falling; a slow one with a late spike is spiky.
+    assert analyze(np.linspace(2.31, 2.0, 1000)).verdict == "stable"
+    spiked = with_spike(digits, at=800, factor=50.0, length=3)
+    assert analyze(spiked).verdict == "spiky"  # a late 50x jump is a spike, not the early rebound of a collapse
+
+
+def test_no_progress_within_heavy_noise_is_slow_not_a_collapse():
+    # A noisy regression at lr 1e-3 for 40 steps (tests/modules/interrupt.py): the first loss is one draw
+    # of a noise of 0.6 in log-loss, so ending 18% above it says nothing of a collapse.
+    rng = np.random.default_rng(6)
+    noisy = 1.5 * rng.lognormal(0.0, 0.6, 40)
+    noisy[0] = 1.5
+    result = analyze(noisy)
+    assert result.progress <= 0.02 and (result.verdict, result.cause) == ("slow", "no_clear_progress")
+    # The same shape with little noise is a run that did not train.
+    quiet = 1.5 * rng.lognormal(0.0, 0.005, 40)
+    quiet[0] = 1.45
+    assert (analyze(quiet).verdict, analyze(quiet).cause) == ("plateau", "no_progress")
+
+
+def test_the_trend_is_robust_to_one_wild_minibatch():
+    rng = np.random.default_rng(5)
+    flat = 2.3 * rng.lognormal(0.0, 0.01, 500)
+    assert abs(log_trend(flat)) < 3
+    wild = flat.copy()
+    wild[-1] = 2.3e3  # one huge last value would make a least-squares fall into a rise
+    assert abs(log_trend(wild)) < 3
+    assert log_trend(np.geomspace(1.0, 0.5, 100)) < -1e6  # noise-free (but for rounding): a certain fall
+    assert log_trend([1.0] * 5) == 0.0 and log_trend([1.0, 1.0 + 1e-9] * 50) == 0.0
+
+
 # --------------------------------------------------------------------------- summaries
 
 
 def test_initial_and_final_loss_are_robust_medians():
-    assert initial_loss([math.nan, 9.0, 2.0, 2.1, 2.2, 2.3, 0.1]) == 2.2
-    assert math.isnan(initial_loss([math.nan, math.inf]))
+    assert reference_loss([math.nan, 9.0, 2.0, 2.1, 2.2, 2.3, 0.1]) == 2.2
+    assert math.isnan(reference_loss([math.nan, math.inf]))
     curve = np.concatenate([decay(95), [0.5, 0.5, 50.0, 0.5, math.nan]])
     assert final_loss(curve) == 0.5  # last 5 values, finite ones
     assert final_loss([3.0]) == 3.0
@@ -480,7 +586,7 @@ def test_diverged_score_is_finite_and_worse_than_any_finished_run():
     capped = analyze(diverged).score
     assert math.isfinite(capped)
     assert capped > worst_finished - 1e-12
-    assert capped == capped_score(initial_loss(diverged))
+    assert capped == capped_score(first_loss(diverged))
     # Even a finished run with many unrecovered late spikes never beats diverging.
     bad = Spike(step=1500, peak_step=1500, size=3.0, before=0.05, peak=50.0, recovered=False, recover_steps=None)
     many = score(initial=L0, final=0.5, best=0.05, spikes=[bad] * 5, n=2000, diverged=False)
@@ -533,6 +639,12 @@ def test_score_terms_follow_the_design_formula():
         ("diverge_factor", 0.9, "StabilityOptions.diverge_factor must be a finite number >= 1; got 0.9"),
         ("diverge_sigmas", -1.0, "StabilityOptions.diverge_sigmas must be a finite number >= 0; got -1.0"),
         ("z_single", 0.0, "StabilityOptions.z_single must be a finite number > 0; got 0.0"),
+        ("start_cap", 0.5, "StabilityOptions.start_cap must be a finite number >= 1; got 0.5"),
+        ("progress_tolerance", -0.1, "StabilityOptions.progress_tolerance must be a finite number in [0, 1]; got -0.1"),
+        ("slow_progress", 1.5, "StabilityOptions.slow_progress must be a finite number in [0, 1]; got 1.5"),
+        ("trend_sigmas", 0.0, "StabilityOptions.trend_sigmas must be a finite number > 0; got 0.0"),
+        ("rebound_factor", 1.0, "StabilityOptions.rebound_factor must be a finite number > 1; got 1.0"),
+        ("slow_progress", 0.01, "StabilityOptions.slow_progress must be >= progress_tolerance (0.02); got 0.01"),
     ],
 )
 def test_options_are_validated_with_a_message_naming_the_field(field, value, message):

@@ -20,7 +20,7 @@ def test_user_code_that_changes_directory_moves_nothing(workdir, cli, monkeypatc
     monkeypatch.setenv("STABSEARCH_TEST_ELSEWHERE", str(elsewhere))
     r = cli("run", module_path("wanders"), "--trials", 2, "--confirm", 0, "--no-progress")
     assert r.code == 0, r.err
-    assert "2/2 trials finished (2 stable)" in r.err
+    assert "2/2 trials finished" in r.err and "failed" not in r.err
     study = optuna.load_study(study_name="wanders", storage=f"sqlite:///{workdir}/studies/stabsearch.db")
     assert len(study.trials) == 2 and all(t.state.name == "COMPLETE" for t in study.trials)
     artifacts = list((workdir / "studies" / "artifacts").iterdir())

@@ -5,7 +5,7 @@
 
 Each curve is one CSV (``step,loss``) and one entry of ``corpus/labels.json``::
 
-    {"verdict": "stable" | "spiky" | "diverged" | "plateau",
+    {"verdict": "stable" | "spiky" | "diverged" | "plateau" | "slow",
      "events": [true spike steps],          # where each true spike starts
      "diverged_at": step or null,
      "classes": K or null,                  # pass as --classes K
@@ -407,6 +407,87 @@ def plateau_after_collapse() -> Curve:
         "rise that never recovers, labelled an event at 800; verdict plateau", classes=6))
 
 
+def explosion_head(rest: np.ndarray, start: float, burst: list[float]) -> np.ndarray:
+    """``start`` (the loss before the first update), then the ``burst`` values, then ``rest``."""
+    return np.concatenate([[start], burst, rest])
+
+
+def diverged_explode_then_high() -> Curve:
+    rng = np.random.default_rng(601)
+    n = 1000
+    noiseless = explosion_head(np.full(n - 2, 27.8), 4.4, [49.0])
+    x = rounded(noiseless * lognormal(rng, n, 0.02))
+    st = steps_of(n)
+    return Curve("diverged_explode_then_high", x, st, label(
+        "diverged", [], "a GPT-2 at too high a learning rate: 4.4 (the loss before the first update), 49 at step 1, "
+        "then 27.8 to the end, all times lognormal sigma=0.02 (seed 601); the run never comes back below 6x its "
+        "start. diverged_at is where the noise-free curve rises above its start (step 1); the jump has no history "
+        "and is the divergence itself, not a spike event", diverged_at=crossing(noiseless, st, 4.4)))
+
+
+def plateau_explode_back_to_start() -> Curve:
+    rng = np.random.default_rng(602)
+    n = 1000
+    noiseless = explosion_head(np.full(n - 6, 2.34), 2.32, [4324.0, 2000.0, 700.0, 49.0, 3.6])
+    x = rounded(noiseless * lognormal(rng, n, 0.012))
+    return Curve("plateau_explode_back_to_start", x, steps_of(n), label(
+        "plateau", [], "a 10-class classifier at lr 1: 2.32 (before the first update), then 4324, 2000, 700, 49, 3.6 "
+        "at steps 1-5, then 2.34 to the end (2.29-2.41 with the noise), all times lognormal sigma=0.012 (seed 602): "
+        "the explosion fell back to chance (ln 10 = 2.303) and the run ends no lower than it started. Collapse "
+        "(plateau), also without --classes; the 4 exploded values are too few for divergence (5 in a row) and the "
+        "burst has no history: part of the collapse, not a spike event", classes=10))
+
+
+def plateau_chance6_after_explosion() -> Curve:
+    rng = np.random.default_rng(603)
+    n = 1000
+    noiseless = explosion_head(np.full(n - 3, 1.885), 1.86, [12.9, 4.2])
+    x = rounded(noiseless * lognormal(rng, n, 0.01))
+    return Curve("plateau_chance6_after_explosion", x, steps_of(n), label(
+        "plateau", [], "a 6-class softmax that collapsed: 1.86 (before the first update), 12.9 and 4.2 at steps 1-2, "
+        "then 1.885 to the end (1.85-1.92 with the noise, 3-7% above ln 6 = 1.792), all times lognormal sigma=0.01 "
+        "(seed 603): stuck above chance, never below it. Plateau with --classes 6 (one-sided chance test) and "
+        "without (it ends no lower than it started); no spike event", classes=6))
+
+
+def plateau_flat_start() -> Curve:
+    rng = np.random.default_rng(604)
+    n = 1000
+    x = rounded(np.full(n, 2.3) * lognormal(rng, n, 0.01))
+    return Curve("plateau_flat_start", x, steps_of(n), label(
+        "plateau", [], "2.3 to the end times lognormal sigma=0.01 (seed 604): the loss never moves from its start. "
+        "Not trained (plateau, by the no-progress rule): from the loss alone a model that collapsed at once and a "
+        "learning rate far too small to move it look the same; no event"))
+
+
+def slow_digits() -> Curve:
+    rng = np.random.default_rng(605)
+    n = 1000
+    x = rounded(np.linspace(2.31, 2.28, n) * lognormal(rng, n, 0.006))
+    return Curve("slow_digits", x, steps_of(n), label(
+        "slow", [], "a 10-class digits classifier at lr 2.7e-5: a straight fall from 2.31 to 2.28 over 1000 steps "
+        "(1.3%) times lognormal sigma=0.006 (seed 605): still falling steadily, just far too slowly. Slow, not a "
+        "collapse: it is below chance (ln 10 = 2.303) by its end and falling; no event", classes=10))
+
+
+def slow_regression_crawl() -> Curve:
+    rng = np.random.default_rng(606)
+    n = 3000
+    x = rounded(np.geomspace(0.969, 0.960, n) * lognormal(rng, n, 0.002))
+    return Curve("slow_regression_crawl", x, steps_of(n), label(
+        "slow", [], "a regression at lr 1e-7: a geometric fall from 0.969 to 0.960 over 3000 steps (0.9%) times "
+        "lognormal sigma=0.002 (seed 606): still falling, far too slowly; no event"))
+
+
+def clean_finetune_small_gain() -> Curve:
+    rng = np.random.default_rng(607)
+    n = 2000
+    x = rounded(exp_trend(n, start=3.0, floor=2.64, tau=150) * lognormal(rng, n, 0.03))
+    return Curve("clean_finetune_small_gain", x, steps_of(n), label(
+        "stable", [], "a fine-tune that gains 12%: 0.36*exp(-t/150)+2.64 from 3.0, times lognormal sigma=0.03 "
+        "(seed 607); it trained and converged, a small gain is no slow run; no event"))
+
+
 HAND_MADE: dict[str, Callable[[], Curve]] = {
     f.__name__: f
     for f in (
@@ -433,6 +514,13 @@ HAND_MADE: dict[str, Callable[[], Curve]] = {
         diverged_early,
         plateau_chance6,
         plateau_after_collapse,
+        diverged_explode_then_high,
+        plateau_explode_back_to_start,
+        plateau_chance6_after_explosion,
+        plateau_flat_start,
+        slow_digits,
+        slow_regression_crawl,
+        clean_finetune_small_gain,
     )
 }
 
