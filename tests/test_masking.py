@@ -119,3 +119,12 @@ def test_a_postgres_password_in_either_form_appears_in_no_output(workdir, cli, f
     bad = cli("trials", "--storage", url.replace(secret, "not-the-password"))
     assert bad.code == 2 and len(bad.err.strip().splitlines()) == 1, bad.err
     assert "not-the-password" not in bad.err + bad.out and "***" in bad.err
+
+
+def test_the_storage_examples_run():
+    import doctest
+
+    from stabsearch import storage
+
+    failures, tried = doctest.testmod(storage)
+    assert failures == 0 and tried >= 4
