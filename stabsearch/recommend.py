@@ -278,7 +278,7 @@ def recommend(records: Sequence[TrialRecord], study: str, *, safety: float = 3.0
     evidence: dict[str, Any] = {
         "trial": source.number,
         "confirmed": bool(runs),
-        "seeds": sorted({r.seed for r in runs}) if runs else [source.seed],
+        "seeds": sorted({r.seed for r in runs if r.seed is not None}) if runs else [source.seed],
         "horizon": max((r.steps or 0) for r in runs) if runs else source.steps,
         "spikes": sum(r.spikes for r in runs) if runs else source.spikes,
         "divergences": sum(r.verdict == "diverged" for r in runs),
@@ -316,7 +316,7 @@ def _backoff_check(records: Sequence[TrialRecord], config: OptimConfig) -> dict[
     if not runs:
         return None
     return {
-        "seeds": sorted({r.seed for r in runs}),
+        "seeds": sorted({r.seed for r in runs if r.seed is not None}),
         "spikes": sum(r.spikes for r in runs),
         "divergences": sum(r.verdict == "diverged" for r in runs),
         "survived": survived(runs),

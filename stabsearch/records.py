@@ -12,6 +12,8 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from stabsearch import attrs as typed
+
 VERDICTS = ("stable", "spiky", "diverged", "plateau", "slow", "failed", "running")
 #: Verdicts of a run that went unstable: told to Optuna as PRUNED, and the edge the recommendation keeps away from.
 UNSTABLE = ("spiky", "diverged", "plateau")
@@ -50,6 +52,8 @@ class TrialRecord:
     checks: dict[str, str] = dataclasses.field(default_factory=dict)
     #: The id of the loss-curve CSV in the storage's artifact store (its file is ``artifacts_dir / id``).
     curve_artifact: str | None = None
+    #: Stored attributes dropped because their value had the wrong type (see :mod:`stabsearch.attrs`).
+    unreadable: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {k: _json_safe(v) for k, v in dataclasses.asdict(self).items()}
@@ -63,27 +67,49 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-def _verdict(trial: FrozenTrial) -> str:
+def _verdict(trial: FrozenTrial, attrs: dict[str, Any]) -> str:
     if trial.state == TrialState.RUNNING:
         return "running"
     if trial.state == TrialState.WAITING:
         return "waiting"
-    return trial.user_attrs.get("verdict", "failed")
+    verdict = attrs.get("verdict", "failed")
+    return verdict if verdict in VERDICTS else "failed"
+
+
+def _params(trial: FrozenTrial, attrs: dict[str, Any], unreadable: tuple[str, ...]) -> dict[str, Any] | None:
+    """The trial's stored ``config``, else (none stored) Optuna's parameters; ``None`` when it cannot be read."""
+    if "config" in unreadable:
+        return None  # Optuna's raw parameters (one_minus_beta2, ...) would mean another configuration
+    if attrs.get("config"):
+        return dict(attrs["config"])
+    if trial.params:
+        fallback = typed.config(dict(trial.params))
+        return None if fallback is typed.MISSING else dict(fallback)
+    return {}
 
 
 def trial_record(trial: FrozenTrial) -> TrialRecord:
-    """Turn an Optuna trial into a :class:`TrialRecord`."""
-    attrs = trial.user_attrs
+    """Turn an Optuna trial into a :class:`TrialRecord`.
+
+    Stored values of the wrong type are dropped (:func:`stabsearch.attrs.typed_attrs`) and named in
+    ``unreadable``; a finished trial whose configuration cannot be read at all becomes ``failed``.
+    """
+    attrs, unreadable = typed.typed_attrs(trial.user_attrs)
+    params = _params(trial, attrs, unreadable)
+    verdict = _verdict(trial, attrs)
+    if params is None:
+        params, verdict = {}, ("failed" if trial.state.is_finished() else verdict)
+        attrs["failure"] = "unreadable stored configuration"
     score = trial.value if trial.values else attrs.get("score")
     return TrialRecord(
         number=trial.number,
         state=trial.state.name,
-        verdict=_verdict(trial),
+        verdict=verdict,
         score=score,
         final_loss=attrs.get("final_loss"),
         spikes=int(attrs.get("n_spikes", 0)),
         late_spikes=int(attrs.get("late_spikes", 0)),
-        params=dict(attrs.get("config") or trial.params),
+        params=params,
         kind=attrs.get("kind", "search"),
         seed=attrs.get("seed"),
         steps=attrs.get("steps"),
@@ -102,6 +128,7 @@ def trial_record(trial: FrozenTrial) -> TrialRecord:
         warning_penalty=_penalty(attrs, score),
         checks=_checks(attrs.get("checks")),
         curve_artifact=attrs.get("curve_artifact"),
+        unreadable=unreadable,
     )
 
 

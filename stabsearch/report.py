@@ -46,6 +46,7 @@ import plotly.graph_objects as go
 import plotly.io as pio
 from optuna.trial import FrozenTrial
 
+from stabsearch.attrs import typed_attr
 from stabsearch.recommend import UNSTABLE, NothingToRecommend, Recommendation, recommend
 from stabsearch.records import TrialRecord, study_records
 
@@ -267,7 +268,7 @@ def summarize(study: optuna.Study, records: Sequence[TrialRecord], storage: Any,
         confirm_runs=sum(r.kind == "confirm" for r in finished),
         unfinished=len(records) - len(finished),
         steps_run=int(sum(r.steps_run or 0 for r in finished)),
-        train_seconds=float(sum(float(t.user_attrs.get("seconds") or 0.0) for t in trials)),
+        train_seconds=float(sum(typed_attr(t.user_attrs, "seconds", 0.0) for t in trials)),
         wall_seconds=wall,
         search_verdicts=dict(Counter(r.verdict for r in finished if r.kind == "search")),
         confirm_verdicts=dict(Counter(r.verdict for r in finished if r.kind == "confirm")),
@@ -635,7 +636,7 @@ def loss_curves_figure(picks: Sequence[tuple[str, TrialRecord]], trials: Mapping
             line={"color": color, "width": 1.6, "dash": "solid" if role in ("best",) or role.startswith("recommended") else dashes[i % 4]},
             hovertemplate=f"#{r.number} ({_esc(r.verdict)}) step %{{x}}: loss %{{y:.4g}}<extra></extra>",
         ))
-        spikes = (trial.user_attrs.get("spikes") or []) if trial is not None else []
+        spikes = list(r.spike_events)
         sx = [s.get("peak_step", s.get("step")) for s in spikes if s.get("peak")]
         sy = [_sig(s["peak"]) for s in spikes if s.get("peak")]
         if sx:

@@ -2,7 +2,8 @@
 
 Every way a storage can fail to open (missing file, corrupt file, bad URL,
 wrong password, missing driver) becomes a one-line :class:`UsageError` that
-shows the URL with its password hidden. Passwords never leave this module.
+shows the URL through :func:`masked_url`, with every password hidden. Passwords never leave
+this module: every output names a storage by :attr:`Storage.shown`.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ import contextlib
 import dataclasses
 import errno
 import json
+import re
 import sqlite3
+import urllib.parse
 import warnings
 from pathlib import Path
 
@@ -28,19 +31,69 @@ from stabsearch.inputs import printable
 DEFAULT_STORAGE = "sqlite:///studies/stabsearch.db"
 
 
-def redact(url: str) -> str:
-    """The URL with any password replaced by ``***``.
+#: Query keys whose values are secrets (case-insensitive): password, passwd, pwd, sslpassword, a token...
+_SECRET_KEY = re.compile(r"pass|pwd|secret|token", re.IGNORECASE)
+_MASK = "***"
+
+
+def masked_url(url: str) -> str:
+    """``url`` with every password-like part replaced by ``***``: the one form any output shows.
+
+    The password of the user info goes, and so does the value of every query
+    key that looks like a password (``password``, ``passwd``, ``pwd``,
+    ``sslpassword``, ``...token``, in any case).
+
+    Args:
+        url: a storage URL, as given to ``--storage``.
 
     Example:
-        >>> redact("postgresql://me:secret@db/studies")
+        >>> masked_url("postgresql://me:secret@db/studies")
         'postgresql://me:***@db/studies'
+        >>> masked_url("postgresql://me@db/studies?PassWord=secret&sslmode=require")
+        'postgresql://me@db/studies?PassWord=***&sslmode=require'
     """
     if url.startswith("journal:"):
         return url
     try:
-        return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
+        parsed = sqlalchemy.engine.make_url(url)
+        base = parsed.set(query={}).render_as_string(hide_password=True)
     except Exception:
         return "<unparseable storage URL>"
+    pairs = [
+        (key, _MASK if _SECRET_KEY.search(key) else value)
+        for key, values in parsed.query.items()
+        for value in ((values,) if isinstance(values, str) else values)
+    ]
+    return base + ("?" + urllib.parse.urlencode(pairs, safe="*") if pairs else "")
+
+
+def secrets_of(url: str) -> list[str]:
+    """The password-like values in ``url`` (decoded and as written), longest first, for :func:`mask_text`."""
+    found = set()
+    try:
+        parsed = sqlalchemy.engine.make_url(url)
+    except Exception:
+        return []
+    if parsed.password:
+        found.add(str(parsed.password))
+    for key, values in parsed.query.items():
+        if _SECRET_KEY.search(key):
+            found.update((values,) if isinstance(values, str) else values)
+    found |= {urllib.parse.quote(v, safe="") for v in found}
+    return sorted((v for v in found if v), key=len, reverse=True)
+
+
+def mask_text(text: str, url: str) -> str:
+    """``text`` (an error message, say) with ``url`` and each of its secrets masked as :func:`masked_url` does.
+
+    Example:
+        >>> mask_text("cannot reach db?pwd=hunter2 (pwd hunter2)", "postgresql://db/x?pwd=hunter2")
+        'cannot reach db?pwd=*** (pwd ***)'
+    """
+    text = text.replace(url, masked_url(url))
+    for secret in secrets_of(url):  # as a whole word, so that a one-letter password does not garble the text
+        text = re.sub(rf"(?<![A-Za-z0-9]){re.escape(secret)}(?![A-Za-z0-9])", _MASK, text)
+    return text
 
 
 #: Exceptions that mean the storage itself failed (never the user's model code).
@@ -98,7 +151,7 @@ class Storage:
 
     @property
     def shown(self) -> str:
-        return redact(self.url)
+        return masked_url(self.url)
 
     def study_names(self) -> list[str]:
         return [s.study_name for s in self.storage.get_all_studies()]
@@ -179,7 +232,7 @@ def open_storage(url: str | None = None, *, create: bool = False) -> Storage:
         stabsearch.errors.UsageError: no/such/dir/x.db: no study database here (run `stabsearch run` first, or pass --storage)
     """
     url = url or DEFAULT_STORAGE
-    shown = redact(url)
+    shown = masked_url(url)
     _LAST_OPENED[:] = [shown]
     database: Path | None = None
     if url.startswith("journal:"):
@@ -211,8 +264,7 @@ def open_storage(url: str | None = None, *, create: bool = False) -> Storage:
             storage = RDBStorage(engine_url, engine_kwargs=engine_kwargs)
         except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError, RuntimeError) as exc:
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            if url in reason:
-                reason = reason.replace(url, shown)
+            reason = mask_text(reason, url)
             raise UsageError(f"storage {shown}: cannot open it ({type(exc).__name__}: {reason[:200]})") from None
         if sqlite_path is not None:
             sqlalchemy.event.listen(storage.engine, "connect", _on_sqlite_connect)

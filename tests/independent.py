@@ -41,14 +41,14 @@ def train(module, rec: dict, steps: int, seed: int) -> tuple[list[float], torch.
     return losses, model
 
 
-def spiked_or_diverged(losses: list[float], steps: int) -> str | None:
+def spiked_or_diverged(losses: list[float], steps: int, floor: float = 1e-3) -> str | None:
     """A reason if the run diverged, or if after the first 10% a loss ever rose 10x above the running
-    minimum to more than 1e-3 of the first loss (wiggles near zero don't count). Meant for full-batch
+    minimum to more than ``floor`` times the first loss (wiggles near zero don't count). Meant for full-batch
     runs, where every step sees the same data and one value is a real measurement, not a hard batch."""
     if len(losses) < steps or not all(math.isfinite(v) for v in losses):
         return f"diverged at step {len(losses) - 1}"
     running = math.inf
-    floor = 1e-3 * losses[0]
+    floor = floor * losses[0]
     for i, v in enumerate(losses):
         if i >= steps // 10 and v > 10 * running and v > floor:
             return f"spike at step {i}: {v:.3g} vs running min {running:.3g}"

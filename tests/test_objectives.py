@@ -154,15 +154,20 @@ def test_adam_late_blowup_large_eps_never_spikes_even_at_5x_steps():
     assert losses[mod.STEPS - 1] < 1e-9 * l0, "STABLE should still reach a low loss within STEPS"
 
 
-def test_adam_late_blowup_lower_lr_only_delays_the_blowup():
-    # lr 5e-4 (half of FAILING's): quiet through STEPS, spiking soon after (seed 1: step ~3225).
+@pytest.mark.parametrize("seed", range(3))
+def test_adam_late_blowup_lower_lr_only_delays_the_blowup(seed):
+    # lr 5e-4 (half of FAILING's): quiet through STEPS, blowing up soon after. The run is chaotic: the
+    # height of its first spikes depends on the last bits of the kernels' rounding. Measured on seeds 0..4
+    # with ATEN_CPU_CAPABILITY=avx2 and =default: the rise before STEPS stays under 4.8e-14 x L0, the first
+    # 100x rise comes at step 3102-3317, and the largest jump by step 4000 is 3.7e-4 .. 2.3e-3 x L0. So a
+    # jump above 1e-4 x L0 (ten decades above the 1e-15 floor it sat at) is asserted, not above 1e-3.
     mod = objective("adam_late_blowup")
     settings = dict(mod.FAILING, lr=5e-4)
-    losses = train_plain(mod, settings, 4000, seed=1)
+    losses = train_plain(mod, settings, 4000, seed=seed)
     l0 = losses[0]
     assert max_rise(losses[: mod.STEPS]) < 1e-6 * l0
     jump, step = biggest_jump(losses, mod.STEPS, factor=100.0)
-    assert jump > 1e-3 * l0 and step is not None and step > mod.STEPS
+    assert jump > 1e-4 * l0 and step is not None and step > mod.STEPS, (jump / l0, step)
 
 
 # --- (b) softmax MLP stuck at chance ---------------------------------------------------------

@@ -206,20 +206,25 @@ def test_members_match_train_trial_on_every_objective(name, linear_rewrite):
 
 
 def test_a_diverging_member_is_frozen_and_leaves_the_others_alone(linear_rewrite):
-    # Bitwise equal on either linear path; the timed choice may differ between K=3 and K=2, by rounding only.
+    # K=3 and K=2 are different code paths (batched matmuls of another shape may round differently on another
+    # machine's kernels), and so are a member and train_trial: compare them within rounding, never bitwise.
+    # Measured here: K=3 vs K=2 0.0 (bitwise on this machine), members vs train_trial 1.7e-6 at most; the
+    # first loss 0.0 here and 6.8e-8 on another machine (0.426205575 vs 0.426205546). A member hit by its
+    # neighbour's blowup (lr=50 jumps five decades at step 1) would turn NaN or leave these bounds at once.
     module = load_model_module(module_path("tiny"))
     a, b, blowup = CONFIGS[0], CONFIGS[1], OptimConfig(lr=50.0, eps=1e-10)
     with_it = train_population(module, [a, blowup, b], steps=200, seed=0, device=CPU)
     without = train_population(module, [a, b], steps=200, seed=0, device=CPU)
-    # The others' curves are the very same numbers (nothing reduces across members).
-    assert np.array_equal(with_it[0].losses, without[0].losses)
-    assert np.array_equal(with_it[2].losses, without[1].losses)
-    assert with_it[0].final_eval == without[0].final_eval and with_it[0].steps_run == 200
+    for config, pop, alone in ((a, with_it[0], without[0]), (b, with_it[2], without[1])):
+        seq, tolerance = rounding_tolerance(module, config, 200, seed=0)
+        assert_same_run(pop, alone, rtol=tolerance)
+        assert_same_run(pop, seq, rtol=tolerance)
+        assert pop.steps_run == 200 and np.isfinite(pop.losses).all()
     # The diverged member stops where train_trial stops it: same step, same curve length (end of its block).
     seq = train_trial(module, blowup, steps=200, seed=0, device=CPU)
     assert with_it[1].diverged_at == seq.diverged_at is not None
     assert with_it[1].steps_run == seq.steps_run < 200
-    assert with_it[1].losses[0] == seq.losses[0]
+    assert with_it[1].losses[0] == pytest.approx(seq.losses[0], rel=1e-5)
 
 
 def test_a_population_that_all_diverges_stops_early():
@@ -433,7 +438,7 @@ def test_the_linear_rewrite_is_kept_only_where_it_is_faster(slow_path, monkeypat
 
     def timed(self, b):
         if self.linear_rewrite is slow_path:
-            time.sleep(0.01)
+            time.sleep(0.05)  # far above any stall of the fast path under load (best of 3 is kept)
         return real(self, b)
 
     monkeypatch.setattr(population._Population, "gradients", timed)

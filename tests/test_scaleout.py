@@ -63,30 +63,47 @@ def test_two_workers_on_sqlite_reach_exactly_the_requested_trials(tmp_path):
     assert_exactly(study_trials(f"sqlite:///{tmp_path}/studies/stabsearch.db", "tiny"), 10)
 
 
+def wait_for(what: str, check, timeout: float = 300.0, every: float = 0.05):  # noqa: ANN001, ANN201
+    """Poll ``check()`` until it returns something true, and return that; a generous deadline, never a guess."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            found = check()
+        except Exception:  # the storage may not exist yet, or be busy for a moment
+            found = None
+        if found:
+            return found
+        time.sleep(every)
+    raise AssertionError(f"{what}: not seen within {timeout:.0f}s")
+
+
 @pytest.mark.slow
 def test_sigkill_mid_trial_is_recovered_and_rerun_once(tmp_path):
     db = f"sqlite:///{tmp_path}/studies/stabsearch.db"
     args = ("run", module_path("slow"), "--trials", 3, "--heartbeat", 0.2, "--confirm", 0, "--no-progress")
-    proc = subprocess.Popen([sys.executable, "-m", "stabsearch", *map(str, args)], cwd=tmp_path, env=ENV,
+    hold = tmp_path / "hold"
+    hold.mkdir()
+    # The second trial holds (tests/modules/slow.py) until the kill, so the kill lands while it runs, under any load.
+    proc = subprocess.Popen([sys.executable, "-m", "stabsearch", *map(str, args)], cwd=tmp_path,
+                            env={**ENV, "STABSEARCH_TEST_HOLD": str(hold)},
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    killed = None
-    deadline = time.time() + 120
-    while time.time() < deadline and killed is None:
-        time.sleep(0.2)
-        try:
-            trials = study_trials(db, "slow")
-        except Exception:
-            continue
-        running = [t for t in trials if t.state.name == "RUNNING" and t.number == 1]
-        if running:
-            time.sleep(0.3)  # well inside the trial (40 steps x 20 ms)
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
-            killed = running[0]
-    assert killed is not None, "no trial was seen running"
+    try:
+        killed = wait_for("trial 1 RUNNING and held", lambda: (hold / "holding").exists() and next(
+            (t for t in study_trials(db, "slow") if t.state.name == "RUNNING" and t.number == 1), None))
+        assert proc.poll() is None
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
     assert study_trials(db, "slow")[1].state.name == "RUNNING"  # the crash left it behind
 
-    time.sleep(6 * 0.2 + 0.5)  # let its heartbeat go stale
+    from stabsearch.queue import GRACE_BEATS, HEARTBEAT_KEY
+
+    def stale() -> bool:  # its last stored heartbeat is older than the grace period, as the resume will judge it
+        t = study_trials(db, "slow")[1]
+        last = t.system_attrs.get(HEARTBEAT_KEY, t.datetime_start.timestamp())
+        return time.time() - float(last) > GRACE_BEATS * 0.2
+
+    wait_for("trial 1's heartbeat going stale", stale, timeout=60)
     stabsearch(*args, cwd=tmp_path)
     trials = study_trials(db, "slow")
     assert not [t for t in trials if t.state.name in ("RUNNING", "WAITING")]
