@@ -73,7 +73,7 @@ def config(value: Any) -> dict[str, Any] | object:
     value = dict(value)
     for field in dataclasses.fields(OptimConfig):
         if field.name in value:
-            checked = (text if field.type in ("str", str) else number)(value[field.name])
+            checked = _FIELD_CHECKS.get(str(field.type), number)(value[field.name])
             if checked is MISSING:
                 return MISSING
             value[field.name] = checked
@@ -83,6 +83,12 @@ def config(value: Any) -> dict[str, Any] | object:
         return MISSING
     return value
 
+
+#: How a configuration field of each declared type is read back (anything else: a number).
+_FIELD_CHECKS: dict[str, Callable[[Any], Any]] = {
+    "str": text, "<class 'str'>": text, "bool": flag, "<class 'bool'>": flag,
+    "float | None": optional(number), "Optional[float]": optional(number),
+}
 
 #: The type of each attribute stabsearch reads back; attributes not named here are passed through untouched.
 SCHEMA: dict[str, Callable[[Any], Any]] = {

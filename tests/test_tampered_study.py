@@ -174,3 +174,14 @@ def test_the_attribute_examples_run():
 
     failures, tried = doctest.testmod(attrs)
     assert failures == 0 and tried >= 2
+
+
+def test_a_configuration_with_clipping_precision_and_decay_groups_reads_back_whole():
+    from stabsearch.attrs import config
+
+    stored = {"optimizer": "adamw", "lr": 1e-3, "eps": 1e-8, "beta1": 0.9, "beta2": 0.999, "weight_decay": 0.01,
+              "schedule": "cosine", "warmup": 0.05, "min_lr_factor": 0.0, "max_grad_norm": None, "precision": "bf16",
+              "no_decay": True}
+    assert config(stored) == stored
+    assert config({**stored, "max_grad_norm": 1.0})["max_grad_norm"] == 1.0
+    assert config({**stored, "no_decay": "yes"}) is not stored and not isinstance(config({**stored, "no_decay": "yes"}), dict)
