@@ -81,6 +81,7 @@ def sqlite(d: Path, name: str) -> str:
 
 
 TINY = module_path("tiny")
+SECRET = "S3cretPw"
 HOSTILE = {
     "seed past 2**32": lambda d: ["run", TINY, "--seed", "4294967296"],
     "stress nan": lambda d: ["run", TINY, "--stress", "nan"],
@@ -110,6 +111,13 @@ HOSTILE = {
     "trials on a bad state row": lambda d: ["trials", "--storage", sqlite(d, "badstate")],
     "trials on damaged pages": lambda d: ["trials", "--storage", sqlite(d, "damaged")],
     "report on damaged pages": lambda d: ["report", "--storage", sqlite(d, "damaged")],
+    # passwords, as query parameters or user info, never shown (item 5); the line must still name the storage
+    "query password on a missing database": lambda d: ["trials", "--storage", f"sqlite:///{d}/none.db?password={SECRET}"],
+    "query password on a damaged database": lambda d: ["trials", "--storage", sqlite(d, "damaged") + f"?PassWord={SECRET}"],
+    "sslpassword on an unreachable server": lambda d: [
+        "trials", "--storage", f"postgresql://u@127.0.0.1:9/db?sslpassword={SECRET}&connect_timeout=1"],
+    "userinfo password on an unreachable server": lambda d: [
+        "recommend", "--storage", f"postgresql://u:{SECRET}@127.0.0.1:9/db?connect_timeout=1"],
 }
 
 
@@ -121,7 +129,7 @@ def test_hostile_input_is_one_clean_line_exit_2_and_changes_nothing(stored, cli,
     lines = r.err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("stabsearch: error:"), r.err[-2000:]
     assert len(lines[0]) < 400 and lines[0].isprintable(), lines[0][:400]
-    assert "Traceback" not in r.err and r.out == ""
+    assert "Traceback" not in r.err and r.out == "" and SECRET not in r.err
     assert snapshot(db) == before
     assert {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in files} == files
 
