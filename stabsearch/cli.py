@@ -60,10 +60,10 @@ def cli() -> None:
               help="Probe each trial's sharpness at its end and warn of a later eps blow-up (--no-early-warning: no probe at all).")
 @click.option("--stop-slow/--no-stop-slow", default=True, show_default=True,
               help="Stop a search trial whose loss is above the median of the finished trials' at the same step.")
-@click.option("--population", type=click.IntRange(min=1), default=1, show_default=True, metavar="K",
-              help="Train K trials at once as one vectorized population (torch.func.vmap).")
+@click.option("--population", type=click.IntRange(min=1, max=1024), default=1, show_default=True, metavar="K",
+              help="Train K trials at once as one vectorized population (torch.func.vmap), 1024 at most.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Worker processes sharing the study (one per GPU when there are several).")
+              help="Worker processes sharing the study (one per GPU when there are several); at most one per CPU core.")
 @click.option("--heartbeat", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True,
               metavar="SECONDS", help="Heartbeat interval; a trial silent for 6 beats is recovered as 'worker lost'.")
 @_confirm_options
@@ -83,6 +83,10 @@ def run(model: str, study: str | None, storage: str | None, trials: int, steps: 
     from stabsearch.storage import open_storage
 
     module, space, device_ = _load(model, space_file, device)
+    if workers > 1:
+        from stabsearch.workers import check_workers
+
+        check_workers(workers, device_)
     confirm_settings = ConfirmSettings(candidates=confirm, seeds=seeds, stress=stress)
     settings = SearchSettings(
         trials=trials, steps=steps or module.steps or 1000, seed=seed, timeout=timeout,
@@ -100,12 +104,16 @@ def run(model: str, study: str | None, storage: str | None, trials: int, steps: 
         summary = run_search(module, space, store, name, settings)
     counts = ", ".join(f"{n} {v}" for v, n in sorted(summary.verdicts.items())) or "none"
     click.echo(f"{summary.finished}/{settings.trials} trials finished ({counts}); {summary.new_trials} new in {summary.seconds:.1f}s", err=True)
+    for line in summary.worker_errors:
+        click.echo(f"stabsearch: error: {line}; its trial was recovered", err=True)
     if summary.interrupted:
         click.echo("interrupted: the unfinished trial was re-queued; run the same command to resume", err=True)
         sys.exit(130)
     if summary.timed_out:
         click.echo("timeout reached: run the same command to continue", err=True)
         return
+    if summary.worker_errors:
+        sys.exit(1)
     _confirm_and_report(module, space, store, name, settings, confirm_settings, storage)
 
 

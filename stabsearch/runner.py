@@ -18,7 +18,6 @@ This is where stabsearch talks to Optuna while training. Rules (DESIGN section 8
 from __future__ import annotations
 
 import collections
-import contextlib
 import dataclasses
 import math
 import tempfile
@@ -37,15 +36,17 @@ from tqdm import tqdm
 from stabsearch.config import OptimConfig
 from stabsearch.early_warning import EarlyWarning, eps_regime, predict
 from stabsearch.loader import ModelModule
-from stabsearch.queue import budget_state, claim, counts_toward_budget, heartbeat, recover_lost, reserve
+from stabsearch import interrupts
+from stabsearch.queue import budget_state, claim, counts_toward_budget, heartbeat, recover_lost, requeue, reserve
 from stabsearch.records import UNSTABLE, VERDICTS
+from stabsearch.sampler import TrialSeededSampler
 from stabsearch.schedule import lr_factor
 from stabsearch.slow import is_slow, median_by_step
 from stabsearch.space import SearchSpace, sample
 from stabsearch.stability import Analysis, StabilityOptions, analyze
 from stabsearch.storage import Storage
 from stabsearch.telemetry import FIELDS as TELEMETRY_FIELDS
-from stabsearch.trainer import StopRun, TrainResult, train_trial
+from stabsearch.trainer import Run, StopRun, TrainResult, train_trial
 
 _MAX_SPIKES_STORED = 50
 _REPORTS_PER_TRIAL = 20
@@ -72,6 +73,8 @@ class SearchSettings:
     stop_slow: bool = True
     #: Measure the sharpness at the end of each trial and apply the early warning (off: no probe at all).
     early_warning: bool = True
+    #: Seconds a trial may run (None: no limit); with --workers, also how long a worker may log no step.
+    trial_timeout: float | None = None
 
 
 @dataclasses.dataclass
@@ -85,6 +88,8 @@ class SearchSummary:
     seconds: float
     interrupted: bool = False
     timed_out: bool = False
+    #: With --workers: the workers that died on their own (not stopped by the parent).
+    worker_errors: list[str] = dataclasses.field(default_factory=list)
 
 
 def _quiet_optuna() -> None:
@@ -93,12 +98,11 @@ def _quiet_optuna() -> None:
 
 
 def open_search_study(storage: Storage, name: str, module: ModelModule, space: SearchSpace, settings: SearchSettings) -> optuna.Study:
-    """Create the study or load it to resume; the sampler is seeded past the trials already there."""
+    """Create the study or load it to resume; each trial is sampled with its own seed (see :mod:`stabsearch.sampler`)."""
     _quiet_optuna()
     study = optuna.create_study(study_name=name, storage=storage.storage, direction="minimize", load_if_exists=True)
-    # A sampler re-seeded with the same seed on resume would replay its first random points.
-    offset = len(study.get_trials(deepcopy=False))
-    study.sampler = optuna.samplers.TPESampler(seed=settings.seed + offset, multivariate=True, constant_liar=True)
+    # Seeded by (seed, trial number): a resume draws new points, and workers never draw each other's.
+    study.sampler = TrialSeededSampler(settings.seed)
     if "model" not in study.user_attrs:
         study.set_metric_names(["score"])
         study.set_user_attr("model", module.source)
@@ -115,9 +119,17 @@ def run_search(
     """Run search trials until the study has ``settings.trials`` finished ones, or time runs out.
 
     Each trial is a slot claimed from the study's queue (see :mod:`stabsearch.queue`),
-    so several processes can run this on one study. ``reserve_slots=False`` is
-    for workers whose parent reserved the slots already.
+    so several processes can run this on one study. ``reserve_slots=False`` only
+    claims slots that are already there. SIGINT and SIGTERM end it as interrupted
+    (:mod:`stabsearch.interrupts`): the running trial is re-queued.
     """
+    with interrupts.handling():
+        return _search(module, space, storage, study_name, settings, reserve_slots)
+
+
+def _search(
+    module: ModelModule, space: SearchSpace, storage: Storage, study_name: str, settings: SearchSettings, reserve_slots: bool,
+) -> SearchSummary:
     started = time.perf_counter()
     study = open_search_study(storage, study_name, module, space, settings)
     recover_lost(study, settings.heartbeat)
@@ -136,20 +148,15 @@ def run_search(
             if settings.timeout is not None and time.perf_counter() - started >= settings.timeout:
                 summary.timed_out = True
                 break
-            finished, running, waiting = budget_state(study)
-            if finished >= settings.trials:
+            if budget_state(study)[0] >= settings.trials:
                 break
-            if reserve_slots and waiting < size and finished + running < settings.trials:
-                # A few at a time: nothing is left queued after Ctrl-C but what was already claimed.
-                reserve(study, settings.trials, at_most=size - waiting)
-            held = _claim_up_to(study, size)
+            with interrupts.deferred():  # a slot is claimed and held, or not claimed at all
+                held = _claim_up_to(study, settings, size, reserve_slots)
             if not held:
                 if recover_lost(study, settings.heartbeat):
                     continue
                 break  # the remaining slots are held by other workers
-            with contextlib.ExitStack() as beats:
-                for trial in held:
-                    beats.enter_context(heartbeat(study, trial._trial_id, settings.heartbeat))
+            with heartbeat(study, [t._trial_id for t in held], settings.heartbeat, progress=Run.steps_logged):
                 if len(held) == 1:
                     done = [run_trial(study, held[0], module, space, storage, settings)]
                 else:
@@ -161,6 +168,7 @@ def run_search(
             bar.update(len(done))
             bar.set_postfix_str(_postfix(verdicts))
     except KeyboardInterrupt:
+        interrupts.shield()  # a second Ctrl-C or SIGTERM must not cut the re-queueing short
         summary.interrupted = True
         for trial in held:
             _abandon(study, trial, "interrupted")
@@ -172,13 +180,17 @@ def run_search(
     return summary
 
 
-def _claim_up_to(study: optuna.Study, size: int) -> list[optuna.Trial]:
-    held = []
+def _claim_up_to(study: optuna.Study, settings: SearchSettings, size: int, reserve_slots: bool) -> list[optuna.Trial]:
+    """Claim up to ``size`` slots, reserving what is missing towards ``settings.trials`` (a few at a time:
+    nothing is left queued after Ctrl-C but re-queued trials)."""
+    held: list[optuna.Trial] = []
     while len(held) < size:
-        trial = claim(study)
-        if trial is None:
+        trial = claim(study, settings.heartbeat)
+        if trial is not None:
+            held.append(trial)
+            continue
+        if not reserve_slots or not reserve(study, settings.trials, at_most=size - len(held)):
             break
-        held.append(trial)
     return held
 
 
@@ -199,10 +211,12 @@ def run_population(
     except KeyboardInterrupt:
         raise
     except BaseException as exc:  # user code: these trials fail, the study goes on
-        for trial in trials:
-            _fail(study, trial, exc)
+        with interrupts.deferred():
+            for trial in trials:
+                _fail(study, trial, exc)
         return ["failed"] * len(trials)
-    return [finish_trial(study, t, module, storage, settings, c, steps, r) for t, c, r in zip(trials, configs, results)]
+    with interrupts.deferred():  # a trial being told is told to the end
+        return [finish_trial(study, t, module, storage, settings, c, steps, r) for t, c, r in zip(trials, configs, results)]
 
 
 def _postfix(verdicts: collections.Counter[str]) -> str:
@@ -210,14 +224,13 @@ def _postfix(verdicts: collections.Counter[str]) -> str:
 
 
 def _abandon(study: optuna.Study, trial: optuna.Trial, reason: str) -> None:
-    """End a trial we could not finish as FAIL, and queue its parameters to run again."""
-    try:
-        trial.set_user_attr("verdict", "failed")
-        trial.set_user_attr("failure", reason)
-    except optuna.exceptions.UpdateFinishedTrialError:
-        return  # it was told just before the interrupt: nothing to redo
-    study.tell(trial, state=TrialState.FAIL)
-    study.enqueue_trial(trial.params, user_attrs={"kind": "search", "requeued_from": trial.number})
+    """End a trial we could not finish as FAIL, and queue its parameters to run again (one change).
+
+    A trial told just before the interrupt is left as it is: nothing to redo.
+    """
+    with interrupts.deferred():
+        frozen = study._storage.get_trial(trial._trial_id)
+        requeue(study, frozen, {"verdict": "failed", "failure": reason})
 
 
 def run_trial(
@@ -265,9 +278,11 @@ def run_trial(
     except KeyboardInterrupt:
         raise
     except BaseException as exc:  # user code: fail this trial only
-        _fail(study, trial, exc)
+        with interrupts.deferred():
+            _fail(study, trial, exc)
         return "failed"
-    return finish_trial(study, trial, module, storage, settings, config, steps, result, stopped_slow=stopped_at)
+    with interrupts.deferred():  # a trial being told is told to the end
+        return finish_trial(study, trial, module, storage, settings, config, steps, result, stopped_slow=stopped_at)
 
 
 def finished_medians(study: optuna.Study, steps: int) -> dict[int, float]:
