@@ -194,6 +194,7 @@ def _run_jobs(study, jobs, module, space, storage, settings, horizon, summary, l
     trial = None
     try:
         while True:
+            interrupts.check()
             _reserve_runs(study, slots)
             with interrupts.deferred():
                 trial = claim(study, settings.heartbeat, accept=lambda t: _trial_key(t) in slots and t.state == TrialState.WAITING)

@@ -5,10 +5,13 @@ a second Ctrl-C a few milliseconds after the first lands inside the cleanup
 that was ending the interrupted trial, and leaves it RUNNING. While
 :func:`handling` is active:
 
-- SIGINT and SIGTERM both raise ``KeyboardInterrupt``, once: a signal that
-  arrives while that interrupt is being handled is only recorded;
+- SIGINT and SIGTERM both raise ``KeyboardInterrupt``; once the code that
+  handles it has called :func:`shield`, later signals are only recorded;
 - inside :func:`deferred` (claiming a slot, telling a trial, re-queueing
-  one) a signal is held and raised when the block ends.
+  one) a signal is held and raised when the block ends;
+- :func:`check` raises one that was received but never handled (Python
+  swallows an exception raised inside a weakref callback or ``__del__``), so
+  loops that call it at safe points never lose a Ctrl-C.
 
 Example::
 
@@ -16,6 +19,7 @@ Example::
         try:
             train()
         except KeyboardInterrupt:
+            shield()
             with deferred():
                 end_the_trial()
 """
@@ -33,20 +37,20 @@ _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 class _State:
     active = False
     depth = 0  # nesting of deferred() blocks
-    pending: int | None = None  # a signal held by deferred()
-    raised = False  # a KeyboardInterrupt is already on its way: later signals are only recorded
+    shielded = False  # the interrupt is being handled: later signals are only recorded
     received: list[int] = []
 
 
 def _handler(signum: int, _frame: object) -> None:
     _State.received.append(signum)
-    if _State.raised:
-        return
-    if _State.depth:
-        _State.pending = signum
-        return
-    _State.raised = True
-    raise KeyboardInterrupt(signal.Signals(signum).name)
+    if not _State.shielded and not _State.depth:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def check() -> None:
+    """Raise ``KeyboardInterrupt`` if a signal came that nothing has handled yet (outside :func:`deferred`)."""
+    if _State.received and not _State.shielded and not _State.depth:
+        raise KeyboardInterrupt(signal.Signals(_State.received[-1]).name)
 
 
 @contextmanager
@@ -56,7 +60,7 @@ def handling() -> Iterator[None]:
         yield
         return
     previous = {s: signal.getsignal(s) for s in _SIGNALS}
-    _State.active, _State.depth, _State.pending, _State.raised, _State.received = True, 0, None, False, []
+    _State.active, _State.depth, _State.shielded, _State.received = True, 0, False, []
     for s in _SIGNALS:
         signal.signal(s, _handler)
     try:
@@ -80,12 +84,9 @@ def deferred() -> Iterator[None]:
         yield
     finally:
         _State.depth -= 1
-        if not _State.depth and _State.pending is not None and not _State.raised:
-            signum, _State.pending = _State.pending, None
-            _State.raised = True
-            raise KeyboardInterrupt(signal.Signals(signum).name)
+        check()
 
 
 def shield() -> None:
-    """After an interrupt was caught: any later signal is only recorded (the cleanup runs to its end)."""
-    _State.raised = True
+    """Called where the interrupt is caught: later signals are only recorded (the cleanup runs to its end)."""
+    _State.shielded = True

@@ -145,6 +145,7 @@ def _search(
     size = settings.population
     try:
         while True:
+            interrupts.check()
             if settings.timeout is not None and time.perf_counter() - started >= settings.timeout:
                 summary.timed_out = True
                 break
@@ -262,6 +263,7 @@ def run_trial(
 
     def on_progress(step: int, loss: float) -> None:
         nonlocal best, stopped_at
+        interrupts.check()  # an interrupt Python swallowed (in a weakref callback, say) still stops the trial
         if step < steps:
             value = math.log10(max(loss, 1e-300))
             trial.report(value, step)

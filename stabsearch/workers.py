@@ -193,6 +193,7 @@ def _supervise(n, model, module, space, storage, study_name, settings) -> Search
 def _watch(pool: _Pool, study: optuna.Study, settings: SearchSettings, bar: tqdm, summary: SearchSummary, started: float) -> None:
     trial_timeout = getattr(settings, "trial_timeout", None)
     while pool.alive():
+        interrupts.check()
         _refresh(study, bar, summary)
         if settings.timeout is not None and time.perf_counter() - started >= settings.timeout and not summary.timed_out:
             summary.timed_out = True

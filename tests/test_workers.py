@@ -234,10 +234,24 @@ def test_interrupts_are_held_while_a_trial_is_being_ended():
                 time.sleep(0.01)
                 ended = True  # the block ran to its end before the interrupt was raised
         assert ended
-        os.kill(os.getpid(), signal.SIGINT)  # already interrupted: only recorded, never raised into the cleanup
+        interrupts.shield()  # where the interrupt is caught: the cleanup that follows is never cut short
+        os.kill(os.getpid(), signal.SIGINT)
         time.sleep(0.01)
         assert interrupts.interrupted()
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_an_interrupt_python_swallowed_is_raised_at_the_next_check():
+    from stabsearch import interrupts
+
+    with interrupts.handling():
+        try:  # as Python does with an exception raised inside a weakref callback
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.01)
+        except KeyboardInterrupt:
+            pass
+        with pytest.raises(KeyboardInterrupt):
+            interrupts.check()
 
 
 # --- item 4: owners and heartbeats ---------------------------------------------------------------
