@@ -107,6 +107,7 @@ def run(model: str, study: str | None, storage: str | None, trials: int, steps: 
     for line in summary.worker_errors:
         click.echo(f"stabsearch: error: {line}; its trial was recovered", err=True)
     if summary.interrupted:
+        _ignore_interrupts()  # the trials are re-queued: a Ctrl-C still held down must not cut the exit short
         click.echo("interrupted: the unfinished trial was re-queued; run the same command to resume", err=True)
         sys.exit(130)
     if summary.timed_out:
@@ -126,10 +127,23 @@ def _confirm_and_report(module, space, store, name, settings, confirm_settings, 
         done = run_confirmation(module, space, store, name, settings, confirm_settings)
         click.echo(f"{done.runs} confirmation runs ({done.skipped} already done)", err=True)
         if done.interrupted:
+            _ignore_interrupts()
             click.echo("interrupted: run the same command to resume the confirmation", err=True)
             sys.exit(130)
     _write_report(store, name)
     click.echo(f"next: stabsearch recommend --study {name}" + (f" --storage '{store.shown}'" if storage else ""), err=True)
+
+
+def _ignore_interrupts() -> None:
+    """After a search or confirmation ended by SIGINT or SIGTERM: ignore any more of them until the exit."""
+    import signal
+
+    from stabsearch import interrupts
+
+    if not interrupts.interrupted():  # Ctrl-C raised by user code, not a signal: leave the handlers alone
+        return
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def _write_report(store, name: str) -> None:  # noqa: ANN001

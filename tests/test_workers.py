@@ -179,13 +179,13 @@ def test_a_terminal_ctrl_c_to_workers_leaves_nothing_running(store, tmp_path):
     assert sorted(waiting) == sorted(interrupted)  # the two re-queued, nothing else left queued
 
 
-def test_two_sigints_milliseconds_apart_leave_nothing_running(store, tmp_path):
+def test_sigints_a_millisecond_apart_leave_nothing_running(store, tmp_path):
     url, args, name = store
     proc = start("run", module_path("slow"), *args, "--trials", 3, "--steps", 200, "--confirm", 0, "--no-progress", cwd=tmp_path)
     wait_for("a trial to run", running(url, name))
-    proc.send_signal(signal.SIGINT)
-    time.sleep(0.002)
-    proc.send_signal(signal.SIGINT)
+    for _ in range(300):  # Ctrl-C held down: the later ones land inside the cleanup of the first
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.001)
     _, err = proc.communicate(timeout=DEADLINE)
     assert proc.returncode == 130 and "Traceback" not in err, err
     trials = trials_of(url, name)
@@ -392,3 +392,88 @@ def test_reserving_slots_is_one_transaction_that_an_interrupt_rolls_back(store):
     finally:
         timer.cancel()
     assert budget_state(study)[2] in (2000, 200000)  # all of it, or none of it
+
+
+# --- the soak ------------------------------------------------------------------------------------
+
+
+def _soak(url, args, name, cwd, *, trials, parents, workers, seed=14, deadline=420.0):
+    """Run ``parents`` x ``workers`` on one study while random signals hit workers and parents; resume until done."""
+    import random
+
+    rng = random.Random(seed)
+    run = ("run", module_path("tiny"), *args, "--trials", trials, "--steps", 8, "--workers", workers, "--heartbeat", 1,
+           "--confirm", 0, "--no-progress")
+    procs: list = [None] * parents
+    sent = {"SIGINT": 0, "SIGTERM": 0, "SIGKILL": 0}
+    resumes = killed_parents = 0
+    end = time.time() + deadline
+    while time.time() < end:
+        for i, p in enumerate(procs):
+            if p is None or p.poll() is not None:
+                if p is not None:
+                    resumes += 1
+                procs[i] = subprocess.Popen([sys.executable, "-m", "stabsearch", *map(str, run)], cwd=cwd, env=ENV,
+                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        from stabsearch.queue import counts_toward_budget
+
+        if sum(map(counts_toward_budget, trials_of(url, name))) >= trials:
+            break
+        time.sleep(rng.uniform(0.3, 2.0))
+        if sum(sent.values()) >= 24:
+            continue  # enough chaos: let it finish
+        sig = rng.choice([signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
+        parent = rng.choice(procs)
+        victims = children(parent.pid)
+        target = parent.pid if rng.random() < 0.2 or not victims else rng.choice(victims)
+        killed_parents += target == parent.pid
+        try:
+            os.kill(target, sig)
+            sent[sig.name] += 1
+        except ProcessLookupError:
+            pass
+    for p in procs:
+        p.wait(timeout=DEADLINE)
+    final = stabsearch(*run, cwd=cwd, timeout=DEADLINE)  # a last resume, with nothing left to do
+    assert "Traceback" not in final.stderr, final.stderr
+    return sent, resumes, killed_parents
+
+
+def _check_soak(trials, n):
+    from collections import Counter
+
+    search = [t for t in trials if t.user_attrs.get("kind", "search") == "search"]
+    assert_accounted(search)
+    finished = [t for t in search if t.state.name in ("COMPLETE", "PRUNED") or t.user_attrs.get("failure") not in (None, "interrupted", "worker lost")]
+    assert len(finished) == n
+    runs = Counter(configurations(finished))
+    assert max(runs.values()) == 1, runs.most_common(3)  # no configuration finished twice
+    by_number = {t.number: t for t in search}
+    for t in search:  # every other run of a configuration is a documented retry of an interrupted or lost one
+        if "requeued_from" in t.user_attrs:
+            source = by_number[t.user_attrs["requeued_from"]]
+            assert source.user_attrs["failure"] in ("interrupted", "worker lost") and source.params == t.params
+    singles = Counter(configurations([t for t in search if "requeued_from" not in t.user_attrs]))
+    assert max(singles.values()) == 1, singles.most_common(3)  # configurations drawn anew never repeat
+    return Counter(t.user_attrs.get("failure") or t.user_attrs.get("verdict") for t in search)
+
+
+@pytest.mark.slow
+def test_soak_workers_under_random_signals_and_resumes(store, tmp_path):
+    import sqlite3
+
+    url, args, name = store
+    on_pg = url.startswith("postgresql")
+    cores = min(4, max(1, len(os.sched_getaffinity(0))))
+    workers = min(cores, 4 if on_pg else 2)
+    parents = max(1, (4 if on_pg else 2) // workers)
+    n = 200 if on_pg else 120
+    sent, resumes, killed_parents = _soak(url, args, name, tmp_path, trials=n, parents=parents, workers=workers)
+    trials = trials_of(url, name)
+    outcomes = _check_soak(trials, n)
+    if not on_pg:
+        with sqlite3.connect(tmp_path / "studies" / "stabsearch.db") as conn:
+            assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    print(f"\nsoak on {'PostgreSQL' if on_pg else 'SQLite'}: {parents} x {workers} workers, {n} trials wanted, "
+          f"{len(trials)} trials stored: {dict(outcomes)}; signals sent {sent} ({killed_parents} to a parent), "
+          f"{resumes} resumes")
