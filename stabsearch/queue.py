@@ -277,13 +277,19 @@ def requeue(study: optuna.Study, trial: FrozenTrial, attrs: dict[str, Any], *, r
     """End the RUNNING ``trial`` as FAIL with ``attrs`` and, for a search trial, queue its parameters again.
 
     Both in one change, so no process counts the study between them. ``retry``
-    marks the new slot as a retry (a retry is not queued again). Returns False
+    marks the new slot as a retry (a retry is not queued again). A trial that
+    stopped before its configuration was drawn (no ``config`` attribute) gets
+    a fresh slot in its place instead. Returns False
     if the trial was no longer RUNNING (then nothing changed).
     """
     with slot_changes(study) as changes:
         if not changes.fail(trial, attrs):
             return False
-        if is_search(trial) and not (retry and trial.user_attrs.get("retry")):
+        if not is_search(trial):
+            return True
+        if "config" not in trial.user_attrs:  # stopped before its configuration was drawn: a fresh slot
+            changes.add([Slot(user_attrs={"kind": "search"})])
+        elif not (retry and trial.user_attrs.get("retry")):
             again = retry or trial.user_attrs.get("retry")
             user_attrs = {"kind": "search", "requeued_from": trial.number, **({"retry": 1} if again else {})}
             changes.add([Slot(user_attrs=user_attrs, fixed_params=dict(trial.params))])

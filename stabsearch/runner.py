@@ -203,7 +203,8 @@ def run_population(
     from stabsearch.population import train_population
 
     steps, seed = settings.steps, settings.seed
-    configs = [prepare_trial(t, space, settings, kind="search", seed=seed, steps=steps, attrs={"population": len(trials)}) for t in trials]
+    with interrupts.deferred():  # a trial's configuration is drawn whole, or not at all
+        configs = [prepare_trial(t, space, settings, kind="search", seed=seed, steps=steps, attrs={"population": len(trials)}) for t in trials]
     try:
         results = train_population(
             module, configs, steps=steps, seed=seed, device=settings.device, options=settings.options,
@@ -255,7 +256,8 @@ def run_trial(
     """
     steps = steps or settings.steps
     seed = settings.seed if seed is None else seed
-    config = prepare_trial(trial, space, settings, kind=kind, seed=seed, steps=steps, config=config, attrs=attrs)
+    with interrupts.deferred():  # a trial's configuration is drawn whole, or not at all
+        config = prepare_trial(trial, space, settings, kind=kind, seed=seed, steps=steps, config=config, attrs=attrs)
     every = max(50, steps // _REPORTS_PER_TRIAL)  # a few storage writes per trial, none for tiny runs
     medians = finished_medians(study, steps) if kind == "search" and settings.stop_slow else {}
     warmup = config.warmup_steps(steps)

@@ -103,11 +103,15 @@ def children(pid):
 
 
 def assert_accounted(trials):
-    """Nothing RUNNING or WAITING; every FAIL has a kind of failure; an interrupted or lost trial was re-run."""
+    """Nothing RUNNING or WAITING; every FAIL has a kind of failure; an interrupted or lost trial was re-run.
+
+    A trial stopped before its configuration was drawn (no ``config``) has no configuration to re-run.
+    """
     assert not [t.number for t in trials if t.state.name in ("RUNNING", "WAITING")], [(t.number, t.state.name) for t in trials]
     assert all(t.user_attrs.get("failure") for t in trials if t.state.name == "FAIL")
     for t in trials:
-        if t.state.name == "FAIL" and t.user_attrs["failure"] in ("interrupted", "worker lost") and t.user_attrs.get("kind", "search") == "search":
+        if t.state.name == "FAIL" and t.user_attrs["failure"] in ("interrupted", "worker lost") and t.user_attrs.get("kind", "search") == "search" \
+                and "config" in t.user_attrs and not (t.user_attrs["failure"] == "worker lost" and t.user_attrs.get("retry")):
             again = [r for r in trials if r.user_attrs.get("requeued_from") == t.number]
             assert len(again) == 1 and again[0].params == t.params, t.number
 
@@ -156,6 +160,27 @@ def test_a_slot_is_claimed_by_exactly_one_of_many_contending_claimers(store):
     for t in threads:
         t.join()
     assert sorted(won) == list(range(60))  # every slot once: none taken twice, none missed
+
+
+def test_a_trial_stopped_before_its_configuration_was_drawn_gets_a_fresh_slot(store):
+    from stabsearch.queue import claim, requeue
+
+    url, _, name = store
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(study_name=name, storage=url)
+    reserve_two = [study.enqueue_trial({}, user_attrs={"kind": "search"}) for _ in range(2)]
+    assert len(reserve_two) == 2
+    partial, whole = claim(study), claim(study)
+    partial.suggest_float("lr", 1e-4, 1.0, log=True)  # interrupted in the middle of drawing its configuration
+    for p in ("lr", "eps"):
+        whole.suggest_float(p, 1e-8, 1.0, log=True)
+    whole.set_user_attr("config", {"drawn": True})
+    for t in (partial, whole):
+        assert requeue(study, study._storage.get_trial(t._trial_id), {"verdict": "failed", "failure": "interrupted"})
+    waiting = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))
+    assert [w.user_attrs.get("requeued_from") for w in waiting] == [None, whole.number]
+    assert waiting[0].system_attrs.get("fixed_params") is None
+    assert waiting[1].system_attrs["fixed_params"] == study._storage.get_trial(whole._trial_id).params
 
 
 # --- item 3: signals -----------------------------------------------------------------------------
@@ -403,7 +428,7 @@ def _soak(url, args, name, cwd, *, trials, parents, workers, seed=14, deadline=4
 
     rng = random.Random(seed)
     run = ("run", module_path("tiny"), *args, "--trials", trials, "--steps", 8, "--workers", workers, "--heartbeat", 1,
-           "--confirm", 0, "--no-progress")
+           "--no-early-warning", "--confirm", 0, "--no-progress")
     procs: list = [None] * parents
     sent = {"SIGINT": 0, "SIGTERM": 0, "SIGKILL": 0}
     resumes = killed_parents = 0
@@ -419,13 +444,15 @@ def _soak(url, args, name, cwd, *, trials, parents, workers, seed=14, deadline=4
 
         if sum(map(counts_toward_budget, trials_of(url, name))) >= trials:
             break
-        time.sleep(rng.uniform(0.3, 2.0))
-        if sum(sent.values()) >= 24:
+        time.sleep(rng.uniform(0.5, 2.5))
+        if sum(sent.values()) >= 16:
             continue  # enough chaos: let it finish
         sig = rng.choice([signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
         parent = rng.choice(procs)
-        victims = children(parent.pid)
-        target = parent.pid if rng.random() < 0.2 or not victims else rng.choice(victims)
+        victims = [p for p in children(parent.pid) if p in _owners(url, name)]
+        if not victims:
+            continue  # still starting: a signal now would only restart it
+        target = parent.pid if rng.random() < 0.2 else rng.choice(victims)
         killed_parents += target == parent.pid
         try:
             os.kill(target, sig)
@@ -437,6 +464,13 @@ def _soak(url, args, name, cwd, *, trials, parents, workers, seed=14, deadline=4
     final = stabsearch(*run, cwd=cwd, timeout=DEADLINE)  # a last resume, with nothing left to do
     assert "Traceback" not in final.stderr, final.stderr
     return sent, resumes, killed_parents
+
+
+def _owners(url, name):
+    """The pids that run a trial now."""
+    from stabsearch.queue import OWNER_KEY
+
+    return {t.system_attrs[OWNER_KEY]["pid"] for t in trials_of(url, name) if t.state.name == "RUNNING" and OWNER_KEY in t.system_attrs}
 
 
 def _check_soak(trials, n):
