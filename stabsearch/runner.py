@@ -33,10 +33,10 @@ import torch
 from optuna.trial import TrialState
 from tqdm import tqdm
 
+from stabsearch import interrupts
 from stabsearch.config import OptimConfig
 from stabsearch.early_warning import EarlyWarning, eps_regime, predict
 from stabsearch.loader import ModelModule
-from stabsearch import interrupts
 from stabsearch.queue import budget_state, claim, counts_toward_budget, heartbeat, recover_lost, requeue, reserve
 from stabsearch.records import UNSTABLE, VERDICTS
 from stabsearch.sampler import TrialSeededSampler
