@@ -278,8 +278,9 @@ def requeue(study: optuna.Study, trial: FrozenTrial, attrs: dict[str, Any], *, r
 
     Both in one change, so no process counts the study between them. ``retry``
     marks the new slot as a retry (a retry is not queued again). A trial that
-    stopped before its configuration was drawn (no ``config`` attribute) gets
-    a fresh slot in its place instead. Returns False
+    stopped before it drew its configuration (no ``config`` attribute) is
+    queued with the configuration it was queued with, if any, else a fresh
+    slot takes its place. Returns False
     if the trial was no longer RUNNING (then nothing changed).
     """
     with slot_changes(study) as changes:
@@ -287,12 +288,14 @@ def requeue(study: optuna.Study, trial: FrozenTrial, attrs: dict[str, Any], *, r
             return False
         if not is_search(trial):
             return True
-        if "config" not in trial.user_attrs:  # stopped before its configuration was drawn: a fresh slot
-            changes.add([Slot(user_attrs={"kind": "search"})])
+        # Its configuration: the one it drew, or the one it was queued to run again; none if it never drew one.
+        params = dict(trial.params) if "config" in trial.user_attrs else trial.system_attrs.get("fixed_params")
+        if not params:
+            changes.add([Slot(user_attrs={"kind": "search"})])  # a fresh slot in its place
         elif not (retry and trial.user_attrs.get("retry")):
             again = retry or trial.user_attrs.get("retry")
             user_attrs = {"kind": "search", "requeued_from": trial.number, **({"retry": 1} if again else {})}
-            changes.add([Slot(user_attrs=user_attrs, fixed_params=dict(trial.params))])
+            changes.add([Slot(user_attrs=user_attrs, fixed_params=params)])
     return True
 
 

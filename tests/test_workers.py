@@ -113,7 +113,7 @@ def assert_accounted(trials):
         if t.state.name == "FAIL" and t.user_attrs["failure"] in ("interrupted", "worker lost") and t.user_attrs.get("kind", "search") == "search" \
                 and "config" in t.user_attrs and not (t.user_attrs["failure"] == "worker lost" and t.user_attrs.get("retry")):
             again = [r for r in trials if r.user_attrs.get("requeued_from") == t.number]
-            assert len(again) == 1 and again[0].params == t.params, t.number
+            assert len(again) == 1 and again[0].system_attrs["fixed_params"] == t.params, t.number
 
 
 def configurations(trials):
@@ -180,7 +180,12 @@ def test_a_trial_stopped_before_its_configuration_was_drawn_gets_a_fresh_slot(st
     waiting = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))
     assert [w.user_attrs.get("requeued_from") for w in waiting] == [None, whole.number]
     assert waiting[0].system_attrs.get("fixed_params") is None
-    assert waiting[1].system_attrs["fixed_params"] == study._storage.get_trial(whole._trial_id).params
+    drawn = study._storage.get_trial(whole._trial_id).params
+    assert waiting[1].system_attrs["fixed_params"] == drawn
+    rerun = claim(study, accept=lambda t: t.user_attrs.get("requeued_from") == whole.number)
+    assert requeue(study, study._storage.get_trial(rerun._trial_id), {"verdict": "failed", "failure": "interrupted"})
+    again = [w for w in study.get_trials(deepcopy=False) if w.user_attrs.get("requeued_from") == rerun.number]
+    assert len(again) == 1 and again[0].system_attrs["fixed_params"] == drawn  # interrupted before it drew: still that one
 
 
 # --- item 3: signals -----------------------------------------------------------------------------
@@ -486,7 +491,8 @@ def _check_soak(trials, n):
     for t in search:  # every other run of a configuration is a documented retry of an interrupted or lost one
         if "requeued_from" in t.user_attrs:
             source = by_number[t.user_attrs["requeued_from"]]
-            assert source.user_attrs["failure"] in ("interrupted", "worker lost") and source.params == t.params
+            assert source.user_attrs["failure"] in ("interrupted", "worker lost")
+            assert t.system_attrs["fixed_params"] == (source.params if "config" in source.user_attrs else source.system_attrs["fixed_params"])
     singles = Counter(configurations([t for t in search if "requeued_from" not in t.user_attrs]))
     assert max(singles.values()) == 1, singles.most_common(3)  # configurations drawn anew never repeat
     return Counter(t.user_attrs.get("failure") or t.user_attrs.get("verdict") for t in search)
