@@ -63,7 +63,7 @@ def cli() -> None:
 @click.option("--population", type=click.IntRange(min=1, max=1024), default=1, show_default=True, metavar="K",
               help="Train K trials at once as one vectorized population (torch.func.vmap), 1024 at most.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Worker processes sharing the study (one per GPU when there are several); at most one per CPU core.")
+              help="Worker processes sharing the study (one per GPU when there are several); at most two per CPU core.")
 @click.option("--heartbeat", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True,
               metavar="SECONDS", help="Heartbeat interval; a trial silent for 6 beats is recovered as 'worker lost'.")
 @_confirm_options

@@ -50,6 +50,8 @@ ORPHAN_GRACE = 60.0
 STOP_GRACE = 120.0
 #: Workers per CUDA device at most.
 PER_DEVICE = 4
+#: Workers per CPU core at most (a worker waits on its storage part of the time).
+PER_CORE = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,10 +78,10 @@ def max_workers(device: torch.device) -> tuple[int, str]:
     """How many workers this machine can run at once on ``device``, and why that many."""
     cores = cpu_cores()
     if device.type != "cuda":
-        return cores, f"{cores} CPU core(s)"
+        return PER_CORE * cores, f"{PER_CORE} per CPU core, {cores} core(s)"
     gpus = 1 if device.index is not None else max(1, torch.cuda.device_count())
-    if cores <= PER_DEVICE * gpus:
-        return cores, f"{cores} CPU core(s) for {gpus} CUDA device(s)"
+    if PER_CORE * cores <= PER_DEVICE * gpus:
+        return PER_CORE * cores, f"{PER_CORE} per CPU core, {cores} core(s), for {gpus} CUDA device(s)"
     return PER_DEVICE * gpus, f"{PER_DEVICE} per CUDA device, {gpus} device(s)"
 
 

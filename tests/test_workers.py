@@ -217,7 +217,9 @@ def test_sigints_a_millisecond_apart_leave_nothing_running(store, tmp_path):
         proc.send_signal(signal.SIGINT)
         time.sleep(0.001)
     _, err = proc.communicate(timeout=DEADLINE)
-    assert proc.returncode == 130 and "Traceback" not in err, err
+    # 130, or killed by one of the last SIGINTs once the interpreter is shutting down, the trial already re-queued
+    assert proc.returncode in (130, -signal.SIGINT) and "Traceback" not in err, err
+    assert "re-queued" in err, err
     trials = trials_of(url, name)
     assert [t.user_attrs.get("failure") for t in trials if t.state.name == "FAIL"] == ["interrupted"]
     assert not [t for t in trials if t.state.name == "RUNNING"]
