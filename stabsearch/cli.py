@@ -69,12 +69,12 @@ def cli() -> None:
               help="Probe each trial's sharpness at its end and warn of a later eps blow-up (--no-early-warning: no probe at all).")
 @click.option("--stop-slow/--no-stop-slow", default=True, show_default=True,
               help="Stop a search trial whose loss is above the median of the finished trials' at the same step.")
-@click.option("--population", type=click.IntRange(min=1), default=1, show_default=True, metavar="K",
-              help="Train K trials at once as one vectorized population (torch.func.vmap), if a timed step says it is faster.")
+@click.option("--population", type=click.IntRange(min=1, max=1024), default=1, show_default=True, metavar="K",
+              help="Train K trials at once as one vectorized population (torch.func.vmap), 1024 at most, if a timed step says it is faster.")
 @click.option("--force-population", is_flag=True, default=False,
               help="Train the --population even where its timed step is slower than K sequential steps.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Worker processes sharing the study (one per GPU when there are several).")
+              help="Worker processes sharing the study (one per GPU when there are several); at most two per CPU core.")
 @click.option("--precision", type=click.Choice(["32", "bf16", "fp16"]), default=None,
               help="Train at float32, bfloat16 autocast or float16 autocast with a GradScaler [default: the module's PRECISION, else 32].")
 @click.option("--heartbeat", type=Finite(0.01, 3600.0), default=10.0, show_default=True,
@@ -98,6 +98,10 @@ def run(model: str, study: str | None, storage: str | None, trials: int, steps: 
         raise UsageError("--force-population: give --population K (K >= 2) too")
     module, space, device_ = _load(model, space_file, device)
     precision = _precision(precision, module, device_)
+    if workers > 1:
+        from stabsearch.workers import check_workers
+
+        check_workers(workers, device_)
     confirm_settings = ConfirmSettings(candidates=confirm, seeds=seeds, stress=stress)
     settings = SearchSettings(
         trials=trials, steps=steps or module.steps or 1000, seed=seed, timeout=timeout, trial_timeout=trial_timeout,
@@ -118,7 +122,10 @@ def run(model: str, study: str | None, storage: str | None, trials: int, steps: 
         summary = run_search(module, space, store, name, settings, on_error=on_error)
     counts = ", ".join(f"{n} {v}" for v, n in sorted(summary.verdicts.items())) or "none"
     click.echo(f"{summary.finished}/{settings.trials} trials finished ({counts}); {summary.new_trials} new in {summary.seconds:.1f}s", err=True)
+    for line in summary.worker_errors:
+        click.echo(f"stabsearch: error: {line}; its trial was recovered", err=True)
     if summary.interrupted:
+        _ignore_interrupts()  # the trials are re-queued: a Ctrl-C still held down must not cut the exit short
         click.echo("interrupted: the unfinished trial was re-queued; run the same command to resume", err=True)
         sys.exit(130)
     if summary.new_trials and summary.new_failed == summary.new_trials:
@@ -129,6 +136,8 @@ def run(model: str, study: str | None, storage: str | None, trials: int, steps: 
     if summary.timed_out:
         click.echo("timeout reached: run the same command to continue", err=True)
         return
+    if summary.worker_errors:
+        sys.exit(1)
     _confirm_and_report(module, space, store, name, settings, confirm_settings, storage)
 
 
@@ -158,10 +167,23 @@ def _confirm_and_report(module, space, store, name, settings, confirm_settings, 
         done = run_confirmation(module, space, store, name, settings, confirm_settings)
         click.echo(f"{done.runs} confirmation runs ({done.skipped} already done)", err=True)
         if done.interrupted:
+            _ignore_interrupts()
             click.echo("interrupted: run the same command to resume the confirmation", err=True)
             sys.exit(130)
     _write_report(store, name)
     click.echo(f"next: stabsearch recommend {_study_flags(name, store, storage)}", err=True)
+
+
+def _ignore_interrupts() -> None:
+    """After a search or confirmation ended by SIGINT or SIGTERM: ignore any more of them until the exit."""
+    import signal
+
+    from stabsearch import interrupts
+
+    if not interrupts.interrupted():  # Ctrl-C raised by user code, not a signal: leave the handlers alone
+        return
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def _write_report(store, name: str) -> None:  # noqa: ANN001

@@ -13,6 +13,12 @@ confirmed the same way, when it differs. Runs are trials of the same study,
 tagged ``kind=confirm`` with the number of the search trial they check
 (``of``), so ``trials`` and the dashboard show them apart. Finished runs are
 never repeated, so an interrupted confirmation resumes where it stopped.
+
+Each stage's runs are slots, like the search's (:mod:`stabsearch.queue`):
+WAITING trials that carry their configuration, seed and horizon, reserved
+atomically for the runs no trial has yet, and claimed one at a time. Two
+``confirm`` processes on one study share the runs instead of repeating them,
+and a run whose worker died is recovered and run again.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import time
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -29,8 +36,10 @@ from stabsearch.config import OptimConfig
 from stabsearch.loader import ModelModule
 from stabsearch.recommend import back_off, choose_confirmed, major_spikes, nearest_unstable_lr, probe_outcomes, rescue
 from stabsearch.records import study_records, trial_record
-from stabsearch.queue import NOT_COUNTED, heartbeat
+from stabsearch import interrupts
+from stabsearch.queue import NOT_COUNTED, Slot, claim, heartbeat, recover_lost, requeue, slot_changes
 from stabsearch.runner import SearchSettings, open_search_study, run_trial
+from stabsearch.trainer import Run
 from stabsearch.space import SearchSpace
 from stabsearch.storage import Storage
 
@@ -69,38 +78,65 @@ def _key(config: dict, seed: int, steps: int) -> str:
     return json.dumps([config, seed, steps], sort_keys=True)
 
 
+def _trial_key(t: FrozenTrial) -> str | None:
+    a = t.user_attrs
+    if a.get("kind") != "confirm" or not {"config", "seed", "steps"} <= a.keys():
+        return None
+    return _key(a["config"], a["seed"], a["steps"])
+
+
 def _done(trials: list[FrozenTrial]) -> set[str]:
     return {
-        _key(t.user_attrs["config"], t.user_attrs["seed"], t.user_attrs["steps"])
+        _trial_key(t)
         for t in trials
-        if t.user_attrs.get("kind") == "confirm"
-        and t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-        and t.user_attrs.get("failure") not in NOT_COUNTED
+        if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+        and t.user_attrs.get("failure") not in NOT_COUNTED and _trial_key(t) is not None
     }
 
 
-def _new_trial(study: optuna.Study, source: FrozenTrial, config: OptimConfig) -> optuna.Trial:
-    """A RUNNING trial carrying ``source``'s parameters (with ``config``'s learning rate)."""
+def _taken(trials: list[FrozenTrial]) -> set[str]:
+    """Runs that are done, queued or running: no slot is added for them."""
+    live = {_trial_key(t) for t in trials if t.state in (TrialState.WAITING, TrialState.RUNNING)}
+    return (live | _done(trials)) - {None}
+
+
+def _slot(source: FrozenTrial, config: OptimConfig, seed: int, steps: int, tags: dict) -> Slot:
+    """A confirmation run as a slot carrying ``source``'s parameters (with ``config``'s learning rate)."""
     params, dists = dict(source.params), dict(source.distributions)
     if "lr" in params and params["lr"] != config.lr:
         if dists["lr"].low <= config.lr <= dists["lr"].high:
             params["lr"] = config.lr
         else:  # below the searched range: the trial's config attribute still records it
             params.pop("lr"), dists.pop("lr")
-    template = optuna.trial.create_trial(state=TrialState.RUNNING, params=params, distributions=dists)
-    trial_id = study._storage.create_new_trial(study._study_id, template_trial=template)
-    return optuna.Trial(study, trial_id)
+    attrs = {"kind": "confirm", "config": config.to_dict(), "seed": seed, "steps": steps,
+             "of": source.number, "backoff": False, "probe": False, "rescue": False, **tags}
+    return Slot(user_attrs=attrs, params=params, distributions=dists)
+
+
+def _reserve_runs(study: optuna.Study, slots: dict[str, Slot]) -> None:
+    with interrupts.deferred(), slot_changes(study) as changes:
+        taken = _taken(changes.trials())
+        changes.add([slot for key, slot in slots.items() if key not in taken])
 
 
 def run_confirmation(
     module: ModelModule, space: SearchSpace, storage: Storage, study_name: str,
     settings: SearchSettings, confirm: ConfirmSettings,
 ) -> ConfirmSummary:
-    """Confirm the best search configurations, then the backed-off recommendation."""
-    summary = ConfirmSummary()
+    """Confirm the best search configurations, then the backed-off recommendation.
+
+    SIGINT and SIGTERM end it as interrupted; the run they stopped is done again on resume.
+    """
     if confirm.candidates == 0:
-        return summary
+        return ConfirmSummary()
+    with interrupts.handling():
+        return _confirmation(module, space, storage, study_name, settings, confirm)
+
+
+def _confirmation(module, space, storage, study_name, settings, confirm) -> ConfirmSummary:  # noqa: ANN001
+    summary = ConfirmSummary()
     study = open_search_study(storage, study_name, module, space, settings)
+    recover_lost(study, settings.heartbeat)
     trials = study.get_trials(deepcopy=False)
     # Best scores first; a search run that already jumped tenfold mid-run would fail confirmation, so it
     # comes after every one that did not, and a run that learned too slowly (verdict slow) after those.
@@ -149,30 +185,47 @@ def run_confirmation(
 
 
 def _run_jobs(study, jobs, module, space, storage, settings, horizon, summary, label):  # noqa: ANN001, ANN202
+    """Run the stage's ``jobs`` as slots, and wait for those other processes hold; returns ``summary``."""
+    slots = {_key(c.to_dict(), s, horizon): _slot(src, c, s, horizon, tags) for src, c, s, tags in jobs}
     done = _done(study.get_trials(deepcopy=False))
-    todo = [j for j in jobs if _key(j[1].to_dict(), j[2], horizon) not in done]
-    summary.skipped += len(jobs) - len(todo)
-    bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), unit="run", desc=label,
+    summary.skipped += sum(k in done for k in slots)
+    bar = tqdm(total=len(slots), initial=sum(k in done for k in slots), unit="run", desc=label,
                disable=None if settings.progress else True, dynamic_ncols=True)
     trial = None
     try:
-        for source, config, seed, tags in todo:
-            trial = _new_trial(study, source, config)
-            attrs = {"of": source.number, "backoff": False, "probe": False, "rescue": False, **tags}
-            with heartbeat(study, trial._trial_id, settings.heartbeat):
-                run_trial(study, trial, module, space, storage, settings, kind="confirm", seed=seed, steps=horizon, config=config, attrs=attrs)
+        while True:
+            interrupts.check()
+            _reserve_runs(study, slots)
+            with interrupts.deferred():
+                trial = claim(study, settings.heartbeat, accept=lambda t: _trial_key(t) in slots and t.state == TrialState.WAITING)
+            if trial is None:
+                if not _wait_for_others(study, slots, settings):
+                    break
+                continue
+            a = study._storage.get_trial(trial._trial_id).user_attrs
+            attrs = {k: a[k] for k in ("of", "backoff", "probe", "rescue")}
+            with heartbeat(study, trial._trial_id, settings.heartbeat, progress=Run.steps_logged):
+                run_trial(study, trial, module, space, storage, settings, kind="confirm", seed=a["seed"], steps=horizon,
+                          config=OptimConfig.from_dict(a["config"]), attrs=attrs)
             trial = None
             summary.runs += 1
             bar.update(1)
     except KeyboardInterrupt:
+        interrupts.shield()
         summary.interrupted = True
         if trial is not None:
-            try:
-                trial.set_user_attr("failure", "interrupted")
-                trial.set_user_attr("verdict", "failed")
-                study.tell(trial, state=TrialState.FAIL)
-            except optuna.exceptions.UpdateFinishedTrialError:
-                pass
+            with interrupts.deferred():
+                requeue(study, study._storage.get_trial(trial._trial_id), {"failure": "interrupted", "verdict": "failed"})
     finally:
         bar.close()
     return summary
+
+
+def _wait_for_others(study: optuna.Study, slots: dict, settings: SearchSettings) -> bool:
+    """With no slot of the stage left to claim: True (after a pause) while other processes still run some."""
+    pending = [t for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING)) if _trial_key(t) in slots]
+    if not pending:
+        return False
+    if not recover_lost(study, settings.heartbeat):
+        time.sleep(min(1.0, settings.heartbeat))
+    return True

@@ -1,33 +1,56 @@
-"""Share one study between workers: trial slots, heartbeats, and lost-trial recovery.
+"""Share one study between workers: trial slots, owners, heartbeats, and lost-trial recovery.
 
 Optuna's storages already let many processes (on many machines) ask and tell
 on one study. What they leave out, this adds:
 
 - **Slots.** A search that must end with exactly N trials reserves them as
-  WAITING trials (``enqueue_trial`` with no fixed parameters) and workers claim
-  them with the same atomic WAITING -> RUNNING update Optuna's own queue uses.
-  A worker with no slot to claim stops, so N workers never overshoot N.
+  WAITING trials, and workers claim them with an atomic WAITING -> RUNNING
+  update (a conditional ``UPDATE ... WHERE state = 'WAITING'`` whose row count
+  says who won, on every SQL database; Optuna's own row lock is ignored by
+  SQLite). A worker with no slot to claim stops, so N workers never overshoot N.
+  Slots are added, and lost trials re-queued, in one transaction that holds
+  the study's row (:func:`slot_changes`): counting and adding cannot
+  interleave between processes, and an interrupted reservation adds nothing.
+- **Owners.** A claimed trial records who runs it: host, a machine identity
+  (boot id and PID namespace, Linux only), pid, the process's start time, and
+  that worker's heartbeat interval.
 - **Heartbeats.** Optuna's heartbeat only runs inside ``study.optimize``, not
-  for ask-and-tell trials, so each running trial here gets a thread that
-  stamps the time into a system attribute every few seconds.
-- **Recovery.** A RUNNING trial whose heartbeat is older than the grace period
-  belongs to a worker that died (SIGKILL, a lost machine). It is ended as FAIL
-  with the failure "worker lost", and its parameters are queued again, once.
+  for ask-and-tell trials, so each worker runs a thread that stamps the time
+  on its running trials every interval, and the time the training loop last
+  logged a step (``stabsearch:progress``).
+- **Recovery.** A RUNNING trial whose owner is a process of this machine that
+  no longer exists is lost at once; any other is lost once its heartbeat is
+  older than 6 of *its writer's* intervals. A lost trial is ended as FAIL with
+  the failure "worker lost", and a search trial's parameters are queued again, once.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
+import fcntl
+import json
+import math
+import os
+import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
 import optuna
+from optuna.distributions import BaseDistribution, distribution_to_json
 from optuna.trial import FrozenTrial, TrialState
 
 HEARTBEAT_KEY = "stabsearch:heartbeat"
-#: A trial is stale after this many missed heartbeats.
+OWNER_KEY = "stabsearch:owner"
+PROGRESS_KEY = "stabsearch:progress"
+#: A trial is stale after this many missed heartbeats (of the interval its worker wrote).
 GRACE_BEATS = 6
+#: The interval assumed for a trial whose worker recorded none, when the observer's is not usable.
+DEFAULT_INTERVAL = 10.0
 #: Failures that do not use up a slot: the trial is re-run instead.
 NOT_COUNTED = frozenset({"interrupted", "worker lost"})
 
@@ -45,40 +68,270 @@ def counts_toward_budget(trial: FrozenTrial) -> bool:
     return trial.state == TrialState.FAIL and trial.user_attrs.get("failure") not in NOT_COUNTED
 
 
-def budget_state(study: optuna.Study) -> tuple[int, int, int]:
-    """(finished, running, waiting) search trials."""
-    trials = study.get_trials(deepcopy=False)
-    finished = sum(counts_toward_budget(t) for t in trials)
-    running = sum(t.state == TrialState.RUNNING and is_search(t) for t in trials)
-    waiting = sum(t.state == TrialState.WAITING for t in trials)
+def _budget(trials: Iterable[FrozenTrial]) -> tuple[int, int, int]:
+    finished = running = waiting = 0
+    for t in trials:
+        finished += counts_toward_budget(t)
+        running += t.state == TrialState.RUNNING and is_search(t)
+        waiting += t.state == TrialState.WAITING and is_search(t)
     return finished, running, waiting
 
 
+def budget_state(study: optuna.Study) -> tuple[int, int, int]:
+    """(finished, running, waiting) search trials."""
+    return _budget(study.get_trials(deepcopy=False))
+
+
+# --- who runs a trial ---------------------------------------------------------------------------
+
+
+def machine_id() -> str | None:
+    """This kernel's boot id and this PID namespace: equal ids mean pids can be checked here (Linux)."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        return f"{boot}/{os.readlink('/proc/self/ns/pid')}"
+    except OSError:
+        return None
+
+
+def process_start(pid: int) -> str | None:
+    """The start time of process ``pid`` (field 22 of /proc/<pid>/stat), or None if there is no such process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat[stat.rindex(")") + 2 :].split()[19]
+
+
+def owner_record(interval: float) -> dict[str, Any]:
+    """What a claimed trial stores about the process that runs it."""
+    pid = os.getpid()
+    return {"host": socket.gethostname(), "machine": machine_id(), "pid": pid, "start": process_start(pid),
+            "interval": interval, "claimed": time.time()}
+
+
+def owner_gone(owner: dict[str, Any] | None) -> bool | None:
+    """True: the owner was a process of this machine that has exited; False: it still runs; None: can't tell here."""
+    if not isinstance(owner, dict) or owner.get("machine") is None or owner.get("start") is None:
+        return None
+    if owner["machine"] != machine_id():
+        return None
+    try:
+        return process_start(int(owner["pid"])) != owner["start"]
+    except (TypeError, ValueError):
+        return None
+
+
+def writer_interval(trial: FrozenTrial, observer: float) -> float:
+    """The heartbeat interval of the worker that runs ``trial`` (the observer's, for trials that recorded none)."""
+    for value in ((trial.system_attrs.get(OWNER_KEY) or {}).get("interval"), observer):
+        if isinstance(value, (int, float)) and math.isfinite(value) and value > 0:
+            return float(value)
+    return DEFAULT_INTERVAL
+
+
+# --- slot changes, under the study's lock ---------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Slot:
+    """A WAITING trial to add: ``fixed_params`` are suggested as given (a re-run); ``params`` are set on it."""
+
+    user_attrs: dict[str, Any]
+    fixed_params: dict[str, Any] | None = None
+    params: dict[str, Any] = dataclasses.field(default_factory=dict)
+    distributions: dict[str, BaseDistribution] = dataclasses.field(default_factory=dict)
+
+    def system_attrs(self) -> dict[str, Any]:
+        return {} if self.fixed_params is None else {"fixed_params": self.fixed_params}
+
+
+class _Changes:
+    """What :func:`slot_changes` yields: the study's trials, and the changes to make atomically."""
+
+    def __init__(self, study: optuna.Study) -> None:
+        self.study = study
+
+    def trials(self) -> list[FrozenTrial]:
+        return self.study._storage.get_all_trials(self.study._study_id, deepcopy=False)
+
+    def add(self, slots: list[Slot]) -> None:
+        storage = self.study._storage
+        for s in slots:
+            template = optuna.trial.create_trial(state=TrialState.WAITING, params=s.params, distributions=s.distributions,
+                                                 user_attrs=s.user_attrs, system_attrs=s.system_attrs())
+            storage.create_new_trial(self.study._study_id, template_trial=template)
+
+    def fail(self, trial: FrozenTrial, attrs: dict[str, Any]) -> bool:
+        storage = self.study._storage
+        if storage.get_trial(trial._trial_id).state != TrialState.RUNNING:
+            return False
+        try:
+            for key, value in attrs.items():
+                storage.set_trial_user_attr(trial._trial_id, key, value)
+            return storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            return False
+
+
+class _RDBChanges(_Changes):
+    """The same changes in one SQL transaction that holds the study's row (SQLite: the database's write lock)."""
+
+    def __init__(self, study: optuna.Study, session: Any) -> None:
+        super().__init__(study)
+        self.session = session
+
+    def add(self, slots: list[Slot]) -> None:
+        from optuna.storages._rdb import models
+        from sqlalchemy import func, select
+
+        if not slots:
+            return
+        s, study_id = self.session, self.study._study_id
+        base = s.scalar(select(func.count(models.TrialModel.trial_id)).where(models.TrialModel.study_id == study_id))
+        rows = [models.TrialModel(study_id=study_id, number=base + i, state=TrialState.WAITING) for i in range(len(slots))]
+        s.add_all(rows)
+        s.flush()
+        for row, slot in zip(rows, slots):
+            s.add_all(models.TrialUserAttributeModel(trial_id=row.trial_id, key=k, value_json=json.dumps(v))
+                      for k, v in slot.user_attrs.items())
+            s.add_all(models.TrialSystemAttributeModel(trial_id=row.trial_id, key=k, value_json=json.dumps(v))
+                      for k, v in slot.system_attrs().items())
+            s.add_all(models.TrialParamModel(trial_id=row.trial_id, param_name=k, param_value=slot.distributions[k].to_internal_repr(v),
+                                             distribution_json=distribution_to_json(slot.distributions[k]))
+                      for k, v in slot.params.items())
+
+    def fail(self, trial: FrozenTrial, attrs: dict[str, Any]) -> bool:
+        from optuna.storages._rdb import models
+        from sqlalchemy import delete, update
+
+        s, t = self.session, models.TrialModel.__table__.c
+        now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+        done = s.execute(update(models.TrialModel.__table__).where(t.trial_id == trial._trial_id, t.state == TrialState.RUNNING)
+                         .values(state=TrialState.FAIL, datetime_complete=now))
+        if done.rowcount != 1:
+            return False
+        a = models.TrialUserAttributeModel
+        s.execute(delete(a).where(a.trial_id == trial._trial_id, a.key.in_(list(attrs))))
+        s.add_all(a(trial_id=trial._trial_id, key=k, value_json=json.dumps(v)) for k, v in attrs.items())
+        return True
+
+
+def _rdb(study: optuna.Study) -> optuna.storages.RDBStorage | None:
+    storage = getattr(study._storage, "_backend", study._storage)
+    return storage if isinstance(storage, optuna.storages.RDBStorage) else None
+
+
+_local_lock = threading.Lock()
+
+
+@contextmanager
+def slot_changes(study: optuna.Study) -> Iterator[_Changes]:
+    """Read and change the study's slots with no other process doing the same in between.
+
+    On SQL storages this is one transaction, rolled back whole if the block
+    raises (or the process dies); on a journal file, an exclusive ``flock`` on
+    ``<journal>.lock``, held by the stabsearch processes of this machine.
+    """
+    rdb = _rdb(study)
+    if rdb is not None:
+        from optuna.storages._rdb import models
+        from sqlalchemy import update
+        from sqlalchemy.orm import Session
+
+        with Session(rdb.engine) as session, session.begin():
+            st = models.StudyModel
+            # A no-op write on the study's row: PostgreSQL and MySQL lock the row, SQLite the database, until commit.
+            session.execute(update(st).where(st.study_id == study._study_id).values(study_name=st.study_name))
+            yield _RDBChanges(study, session)
+        return
+    backend = getattr(study._storage, "_backend", None)
+    path = getattr(backend, "_file_path", None)
+    with _local_lock:
+        if path is None:
+            yield _Changes(study)
+            return
+        with open(f"{path}.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield _Changes(study)
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def reserve(study: optuna.Study, target: int, at_most: int | None = None) -> int:
-    """Queue WAITING slots (``at_most`` of them) towards finished + running + waiting = ``target``.
+    """Queue WAITING slots (``at_most`` of them) towards finished + running + waiting = ``target``, atomically.
 
     Returns how many it queued.
     """
-    finished, running, waiting = budget_state(study)
-    missing = max(0, target - finished - running - waiting)
-    if at_most is not None:
-        missing = min(missing, at_most)
-    for _ in range(missing):
-        study.enqueue_trial({}, user_attrs={"kind": "search"})
+    with slot_changes(study) as changes:
+        finished, running, waiting = _budget(changes.trials())
+        missing = max(0, target - finished - running - waiting)
+        if at_most is not None:
+            missing = min(missing, at_most)
+        changes.add([Slot(user_attrs={"kind": "search"}) for _ in range(missing)])
     return missing
 
 
-def claim(study: optuna.Study) -> optuna.Trial | None:
-    """Atomically take a WAITING trial (as ``Study.ask`` does); None when there is none left."""
-    storage = study._storage
-    for frozen in storage.get_all_trials(study._study_id, deepcopy=False, states=(TrialState.WAITING,)):
+def requeue(study: optuna.Study, trial: FrozenTrial, attrs: dict[str, Any], *, retry: bool = False) -> bool:
+    """End the RUNNING ``trial`` as FAIL with ``attrs`` and, for a search trial, queue its parameters again.
+
+    Both in one change, so no process counts the study between them. ``retry``
+    marks the new slot as a retry (a retry is not queued again). A trial that
+    stopped before it drew its configuration (no ``config`` attribute) is
+    queued with the configuration it was queued with, if any, else a fresh
+    slot takes its place. Returns False
+    if the trial was no longer RUNNING (then nothing changed).
+    """
+    with slot_changes(study) as changes:
+        if not changes.fail(trial, attrs):
+            return False
+        if not is_search(trial):
+            return True
+        # Its configuration: the one it drew, or the one it was queued to run again; none if it never drew one.
+        params = dict(trial.params) if "config" in trial.user_attrs else trial.system_attrs.get("fixed_params")
+        if not params:
+            changes.add([Slot(user_attrs={"kind": "search"})])  # a fresh slot in its place
+        elif not (retry and trial.user_attrs.get("retry")):
+            again = retry or trial.user_attrs.get("retry")
+            user_attrs = {"kind": "search", "requeued_from": trial.number, **({"retry": 1} if again else {})}
+            changes.add([Slot(user_attrs=user_attrs, fixed_params=params)])
+    return True
+
+
+def _take(study: optuna.Study, trial_id: int) -> bool:
+    """The atomic WAITING -> RUNNING update; True for the one process that made it."""
+    rdb = _rdb(study)
+    if rdb is None:  # journal and in-memory storages already decide one owner
         try:
-            if storage.set_trial_state_values(frozen._trial_id, state=TrialState.RUNNING):
-                trial = optuna.Trial(study, frozen._trial_id)
-                beat(study, trial._trial_id)
-                return trial
+            return study._storage.set_trial_state_values(trial_id, state=TrialState.RUNNING)
         except optuna.exceptions.UpdateFinishedTrialError:
+            return False
+    from optuna.storages._rdb import models
+    from sqlalchemy import update
+
+    t = models.TrialModel.__table__
+    now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+    with rdb.engine.begin() as conn:
+        done = conn.execute(update(t).where(t.c.trial_id == trial_id, t.c.state == TrialState.WAITING)
+                            .values(state=TrialState.RUNNING, datetime_start=now))
+    return done.rowcount == 1
+
+
+def claim(study: optuna.Study, interval: float = DEFAULT_INTERVAL,
+          accept: Callable[[FrozenTrial], bool] = is_search) -> optuna.Trial | None:
+    """Atomically take a WAITING trial that ``accept`` takes (a search slot) and record this process as its owner.
+
+    None when there is none left.
+    """
+    storage = study._storage
+    waiting = storage.get_all_trials(study._study_id, deepcopy=False, states=(TrialState.WAITING,))
+    for frozen in waiting:
+        if not accept(frozen) or not _take(study, frozen._trial_id):
             continue
+        storage.set_trial_system_attr(frozen._trial_id, OWNER_KEY, owner_record(interval))
+        beat(study, frozen._trial_id)
+        return optuna.Trial(study, frozen._trial_id)
     return None
 
 
@@ -87,18 +340,31 @@ def beat(study: optuna.Study, trial_id: int) -> None:
 
 
 @contextmanager
-def heartbeat(study: optuna.Study, trial_id: int, interval: float) -> Iterator[None]:
-    """Stamp the trial's heartbeat every ``interval`` seconds while the block runs."""
+def heartbeat(study: optuna.Study, trial_ids: int | list[int], interval: float,
+              progress: Callable[[], int] | None = None) -> Iterator[None]:
+    """Stamp the trials' heartbeat every ``interval`` seconds while the block runs.
+
+    ``progress()`` is a counter the training loop advances (steps logged);
+    each beat that sees it moved also stamps ``stabsearch:progress``.
+    """
+    ids = [trial_ids] if isinstance(trial_ids, int) else list(trial_ids)
     stop = threading.Event()
+    last = progress() if progress else None
 
     def loop() -> None:
+        nonlocal last
         while not stop.wait(interval):
+            now = progress() if progress else None
             try:
-                beat(study, trial_id)
+                for trial_id in ids:
+                    beat(study, trial_id)
+                    if now != last:
+                        study._storage.set_trial_system_attr(trial_id, PROGRESS_KEY, time.time())
             except Exception:  # the trial may have just finished; the next run of the loop ends
                 return
+            last = now
 
-    thread = threading.Thread(target=loop, name=f"heartbeat-{trial_id}", daemon=True)
+    thread = threading.Thread(target=loop, name=f"heartbeat-{ids[0] if ids else ''}", daemon=True)
     thread.start()
     try:
         yield
@@ -107,30 +373,62 @@ def heartbeat(study: optuna.Study, trial_id: int, interval: float) -> Iterator[N
         thread.join()
 
 
-def recover_lost(study: optuna.Study, interval: float, now: float | None = None) -> list[int]:
-    """Fail RUNNING trials whose heartbeat stopped, and queue a lost search trial's parameters once.
+def lost_reason(trial: FrozenTrial, interval: float, now: float) -> str | None:
+    """Why the RUNNING ``trial`` is lost, or None while its worker may still run it."""
+    owner = trial.system_attrs.get(OWNER_KEY)
+    gone = owner_gone(owner)
+    if gone:
+        return f"its worker (pid {owner['pid']} on {owner.get('host')}) is gone"
+    last = trial.system_attrs.get(HEARTBEAT_KEY)
+    if not isinstance(last, (int, float)):
+        last = trial.datetime_start.timestamp() if trial.datetime_start else now
+    silent = now - float(last)
+    if silent <= GRACE_BEATS * writer_interval(trial, interval):
+        return None
+    return f"no heartbeat for {silent:.0f}s: the worker died"
 
+
+def recover_lost(study: optuna.Study, interval: float, now: float | None = None) -> list[int]:
+    """Fail RUNNING trials whose worker is gone, and queue a lost search trial's parameters once.
+
+    ``interval`` is used only for trials whose worker recorded no interval of its own.
     Returns the numbers of the trials it recovered.
     """
     now = time.time() if now is None else now
-    grace = GRACE_BEATS * interval
-    storage = study._storage
     lost = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        last = t.system_attrs.get(HEARTBEAT_KEY)
-        if last is None:
-            last = t.datetime_start.timestamp() if t.datetime_start else now
-        if now - float(last) <= grace:
-            continue
-        try:
-            storage.set_trial_user_attr(t._trial_id, "verdict", "failed")
-            storage.set_trial_user_attr(t._trial_id, "failure", "worker lost")
-            storage.set_trial_user_attr(t._trial_id, "error", f"no heartbeat for {now - float(last):.0f}s: the worker died")
-            if not storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL):
-                continue
-        except optuna.exceptions.UpdateFinishedTrialError:
-            continue  # another worker recovered it first, or it finished after all
-        lost.append(t.number)
-        if is_search(t) and not t.user_attrs.get("retry"):
-            study.enqueue_trial(t.params, user_attrs={"kind": "search", "requeued_from": t.number, "retry": 1})
+        why = lost_reason(t, interval, now)
+        if why is not None and requeue(study, t, {"verdict": "failed", "failure": "worker lost", "error": why}, retry=True):
+            lost.append(t.number)
     return lost
+
+
+def last_progress(trial: FrozenTrial) -> float:
+    """When ``trial``'s training loop was last seen to log a step (its claim time before the first)."""
+    for value in (trial.system_attrs.get(PROGRESS_KEY), (trial.system_attrs.get(OWNER_KEY) or {}).get("claimed")):
+        if isinstance(value, (int, float)):
+            return float(value)
+    return trial.datetime_start.timestamp() if trial.datetime_start else time.time()
+
+
+def stalled(study: optuna.Study, timeout: float, now: float | None = None) -> dict[int, list[FrozenTrial]]:
+    """RUNNING trials whose loop logged no step for ``timeout`` seconds, by the pid of their owner.
+
+    Progress is stamped once per heartbeat, so a trial is judged stalled only
+    once ``timeout`` plus one of its worker's heartbeat intervals has passed.
+    """
+    now = time.time() if now is None else now
+    out: dict[int, list[FrozenTrial]] = {}
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        owner = t.system_attrs.get(OWNER_KEY)
+        if isinstance(owner, dict) and now - last_progress(t) > timeout + writer_interval(t, DEFAULT_INTERVAL):
+            out.setdefault(int(owner["pid"]), []).append(t)
+    return out
+
+
+def end_timed_out(study: optuna.Study, trial: FrozenTrial, timeout: float) -> bool:
+    """End a stalled trial as FAIL "timed out" (counted, not re-run); False if it was no longer RUNNING."""
+    attrs = {"verdict": "failed", "failure": "timed out",
+             "error": f"no step logged for {timeout:g}s (--trial-timeout): its worker was stopped"}
+    with slot_changes(study) as changes:
+        return changes.fail(trial, attrs)

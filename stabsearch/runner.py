@@ -18,7 +18,6 @@ This is where stabsearch talks to Optuna while training. Rules (DESIGN section 8
 from __future__ import annotations
 
 import collections
-import contextlib
 import dataclasses
 import math
 import tempfile
@@ -35,18 +34,20 @@ import torch
 from optuna.trial import FrozenTrial, TrialState
 from tqdm import tqdm
 
+from stabsearch import interrupts
 from stabsearch.config import OptimConfig
 from stabsearch.early_warning import EarlyWarning, eps_regime, predict
 from stabsearch.loader import ModelModule
-from stabsearch.queue import budget_state, claim, counts_toward_budget, heartbeat, recover_lost, reserve
+from stabsearch.queue import budget_state, claim, counts_toward_budget, heartbeat, recover_lost, requeue, reserve
 from stabsearch.records import UNSTABLE, VERDICTS
+from stabsearch.sampler import TrialSeededSampler
 from stabsearch.schedule import lr_factor
 from stabsearch.slow import is_slow, median_by_step
 from stabsearch.space import SearchSpace, sample
 from stabsearch.stability import Analysis, StabilityOptions, analyze
 from stabsearch.storage import Storage, is_storage_fault
 from stabsearch.telemetry import FIELDS as TELEMETRY_FIELDS
-from stabsearch.trainer import Deadline, OutOfTime, StopRun, TrainResult, train_trial
+from stabsearch.trainer import Deadline, OutOfTime, Run, StopRun, TrainResult, train_trial
 
 _MAX_SPIKES_STORED = 50
 _REPORTS_PER_TRIAL = 20
@@ -73,7 +74,8 @@ class SearchSettings:
     stop_slow: bool = True
     #: Measure the sharpness at the end of each trial and apply the early warning (off: no probe at all).
     early_warning: bool = True
-    #: Seconds one trial may train; past it the trial ends FAIL "timed out" at its next logged step (counted, not retried).
+    #: Seconds one trial may train; past it the trial ends FAIL "timed out" at its next logged step (counted, not
+    #: retried); with --workers, also how long a worker may log no step before the parent ends it.
     trial_timeout: float | None = None
     #: Training precision of the search's trials ("32", "bf16", "fp16"): ``--precision`` or the module's ``PRECISION``.
     precision: str = "32"
@@ -95,6 +97,8 @@ class SearchSummary:
     #: How many of the ``new_trials`` failed, and the number of the first failure with an error that was reported.
     new_failed: int = 0
     first_error: int | None = None
+    #: With --workers: the workers that died on their own (not stopped by the parent).
+    worker_errors: list[str] = dataclasses.field(default_factory=list)
 
 
 #: Hears a failed trial with an ``error`` attribute, the first of a call of :func:`run_search` (or of the workers').
@@ -115,12 +119,11 @@ def _quiet_optuna() -> None:
 
 
 def open_search_study(storage: Storage, name: str, module: ModelModule, space: SearchSpace, settings: SearchSettings) -> optuna.Study:
-    """Create the study or load it to resume; the sampler is seeded past the trials already there."""
+    """Create the study or load it to resume; each trial is sampled with its own seed (see :mod:`stabsearch.sampler`)."""
     _quiet_optuna()
     study = optuna.create_study(study_name=name, storage=storage.storage, direction="minimize", load_if_exists=True)
-    # A sampler re-seeded with the same seed on resume would replay its first random points.
-    offset = len(study.get_trials(deepcopy=False))
-    study.sampler = optuna.samplers.TPESampler(seed=settings.seed + offset, multivariate=True, constant_liar=True)
+    # Seeded by (seed, trial number): a resume draws new points, and workers never draw each other's.
+    study.sampler = TrialSeededSampler(settings.seed)
     if "model" not in study.user_attrs:
         study.set_metric_names(["score"])
         study.set_user_attr("model", module.source)
@@ -137,10 +140,20 @@ def run_search(
     """Run search trials until the study has ``settings.trials`` finished ones, or time runs out.
 
     Each trial is a slot claimed from the study's queue (see :mod:`stabsearch.queue`),
-    so several processes can run this on one study. ``reserve_slots=False`` is
-    for workers whose parent reserved the slots already. ``on_error`` hears the
-    first trial that fails with an error (a user-code error, out of memory), as it happens.
+    so several processes can run this on one study. ``reserve_slots=False`` only
+    claims slots that are already there. ``on_error`` hears the first trial that
+    fails with an error (a user-code error, out of memory), as it happens. SIGINT
+    and SIGTERM end it as interrupted (:mod:`stabsearch.interrupts`): the running
+    trial is re-queued.
     """
+    with interrupts.handling():
+        return _search(module, space, storage, study_name, settings, reserve_slots, on_error)
+
+
+def _search(
+    module: ModelModule, space: SearchSpace, storage: Storage, study_name: str, settings: SearchSettings, reserve_slots: bool,
+    on_error: ErrorCallback | None,
+) -> SearchSummary:
     started = time.perf_counter()
     deadline = Deadline.after(settings.timeout, "study")
     study = open_search_study(storage, study_name, module, space, settings)
@@ -157,23 +170,19 @@ def run_search(
     size = settings.population
     try:
         while True:
+            interrupts.check()
             if settings.timeout is not None and time.perf_counter() - started >= settings.timeout:
                 summary.timed_out = True
                 break
-            finished, running, waiting = budget_state(study)
-            if finished >= settings.trials:
+            if budget_state(study)[0] >= settings.trials:
                 break
-            if reserve_slots and waiting < size and finished + running < settings.trials:
-                # A few at a time: nothing is left queued after Ctrl-C but what was already claimed.
-                reserve(study, settings.trials, at_most=size - waiting)
-            held = _claim_up_to(study, size)
+            with interrupts.deferred():  # a slot is claimed and held, or not claimed at all
+                held = _claim_up_to(study, settings, size, reserve_slots)
             if not held:
                 if recover_lost(study, settings.heartbeat):
                     continue
                 break  # the remaining slots are held by other workers
-            with contextlib.ExitStack() as beats:
-                for trial in held:
-                    beats.enter_context(heartbeat(study, trial._trial_id, settings.heartbeat))
+            with heartbeat(study, [t._trial_id for t in held], settings.heartbeat, progress=Run.steps_logged):
                 if len(held) == 1:
                     done = [run_trial(study, held[0], module, space, storage, settings, deadline=deadline)]
                 else:
@@ -191,6 +200,7 @@ def run_search(
     except OutOfTime:  # --timeout reached inside a trial: it was re-queued
         summary.timed_out = True
     except KeyboardInterrupt:
+        interrupts.shield()  # a second Ctrl-C or SIGTERM must not cut the re-queueing short
         summary.interrupted = True
         for trial in held:
             _abandon(study, trial, "interrupted")
@@ -202,13 +212,17 @@ def run_search(
     return summary
 
 
-def _claim_up_to(study: optuna.Study, size: int) -> list[optuna.Trial]:
-    held = []
+def _claim_up_to(study: optuna.Study, settings: SearchSettings, size: int, reserve_slots: bool) -> list[optuna.Trial]:
+    """Claim up to ``size`` slots, reserving what is missing towards ``settings.trials`` (a few at a time:
+    nothing is left queued after Ctrl-C but re-queued trials)."""
+    held: list[optuna.Trial] = []
     while len(held) < size:
-        trial = claim(study)
-        if trial is None:
+        trial = claim(study, settings.heartbeat)
+        if trial is not None:
+            held.append(trial)
+            continue
+        if not reserve_slots or not reserve(study, settings.trials, at_most=size - len(held)):
             break
-        held.append(trial)
     return held
 
 
@@ -223,7 +237,8 @@ def run_population(
     from stabsearch.population import train_population, why_not_population_configs
 
     steps, seed = settings.steps, settings.seed
-    configs = [prepare_trial(t, space, settings, kind="search", seed=seed, steps=steps, attrs={"population": len(trials)}) for t in trials]
+    with interrupts.deferred():  # a trial's configuration is drawn whole, or not at all
+        configs = [prepare_trial(t, space, settings, kind="search", seed=seed, steps=steps, attrs={"population": len(trials)}) for t in trials]
     if why_not_population_configs(configs) is not None:  # clipping or mixed precision: one at a time, never ignored
         return [run_trial(study, t, module, space, storage, settings, config=c, deadline=deadline) for t, c in zip(trials, configs)]
     try:
@@ -242,10 +257,12 @@ def run_population(
     except BaseException as exc:  # user code: these trials fail, the study goes on
         if is_storage_fault(exc, disk=False):
             raise  # a report to the storage failed: not the user's error; the trials stay RUNNING, recoverable
-        for trial in trials:
-            _fail(study, trial, exc)
+        with interrupts.deferred():
+            for trial in trials:
+                _fail(study, trial, exc)
         return ["failed"] * len(trials)
-    return [finish_trial(study, t, module, storage, settings, c, steps, r) for t, c, r in zip(trials, configs, results)]
+    with interrupts.deferred():  # a trial being told is told to the end
+        return [finish_trial(study, t, module, storage, settings, c, steps, r) for t, c, r in zip(trials, configs, results)]
 
 
 def _postfix(verdicts: collections.Counter[str]) -> str:
@@ -264,14 +281,13 @@ def _out_of_time(study: optuna.Study, trial: optuna.Trial, out: OutOfTime) -> No
 
 
 def _abandon(study: optuna.Study, trial: optuna.Trial, reason: str) -> None:
-    """End a trial we could not finish as FAIL, and queue its parameters to run again."""
-    try:
-        trial.set_user_attr("verdict", "failed")
-        trial.set_user_attr("failure", reason)
-    except optuna.exceptions.UpdateFinishedTrialError:
-        return  # it was told just before the interrupt: nothing to redo
-    study.tell(trial, state=TrialState.FAIL)
-    study.enqueue_trial(trial.params, user_attrs={"kind": "search", "requeued_from": trial.number})
+    """End a trial we could not finish as FAIL, and queue its parameters to run again (one change).
+
+    A trial told just before the interrupt is left as it is: nothing to redo.
+    """
+    with interrupts.deferred():
+        frozen = study._storage.get_trial(trial._trial_id)
+        requeue(study, frozen, {"verdict": "failed", "failure": reason})
 
 
 def run_trial(
@@ -299,7 +315,8 @@ def run_trial(
     """
     steps = steps or settings.steps
     seed = settings.seed if seed is None else seed
-    config = prepare_trial(trial, space, settings, kind=kind, seed=seed, steps=steps, config=config, attrs=attrs)
+    with interrupts.deferred():  # a trial's configuration is drawn whole, or not at all
+        config = prepare_trial(trial, space, settings, kind=kind, seed=seed, steps=steps, config=config, attrs=attrs)
     every = max(50, steps // _REPORTS_PER_TRIAL)  # a few storage writes per trial, none for tiny runs
     medians = finished_medians(study, steps) if kind == "search" and settings.stop_slow else {}
     warmup = config.warmup_steps(steps)
@@ -307,6 +324,7 @@ def run_trial(
 
     def on_progress(step: int, loss: float) -> None:
         nonlocal best, stopped_at
+        interrupts.check()  # an interrupt Python swallowed (in a weakref callback, say) still stops the trial
         if step < steps:
             value = math.log10(max(loss, 1e-300))
             trial.report(value, step)
@@ -331,9 +349,11 @@ def run_trial(
     except BaseException as exc:  # user code: fail this trial only
         if is_storage_fault(exc, disk=False):
             raise  # a report to the storage failed: not the user's error; the trial stays RUNNING, recoverable
-        _fail(study, trial, exc)
+        with interrupts.deferred():
+            _fail(study, trial, exc)
         return "failed"
-    return finish_trial(study, trial, module, storage, settings, config, steps, result, stopped_slow=stopped_at)
+    with interrupts.deferred():  # a trial being told is told to the end
+        return finish_trial(study, trial, module, storage, settings, config, steps, result, stopped_slow=stopped_at)
 
 
 def finished_medians(study: optuna.Study, steps: int) -> dict[int, float]:

@@ -174,6 +174,14 @@ class Run:
         self._skips_in_row = 0
         self.scaler: torch.amp.GradScaler | None = None
 
+    #: Steps logged by every run of this process; a worker's heartbeat reports whether it moved.
+    logged = 0
+
+    @staticmethod
+    def steps_logged() -> int:
+        """How many steps every run of this process has logged so far."""
+        return Run.logged
+
     def make_optimizer(self, model_or_params: torch.nn.Module | Any, *, scheduler: bool = True) -> torch.optim.Optimizer:
         """Build the configured optimizer, and ``self.scheduler`` unless told not to, for a model or its parameters."""
         if isinstance(model_or_params, torch.nn.Module):
@@ -297,6 +305,7 @@ class Run:
             loss = loss.detach()
         self._pending.append(loss)
         self._count += 1
+        Run.logged += 1
         if self._count % self.telemetry_every == 0 and self.optimizer is not None and "telemetry" not in self.checks:
             self.sample_telemetry()
         if len(self._pending) >= self.block:

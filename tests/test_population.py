@@ -481,10 +481,11 @@ def test_a_study_with_a_population_gives_what_a_sequential_study_gives(tmp_path)
     for name, size in (("sequential", 1), ("population", 8)):
         store = open_storage(f"sqlite:///{tmp_path}/{name}.db", create=True)
         # Populations train every member to its horizon (or divergence): no median stop in either study.
-        # Every parameter decays (no_decay=False): trial 7 (adam, lr 0.066, eps 1e-10) is chaotic enough that float
-        # rounding moves its curve by 0.3 either way, and with biases out of decay its verdict lands on both sides of
-        # spiky; test_members_leave_biases_and_norms_out_of_decay compares the grouping on a calm run.
-        settings = SearchSettings(trials=8, steps=400, seed=0, progress=False, population=size, device=CPU, stop_slow=False,
+        # Seed 1: its eight start-up draws (seeded per trial number) include stable, plateau and diverged runs.
+        # Every parameter decays (no_decay=False): a chaotic trial's curve moves by float rounding either way,
+        # and with biases out of decay its verdict can land on both sides of spiky;
+        # test_members_leave_biases_and_norms_out_of_decay compares the grouping on a calm run.
+        settings = SearchSettings(trials=8, steps=400, seed=1, progress=False, population=size, device=CPU, stop_slow=False,
                                   no_decay=False)
         assert run_search(module, space, store, name, settings).finished == 8
         study = optuna.load_study(study_name=name, storage=store.storage)
