@@ -361,8 +361,8 @@ def _row(d: dict) -> dict:
         "optimizer": p.get("optimizer", ""), "lr": _fmt(p.get("lr")), "eps": _fmt(p.get("eps")),
         "beta1": _fmt(p.get("beta1")), "beta2": _fmt(p.get("beta2")), "weight_decay": _fmt(p.get("weight_decay")),
         "schedule": p.get("schedule", ""), "warmup": _fmt(p.get("warmup")),
-        "failure": d.get("failure") or "", "error": d.get("error") or "",
-        "warning": _clip(d.get("warning") or "", 90) if penalty else "",
+        "failure": printable(d.get("failure") or ""), "error": printable(d.get("error") or ""),
+        "warning": printable(_clip(d.get("warning") or "", 90)) if penalty else "",
     }
 
 

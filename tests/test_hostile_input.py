@@ -146,3 +146,16 @@ def test_a_stored_study_name_with_control_characters_is_shown_escaped(workdir, c
     optuna.create_study(study_name="evil\x1b[2J\nname", storage="sqlite:///studies.db")
     r = cli("studies", "--storage", "sqlite:///studies.db")
     assert r.code == 0 and "\x1b" not in r.out and "evil\\x1b[2J\\nname" in r.out
+
+
+def test_stored_error_strings_reach_the_terminal_escaped(workdir, cli):
+    import optuna
+
+    study = optuna.create_study(study_name="s", storage="sqlite:///studies.db")
+    trial = study.ask()
+    trial.set_user_attr("failure", "user-code error")
+    trial.set_user_attr("error", "ValueError: boom\n\x1b[2Jfake prompt$ ")
+    study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    r = cli("trials", "--storage", "sqlite:///studies.db")
+    assert r.code == 0 and "\x1b" not in r.out and "boom\\n\\x1b[2Jfake" in r.out
+    assert len(r.out.strip().splitlines()) == 2  # the header and one row
