@@ -231,7 +231,7 @@ def slot_changes(study: optuna.Study) -> Iterator[_Changes]:
 
     On SQL storages this is one transaction, rolled back whole if the block
     raises (or the process dies); on a journal file, an exclusive ``flock`` on
-    ``<journal>.lock``, held by the stabsearch processes of this machine.
+    ``<journal>.slots.lock``, held by the stabsearch processes of this machine.
     """
     rdb = _rdb(study)
     if rdb is not None:
@@ -251,7 +251,7 @@ def slot_changes(study: optuna.Study) -> Iterator[_Changes]:
         if path is None:
             yield _Changes(study)
             return
-        with open(f"{path}.lock", "a") as lock:
+        with open(f"{path}.slots.lock", "a") as lock:  # not {path}.lock: Optuna's own lock for the journal
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
                 yield _Changes(study)

@@ -137,6 +137,16 @@ def test_workers_draw_distinct_configurations_and_each_trial_holds_one_curve(sto
         assert len(curves) == 1 and t.user_attrs["curve_artifact"] in curves[0], (t.number, curves)
 
 
+def test_workers_on_a_journal_file_draw_distinct_configurations(tmp_path):
+    r = stabsearch("run", module_path("tiny"), "--storage", "journal:studies/j.log", "--trials", 6, "--steps", 8,
+                   "--workers", 2, "--confirm", 0, "--no-progress", cwd=tmp_path, timeout=300)
+    assert "Traceback" not in r.stderr and "lock" not in r.stderr, r.stderr  # the slots' lock is not Optuna's journal lock
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(tmp_path / "studies" / "j.log")))
+    trials = trials_of(storage, "tiny")
+    assert len(trials) == 6 and len(set(configurations(trials))) == 6
+    assert all(t.state.name in ("COMPLETE", "PRUNED") for t in trials)
+
+
 def test_a_slot_is_claimed_by_exactly_one_of_many_contending_claimers(store):
     from stabsearch.queue import claim
 
