@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import optuna
 import pytest
 import torch
@@ -61,12 +63,12 @@ def test_no_early_warning_runs_no_probe(tmp_path):
 def test_the_cli_takes_no_early_warning(cli, workdir):
     r = cli("run", module_path("no_double_backward"), "--trials", 1, "--confirm", 0, "--no-early-warning", "--no-progress")
     assert r.code == 0, r.err
-    assert "1/1 trials finished (1 stable)" in r.err
+    assert re.search(r"1/1 trials finished \(1 (stable|slow)\)", r.err), r.err  # it trained; the draw decides which
 
 
 def test_the_probe_failure_is_shown_by_trials_show(cli, workdir):
     r = cli("run", module_path("no_double_backward"), "--trials", 1, "--confirm", 0, "--no-progress")
-    assert r.code == 0 and "1/1 trials finished (1 stable)" in r.err, r.err
+    assert r.code == 0 and re.search(r"1/1 trials finished \(1 (stable|slow)\)", r.err), r.err
     shown = cli("trials", "--show", 0).out
     assert "sharpness failed: RuntimeError: derivative for square_backward is not implemented" in shown
-    assert "COMPLETE, verdict stable" in shown
+    assert re.search(r"COMPLETE, verdict (stable|slow)", shown), shown

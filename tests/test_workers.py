@@ -228,7 +228,9 @@ def test_sigints_a_millisecond_apart_leave_nothing_running(store, tmp_path):
         time.sleep(0.001)
     _, err = proc.communicate(timeout=DEADLINE)
     # 130, or killed by one of the last SIGINTs once the interpreter is shutting down, the trial already re-queued
-    assert proc.returncode in (130, -signal.SIGINT) and "Traceback" not in err, err
+    # 130 is the clean exit; a SIGINT that lands during interpreter shutdown, after the trial was re-queued,
+    # kills the process there (-2), and Python may print that shutdown's traceback: the stored state below is what counts.
+    assert proc.returncode == -signal.SIGINT or (proc.returncode == 130 and "Traceback" not in err), err
     assert "re-queued" in err, err
     trials = trials_of(url, name)
     assert [t.user_attrs.get("failure") for t in trials if t.state.name == "FAIL"] == ["interrupted"]
@@ -244,7 +246,9 @@ def test_sigterm_is_handled_like_ctrl_c_and_the_resume_reruns_the_trial(store, t
     assert proc.returncode == 130 and "re-queued" in err, err
     stabsearch("run", module_path("slow"), *args, "--trials", 2, "--confirm", 0, "--no-progress", cwd=tmp_path)
     trials = trials_of(url, name)
-    assert trials[first.number].user_attrs["failure"] == "interrupted"
+    # the trial seen running, or (when it finished between the look and the signal) the next one
+    interrupted = [t for t in trials if t.user_attrs.get("failure") == "interrupted"]
+    assert interrupted and interrupted[0].number >= first.number, [(t.number, t.user_attrs.get("failure")) for t in trials]
     assert_accounted(trials)
     assert sum(t.state.name in ("COMPLETE", "PRUNED") for t in trials) == 2
 
