@@ -1,4 +1,4 @@
-"""optuna-dashboard integration (DESIGN section 10).
+"""optuna-dashboard integration.
 
 Two things: :func:`save_to_dashboard` stores the report's plotly figures and a
 markdown note on the study, where optuna-dashboard shows them; and

@@ -1,8 +1,8 @@
 """Turn an :class:`~stabsearch.stability.Analysis` into advice a person can act on.
 
 Pure: the analysis and what is known of the run (learning rate, eps, beta1,
-sharpness, dead layers) in, sentences out. The causes are the ones DESIGN
-section 1 describes; the eps bound is Adam's eps-dominated stability rule
+sharpness, dead layers) in, sentences out. The causes are the README's classic
+instabilities; the eps bound is Adam's eps-dominated stability rule
 ``lr / eps < (2 + 2*beta1) / ((1 - beta1) * lambda_max)`` (Cohen et al. 2022).
 """
 

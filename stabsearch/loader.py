@@ -1,6 +1,6 @@
 """Load a user's model module (a ``.py`` path or an importable name).
 
-The contract is DESIGN section 3: ``model()``, ``batches(seed)`` and
+The contract: ``model()``, ``batches(seed)`` and
 ``loss(model, batch)``, or a custom loop ``train(run)``; optionally
 ``evaluate(model)``, ``STEPS``, ``SPACE``, ``CLASSES``, ``PRECISION`` ("32",
 "bf16" or "fp16") and ``NO_DECAY`` (``False`` decays biases and normalisation

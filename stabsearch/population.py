@@ -1,4 +1,4 @@
-"""Train K configurations of one model at once, as one vectorized population (DESIGN section 11).
+"""Train K configurations of one model at once, as one vectorized population.
 
 A tiny model leaves the machine idle: one trial's step is mostly Python and
 kernel-launch overhead. Here the K members' parameters are stacked along a

@@ -1,4 +1,4 @@
-"""Choose the configuration to recommend, with the evidence behind it (DESIGN section 9).
+"""Choose the configuration to recommend, with the evidence behind it.
 
 Pure: works on :class:`~stabsearch.records.TrialRecord` lists, no Optuna.
 

@@ -1,4 +1,4 @@
-"""The safe-region report: figures from a study, and one self-contained HTML file (DESIGN section 10).
+"""The safe-region report: figures from a study, and one self-contained HTML file.
 
 The report answers four questions in this order: what was searched and at
 what cost, what the trials turned out to be, what to copy into production,

@@ -1,6 +1,6 @@
 """Run a search: ask Optuna for configurations, train them, tell Optuna what happened.
 
-This is where stabsearch talks to Optuna while training. Rules (DESIGN section 8):
+This is where stabsearch talks to Optuna while training. Rules:
 
 - A trial whose run diverged, collapsed to chance or spiked late is told as
   PRUNED with its finite, capped score as its last intermediate value, so TPE

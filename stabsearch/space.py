@@ -1,6 +1,6 @@
 """The search space: which optimizer settings a study samples, and from where.
 
-Defaults follow DESIGN section 5. A model module's ``SPACE`` and a YAML file
+Defaults are the README's "The search space" table. A model module's ``SPACE`` and a YAML file
 (``--space FILE``) override them, in that order. An override can narrow a range
 (``lr: {low: 1e-4, high: 1e-2}``), fix a value (``eps: 1e-8``) or restrict the
 choices (``optimizer: [adamw]``). Gradient clipping is off unless asked for:

@@ -915,7 +915,7 @@ def find_spikes(
     options: StabilityOptions = _DEFAULTS,
     steps: ArrayLike | None = None,
 ) -> list[Spike]:
-    """Spike events of a loss curve (DESIGN section 6).
+    """Spike events of a loss curve.
 
     Value ``t`` is flagged when both hold, over the trailing window of the
     ``window`` values before it (fewer near the start; nothing is flagged
@@ -1060,7 +1060,7 @@ def find_relapses(
 
 
 def capped_score(initial: float, options: StabilityOptions | None = None) -> float:
-    """The score of a diverged run: ``log10(L0 + floor) + 1`` (DESIGN section 7).
+    """The score of a diverged run: ``log10(L0 + floor) + 1``.
 
     Finite on purpose: Optuna turns a NaN objective into a FAIL trial, and
     samplers ignore FAIL trials, so they would keep sampling the cliff. When
@@ -1089,7 +1089,7 @@ def score(
     midpoint: int | None = None,
     curve_final: float | None = None,
 ) -> float:
-    """The objective Optuna minimises (DESIGN section 7)::
+    """The objective Optuna minimises::
 
         floor = floor_fraction * L0
         score = log10(final + floor)
