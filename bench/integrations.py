@@ -33,8 +33,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from stabsearch import OptimConfig  # noqa: E402
-from stabsearch.optim import build_optimizer, build_scheduler  # noqa: E402
-from stabsearch.trainer import Run, seed_everything  # noqa: E402
+from stabsearch.training.optim import build_optimizer, build_scheduler  # noqa: E402
+from stabsearch.training.trainer import Run, seed_everything  # noqa: E402
 
 CONFIG = OptimConfig(optimizer="adam", lr=1e-3, schedule="cosine", warmup=0.05)
 WIDTH = 256

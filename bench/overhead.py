@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from stabsearch import OptimConfig, load_model_module, train_trial  # noqa: E402
-from stabsearch.trainer import seed_everything  # noqa: E402
+from stabsearch.training.trainer import seed_everything  # noqa: E402
 
 OBJECTIVES = {
     "b": "objectives/softmax_chance.py",

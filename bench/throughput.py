@@ -72,8 +72,8 @@ def child(spec: dict) -> dict:
     import torch
 
     from stabsearch import load_model_module, train_trial
-    from stabsearch.device import resolve_device
-    from stabsearch.population import population_memory, train_population
+    from stabsearch.training.device import resolve_device
+    from stabsearch.population.driver import population_memory, train_population
 
     torch.set_num_threads(spec["threads"])
     device = resolve_device(spec["device"])

@@ -1,18 +1,14 @@
 """stabsearch: optimizer settings that train a PyTorch model well and stably.
 
-The pieces, one concept per module:
+The layers, with data flowing one way (each subpackage's docstring lists its modules):
 
-- :mod:`stabsearch.space`: the search space and its overrides;
-- :mod:`stabsearch.loader`: the model-module contract;
-- :mod:`stabsearch.config`, :mod:`stabsearch.optim`, :mod:`stabsearch.schedule`: one configuration, built for torch;
-- :mod:`stabsearch.trainer`: train one trial and watch its loss;
-- :mod:`stabsearch.population`: train many trials at once as one vectorized population;
-- :mod:`stabsearch.stability`: pure analysis of a loss curve;
-- :mod:`stabsearch.runner`: the search loop that talks to Optuna;
-- :mod:`stabsearch.confirm`: re-running the best configurations on new seeds at a longer horizon;
-- :mod:`stabsearch.recommend`, :mod:`stabsearch.export`: the recommendation and its formats;
-- :mod:`stabsearch.report`, :mod:`stabsearch.dashboard`: the HTML report and optuna-dashboard;
-- :mod:`stabsearch.queue`, :mod:`stabsearch.workers`: sharing a study between workers;
+- :mod:`stabsearch.analysis`: the pure core, numpy functions of a loss curve;
+- :mod:`stabsearch.training`: train one trial and watch its loss;
+- :mod:`stabsearch.population`: train many trials at once as one vectorised population;
+- :mod:`stabsearch.search`: the search space, the study's storage, the runner, workers and confirmation;
+- :mod:`stabsearch.reporting`: the HTML report, the exports and optuna-dashboard;
+- :mod:`stabsearch.integrations`: Lightning and transformers;
+- :mod:`stabsearch.config`, :mod:`stabsearch.schedule`: one configuration, shared by all layers;
 - :mod:`stabsearch.cli`: the command line.
 """
 
@@ -23,26 +19,26 @@ from typing import Any
 # pure analysis (``stabsearch.analyze``) load no torch, Optuna, plotly or pandas, and the command line
 # pays for torch only in the commands that train.
 _HOMES = {
-    "Analysis": "stabsearch.stability",
-    "ModelModule": "stabsearch.loader",
+    "Analysis": "stabsearch.analysis.stability",
+    "ModelModule": "stabsearch.training.loader",
     "OptimConfig": "stabsearch.config",
-    "Recommendation": "stabsearch.recommend",
-    "Run": "stabsearch.trainer",
-    "SearchSpace": "stabsearch.space",
-    "Spike": "stabsearch.stability",
-    "StabilityOptions": "stabsearch.stability",
-    "StopRun": "stabsearch.trainer",
-    "TrainResult": "stabsearch.trainer",
+    "Recommendation": "stabsearch.search.recommend",
+    "Run": "stabsearch.training.trainer",
+    "SearchSpace": "stabsearch.search.space",
+    "Spike": "stabsearch.analysis.stability",
+    "StabilityOptions": "stabsearch.analysis.stability",
+    "StopRun": "stabsearch.training.trainer",
+    "TrainResult": "stabsearch.training.trainer",
     "UsageError": "stabsearch.errors",
-    "analyze": "stabsearch.stability",
-    "build_report": "stabsearch.report",
-    "load_model_module": "stabsearch.loader",
+    "analyze": "stabsearch.analysis.stability",
+    "build_report": "stabsearch.reporting.report",
+    "load_model_module": "stabsearch.training.loader",
     "lr_factor": "stabsearch.schedule",
-    "max_population": "stabsearch.population",
-    "recommend": "stabsearch.recommend",
-    "train_population": "stabsearch.population",
-    "train_trial": "stabsearch.trainer",
-    "why_not_vectorizable": "stabsearch.population",
+    "max_population": "stabsearch.population.driver",
+    "recommend": "stabsearch.search.recommend",
+    "train_population": "stabsearch.population.driver",
+    "train_trial": "stabsearch.training.trainer",
+    "why_not_vectorizable": "stabsearch.population.driver",
 }
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import click
 
 from stabsearch.errors import UsageError
-from stabsearch.export import FORMATS, format_recommendation
+from stabsearch.reporting.export import FORMATS, format_recommendation
 from stabsearch.inputs import Finite, check_name, printable
 
 #: Largest --seed: seeds derived from it (the sampler's, confirmation runs') stay below numpy's 2**32.
@@ -90,16 +90,16 @@ def run(model: str, study: str | None, storage: str | None, trials: int, steps: 
     After the search, the best --confirm configurations are re-run on --seeds new
     seeds at --stress times the steps, and so is the backed-off recommendation.
     """
-    from stabsearch.confirm import ConfirmSettings, run_confirmation
-    from stabsearch.runner import SearchSettings, run_search
-    from stabsearch.storage import open_storage
+    from stabsearch.search.confirm import ConfirmSettings, run_confirmation
+    from stabsearch.search.runner import SearchSettings, run_search
+    from stabsearch.search.storage import open_storage
 
     if force_population and population == 1:
         raise UsageError("--force-population: give --population K (K >= 2) too")
     module, space, device_ = _load(model, space_file, device)
     precision = _precision(precision, module, device_)
     if workers > 1:
-        from stabsearch.workers import check_workers
+        from stabsearch.search.workers import check_workers
 
         check_workers(workers, device_)
     confirm_settings = ConfirmSettings(candidates=confirm, seeds=seeds, stress=stress)
@@ -115,7 +115,7 @@ def run(model: str, study: str | None, storage: str | None, trials: int, steps: 
     flags = _study_flags(name, store, storage)
     on_error = lambda trial: _tell(_error_line(trial, flags))  # noqa: E731
     if workers > 1:
-        from stabsearch.workers import run_workers
+        from stabsearch.search.workers import run_workers
 
         summary = run_workers(workers, model, module, space, store, name, settings, on_error=on_error)
     else:
@@ -159,7 +159,7 @@ def _tell(line: str) -> None:
 
 
 def _confirm_and_report(module, space, store, name, settings, confirm_settings, storage) -> None:  # noqa: ANN001
-    from stabsearch.confirm import run_confirmation
+    from stabsearch.search.confirm import run_confirmation
 
     if confirm_settings.candidates:
         horizon = round(confirm_settings.stress * settings.steps)
@@ -178,7 +178,7 @@ def _ignore_interrupts() -> None:
     """After a search or confirmation ended by SIGINT or SIGTERM: ignore any more of them until the exit."""
     import signal
 
-    from stabsearch import interrupts
+    from stabsearch.search import interrupts
 
     if not interrupts.interrupted():  # Ctrl-C raised by user code, not a signal: leave the handlers alone
         return
@@ -188,9 +188,9 @@ def _ignore_interrupts() -> None:
 
 def _write_report(store, name: str) -> None:  # noqa: ANN001
     """After a run: the HTML report, and the same figures and note saved for optuna-dashboard."""
-    from stabsearch.dashboard import save_to_dashboard
-    from stabsearch.report import build_report, default_report_path
-    from stabsearch.storage import load_study
+    from stabsearch.reporting.dashboard import save_to_dashboard
+    from stabsearch.reporting.report import build_report, default_report_path
+    from stabsearch.search.storage import load_study
 
     try:
         loaded = load_study(store, name)
@@ -221,7 +221,7 @@ def _precision(flag: str | None, module, device) -> str:  # noqa: ANN001
 
 def _population_for(space, precision: str, requested: int) -> int:  # noqa: ANN001
     """``requested``, or 1 with a one-line notice when the space clips gradients or the run is not float32."""
-    from stabsearch.population import why_not_population_space
+    from stabsearch.population.driver import why_not_population_space
 
     reason = why_not_population_space(space, precision) if requested > 1 else None
     if reason is not None:
@@ -235,7 +235,7 @@ def _population_size(module, device, requested: int, *, force: bool = False) -> 
     a timed population step is no faster than ``requested`` sequential steps; refuse a K that won't fit."""
     if requested == 1:
         return 1
-    from stabsearch.population import _one_line, max_population, measure_population_speed, why_not_vectorizable
+    from stabsearch.population.driver import _one_line, max_population, measure_population_speed, why_not_vectorizable
 
     instead = f"--population {requested}: training one trial at a time instead"
     reason = why_not_vectorizable(module, device)
@@ -261,9 +261,9 @@ def _population_size(module, device, requested: int, *, force: bool = False) -> 
 
 def _load(model: str, space_file: str | None, device: str):  # noqa: ANN202
     """Everything a run needs from the user's files, checked before any storage is opened."""
-    from stabsearch.device import resolve_device
-    from stabsearch.loader import load_model_module
-    from stabsearch.space import SearchSpace, load_space_file
+    from stabsearch.training.device import resolve_device
+    from stabsearch.training.loader import load_model_module
+    from stabsearch.search.space import SearchSpace, load_space_file
 
     module = load_model_module(model)
     space = SearchSpace().override(module.space, source=f"{module.source} SPACE")
@@ -286,9 +286,9 @@ def _load(model: str, space_file: str | None, device: str):  # noqa: ANN202
 def confirm(model: str, study: str | None, storage: str | None, seed: int | None, device: str, space_file: str | None,
             confirm: int, seeds: int, stress: float, early_warning: bool, progress: bool) -> None:
     """Confirm a finished search of MODEL on new seeds at a longer horizon (resumes where it stopped)."""
-    from stabsearch.confirm import ConfirmSettings
-    from stabsearch.runner import SearchSettings
-    from stabsearch.storage import open_storage, pick_study_name
+    from stabsearch.search.confirm import ConfirmSettings
+    from stabsearch.search.runner import SearchSettings
+    from stabsearch.search.storage import open_storage, pick_study_name
 
     module, space, device_ = _load(model, space_file, device)
     confirm_settings = ConfirmSettings(candidates=max(1, confirm), seeds=seeds, stress=stress)
@@ -310,8 +310,8 @@ def confirm(model: str, study: str | None, storage: str | None, seed: int | None
               help="Print everything about trial N: settings, verdict, early warning, checks, error and traceback, curve file.")
 def trials(study: str | None, storage: str | None, fmt: str, show: int | None) -> None:
     """List a study's trials with their verdicts, scores and settings (or one trial in full, with --show)."""
-    from stabsearch.records import study_records
-    from stabsearch.storage import load_study, open_storage
+    from stabsearch.search.records import study_records
+    from stabsearch.search.storage import load_study, open_storage
 
     store = open_storage(storage)
     loaded = load_study(store, study)
@@ -372,7 +372,7 @@ def _clip(text: str, width: int) -> str:
 
 def _show_trial(study, store, number: int, fmt: str) -> None:  # noqa: ANN001
     """``trials --show N``: one trial in full, as text or JSON."""
-    from stabsearch.records import trial_record
+    from stabsearch.search.records import trial_record
 
     if fmt == "csv":
         raise UsageError("--show prints one trial as text (the default) or with --format json, not csv")
@@ -441,9 +441,9 @@ def _table(rows: Sequence[dict]) -> str:
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="yaml", show_default=True)
 def recommend(study: str | None, storage: str | None, fmt: str) -> None:
     """Print the recommended optimizer settings, with their evidence."""
-    from stabsearch.records import study_records
-    from stabsearch.recommend import recommend as choose
-    from stabsearch.storage import load_study, open_storage
+    from stabsearch.search.records import study_records
+    from stabsearch.search.recommend import recommend as choose
+    from stabsearch.search.storage import load_study, open_storage
 
     loaded = load_study(open_storage(storage), study)
     click.echo(format_recommendation(choose(study_records(loaded), loaded.study_name), fmt), nl=False)
@@ -460,9 +460,9 @@ def analyze(file: str, fmt: str, classes: int | None, warmup: int, lr: float | N
     """Diagnose the loss log FILE from any run: a CSV with a loss column, or one number per line."""
     import math
 
-    from stabsearch.curves import read_loss_log
-    from stabsearch.diagnosis import RunFacts, diagnose, format_text
-    from stabsearch.stability import analyze as analyze_curve
+    from stabsearch.analysis.loss_log import read_loss_log
+    from stabsearch.analysis.diagnosis import RunFacts, diagnose, format_text
+    from stabsearch.analysis.stability import analyze as analyze_curve
 
     log = read_loss_log(file)
     try:
@@ -480,7 +480,7 @@ def analyze(file: str, fmt: str, classes: int | None, warmup: int, lr: float | N
 @_storage_option
 def studies(storage: str | None) -> None:
     """List the studies in a storage, with their trial counts."""
-    from stabsearch.storage import open_storage
+    from stabsearch.search.storage import open_storage
 
     store = open_storage(storage)
     summaries = store.storage.get_all_studies()
@@ -506,8 +506,8 @@ def studies(storage: str | None) -> None:
               help="Also save the figures and a summary note on the study for optuna-dashboard.")
 def report(study: str | None, storage: str | None, output: str | None, to_dashboard: bool) -> None:
     """Write the study's safe-region report: one self-contained HTML file that works offline."""
-    from stabsearch.report import build_report, default_report_path
-    from stabsearch.storage import load_study, open_storage
+    from stabsearch.reporting.report import build_report, default_report_path
+    from stabsearch.search.storage import load_study, open_storage
 
     store = open_storage(storage)
     loaded = load_study(store, study)
@@ -520,7 +520,7 @@ def report(study: str | None, storage: str | None, output: str | None, to_dashbo
     except OSError as exc:
         raise UsageError(f"--output {path}: cannot write the report ({exc.strerror or exc})") from None
     if to_dashboard:
-        from stabsearch.dashboard import save_to_dashboard
+        from stabsearch.reporting.dashboard import save_to_dashboard
 
         try:
             save_to_dashboard(loaded, built.figures, built.note_markdown)
@@ -535,8 +535,8 @@ def report(study: str | None, storage: str | None, output: str | None, to_dashbo
 @click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True, help="Port to listen on (0: any free port).")
 def dashboard(storage: str | None, host: str, port: int) -> None:
     """Serve optuna-dashboard on the storage, with each trial's loss curve as an artifact (Ctrl-C stops it)."""
-    from stabsearch.dashboard import is_loopback, make_server, serve
-    from stabsearch.storage import open_storage
+    from stabsearch.reporting.dashboard import is_loopback, make_server, serve
+    from stabsearch.search.storage import open_storage
 
     store = open_storage(storage)
     server = make_server(store, host, port)
@@ -571,7 +571,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     except BrokenPipeError:
         sys.exit(0)
     except Exception as exc:
-        from stabsearch.storage import is_storage_fault, last_opened, storage_error
+        from stabsearch.search.storage import is_storage_fault, last_opened, storage_error
 
         if not is_storage_fault(exc):
             raise

@@ -27,7 +27,7 @@ class OptimConfig:
     ``max_grad_norm`` clips the gradients' total norm before each step (``None``:
     no clipping). ``precision`` is ``"32"``, ``"bf16"`` (autocast) or ``"fp16"``
     (autocast and a ``GradScaler``). ``no_decay`` leaves biases and normalisation
-    weights out of weight decay (:func:`stabsearch.optim.decay_groups`); the
+    weights out of weight decay (:func:`stabsearch.training.optim.decay_groups`); the
     default ``False`` decays every parameter, as ``torch.optim`` does, and
     ``stabsearch run`` sets it from the module's ``NO_DECAY`` (default on).
 

@@ -3,16 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
-import sqlite3
-import sys
-from pathlib import Path
 
 import pytest
 import torch
-
-ROOT = Path(__file__).resolve().parent.parent
-MODULES = Path(__file__).resolve().parent / "modules"
-OBJECTIVES = ROOT / "objectives"
 
 
 @dataclasses.dataclass
@@ -46,20 +39,6 @@ def cli(capsys):
 
     return invoke
 
-
-def module_path(name: str) -> str:
-    """Path of a test model module in tests/modules."""
-    return str(MODULES / f"{name}.py")
-
-
-def snapshot(db: Path) -> list[tuple]:
-    """Every trial row and attribute of a study database, to prove nothing changed."""
-    with sqlite3.connect(db) as conn:
-        tables = ["studies", "trials", "trial_params", "trial_values", "trial_user_attributes", "trial_system_attributes", "study_user_attributes"]
-        return [(t, conn.execute(f"SELECT * FROM {t} ORDER BY 1").fetchall()) for t in tables]
-
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 # Tiny models train fastest on one thread, and the suite must not oversubscribe a 2-core CI machine.
 torch.set_num_threads(1)

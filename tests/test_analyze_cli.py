@@ -8,9 +8,9 @@ import math
 import numpy as np
 import pytest
 
-from stabsearch.curves import read_loss_log
-from stabsearch.diagnosis import RunFacts, diagnose
-from stabsearch.stability import analyze
+from stabsearch.analysis.loss_log import read_loss_log
+from stabsearch.analysis.diagnosis import RunFacts, diagnose
+from stabsearch.analysis.stability import analyze
 
 
 def write_csv(path, losses, steps=None):

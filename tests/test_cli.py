@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import module_path, snapshot
+from tests.support import module_path, snapshot
 from stabsearch.cli import main
 
 try:
@@ -179,14 +179,15 @@ def test_trials_show_a_missing_trial_is_one_line(workdir, cli):
 
 
 def _penalised_study(root, *, penalty: float):
-    from test_report import OptimConfig, _add_trial, make_study, sqlite_store
+    from stabsearch.config import OptimConfig
+    from tests.support.studies import add_trial, make_study, sqlite_store
 
     store = sqlite_store(root)
     study = make_study(store, trials=4)
     attrs = {"predicted_unstable": penalty > 0, "warning": "lr/eps = 2.3e+04 exceeds 24.7/lambda_max = 7.29: will blow up once v collapses",
              "warning_penalty": penalty, "checks": {"evaluate": "ran", "sharpness": "skipped: the module gives no probe"}}
     with tempfile.TemporaryDirectory() as tmp:
-        number = _add_trial(study, store, Path(tmp), OptimConfig(lr=3e-3, eps=1e-9), "stable", rng=np.random.default_rng(0), extra=attrs)
+        number = add_trial(study, store, Path(tmp), OptimConfig(lr=3e-3, eps=1e-9), "stable", rng=np.random.default_rng(0), extra=attrs)
     return number
 
 
@@ -221,7 +222,7 @@ def _population_sizes(name: str) -> list:
 
 
 def _timed(monkeypatch, population: float, sequential: float) -> list:
-    from stabsearch import population as pop
+    from stabsearch.population import driver as pop
 
     calls = []
 

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-import independent
-from conftest import OBJECTIVES
+from tests.support import independent
+from tests.support import OBJECTIVES
 from stabsearch import OptimConfig, load_model_module, train_trial
-from stabsearch.runner import early_warning
+from stabsearch.search.runner import early_warning
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 pytestmark = pytest.mark.slow

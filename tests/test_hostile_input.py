@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import module_path, snapshot
+from tests.support import module_path, snapshot
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT
+from tests.support import ROOT
 
 HEAVY = ("torch", "optuna", "plotly", "pandas")
 CURVE = ROOT / "tests" / "data" / "corpus" / "clean_lognormal_030.csv"

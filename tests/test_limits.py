@@ -5,10 +5,10 @@ from __future__ import annotations
 import optuna
 import torch
 
-from conftest import module_path
+from tests.support import module_path
 from stabsearch import OptimConfig, SearchSpace, load_model_module, train_trial
-from stabsearch.runner import SearchSettings, run_search
-from stabsearch.storage import open_storage
+from stabsearch.search.runner import SearchSettings, run_search
+from stabsearch.search.storage import open_storage
 
 CPU = torch.device("cpu")
 
@@ -54,8 +54,8 @@ def test_weights_that_went_nan_under_a_finite_loss_are_a_divergence(tmp_path):
 
 
 def test_population_members_whose_weights_went_nan_under_a_finite_loss_diverge_as_alone():
-    from stabsearch.population import train_population
-    from test_population import make_module
+    from stabsearch.population.driver import train_population
+    from tests.support.inline import make_module
 
     def model():
         return torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1))

@@ -13,7 +13,9 @@ from types import ModuleType
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.support import ROOT
+from tests.support.plain_loop import train_plain
+
 NAMES = ["adam_late_blowup", "softmax_chance", "broken_lines"]
 SETTING_KEYS = {"optimizer", "lr", "eps", "beta1", "beta2", "weight_decay"}
 
@@ -26,7 +28,6 @@ def _load(path: Path, name: str) -> ModuleType:
     return module
 
 
-train_plain = _load(Path(__file__).with_name("plain_loop.py"), "_objectives_plain_loop").train_plain
 
 
 def objective(name: str) -> ModuleType:

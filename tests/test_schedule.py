@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from stabsearch import OptimConfig, lr_factor
-from stabsearch.optim import build_optimizer, build_scheduler
+from stabsearch.training.optim import build_optimizer, build_scheduler
 
 
 def test_warmup_rises_linearly_to_one():

@@ -34,7 +34,7 @@ from typing import Any
 import torch
 
 from stabsearch.integrations import missing, same_device
-from stabsearch.trainer import Run, StopRun
+from stabsearch.training.trainer import Run, StopRun
 
 try:
     import lightning.pytorch as pl
@@ -58,12 +58,12 @@ class StabilityCallback(pl.Callback):
     device: ``run.log`` reads losses in blocks, so there is no host sync per
     step. When ``run.log`` ends the run (divergence, or a time limit), the
     callback sets ``trainer.should_stop`` and keeps the reason in ``stop``
-    (a :class:`~stabsearch.trainer.StopRun`); :func:`fit` raises it once
+    (a :class:`~stabsearch.training.trainer.StopRun`); :func:`fit` raises it once
     ``trainer.fit`` has returned. With fp16, a step the GradScaler skipped
     is counted (``run.skip()``), not logged.
 
     Args:
-        run: the trial's :class:`~stabsearch.trainer.Run`.
+        run: the trial's :class:`~stabsearch.training.trainer.Run`.
 
     Example::
 
@@ -122,10 +122,10 @@ def fit(
 
     See the module's docstring for what is overridden and recorded. User
     code errors propagate (the trial fails); a divergence ends ``fit`` with
-    :class:`~stabsearch.trainer.StopRun`, which ``train_trial`` expects.
+    :class:`~stabsearch.training.trainer.StopRun`, which ``train_trial`` expects.
 
     Args:
-        run: the trial's :class:`~stabsearch.trainer.Run`.
+        run: the trial's :class:`~stabsearch.training.trainer.Run`.
         module: the LightningModule to train (``training_step`` returns the loss).
         datamodule, train_dataloaders, val_dataloaders: as ``lightning.Trainer.fit`` takes them.
         trainer_kwargs: more ``lightning.Trainer`` arguments (``callbacks``,

@@ -47,7 +47,7 @@ from typing import Any
 import torch
 
 from stabsearch.integrations import missing, same_device
-from stabsearch.trainer import Run, StopRun
+from stabsearch.training.trainer import Run, StopRun
 
 try:
     import transformers
@@ -73,7 +73,7 @@ class StabilityCallback(TrainerCallback):
     :func:`train` raises it once ``trainer.train()`` has returned.
 
     Args:
-        run: the trial's :class:`~stabsearch.trainer.Run`.
+        run: the trial's :class:`~stabsearch.training.trainer.Run`.
     """
 
     def __init__(self, run: Run) -> None:
@@ -147,10 +147,10 @@ def train(
     """Train ``model`` with ``transformers.Trainer`` for the trial; see the module's docstring for what is overridden.
 
     User code errors propagate (the trial fails); a divergence ends ``train``
-    with :class:`~stabsearch.trainer.StopRun`, which ``train_trial`` expects.
+    with :class:`~stabsearch.training.trainer.StopRun`, which ``train_trial`` expects.
 
     Args:
-        run: the trial's :class:`~stabsearch.trainer.Run`.
+        run: the trial's :class:`~stabsearch.training.trainer.Run`.
         model: the model; its ``forward`` returns the loss as Trainer expects
             (``outputs["loss"]`` or ``outputs[0]``), or pass ``compute_loss_func``.
         args: the user's ``TrainingArguments`` (default: Trainer's defaults, without clipping).

@@ -1,0 +1,231 @@
+"""The confirmation stage: re-run the best configurations on new seeds at a longer horizon.
+
+A single short run on one seed cannot show late instability, so the best
+``candidates`` search trials are each trained again on ``seeds`` new seeds for
+``stress`` times the search steps (search runs whose loss already jumped
+tenfold mid-run, :func:`stabsearch.search.recommend.major_spikes`, rank last). If
+every candidate fails, the one with the best worst case is confirmed again
+at a third of its learning rate (and, if that fails too, a ninth): a rescue.
+The best survivor is then probed at 3x (and, if that fails, sqrt(3)x) its
+learning rate on the same seeds, to find how far the edge is; and the
+back-off configuration that :func:`stabsearch.search.recommend.recommend` picks is
+confirmed the same way, when it differs. Runs are trials of the same study,
+tagged ``kind=confirm`` with the number of the search trial they check
+(``of``), so ``trials`` and the dashboard show them apart. Finished runs are
+never repeated, so an interrupted confirmation resumes where it stopped.
+
+Each stage's runs are slots, like the search's (:mod:`stabsearch.search.slots`):
+WAITING trials that carry their configuration, seed and horizon, reserved
+atomically for the runs no trial has yet, and claimed one at a time. Two
+``confirm`` processes on one study share the runs instead of repeating them,
+and a run whose worker died is recovered and run again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+from tqdm import tqdm
+
+from stabsearch.config import OptimConfig
+from stabsearch.training.loader import ModelModule
+from stabsearch.search.recommend import back_off, choose_confirmed, major_spikes, nearest_unstable_lr, probe_outcomes, rescue
+from stabsearch.search.records import study_records, trial_record
+from stabsearch.search import interrupts
+from stabsearch.search.slots import NOT_COUNTED, Slot, claim, heartbeat, recover_lost, requeue, slot_changes
+from stabsearch.search.runner import SearchSettings, open_search_study, run_trial
+from stabsearch.training.trainer import Run
+from stabsearch.search.space import SearchSpace
+from stabsearch.search.storage import Storage
+
+
+#: Rounds of rescue when every candidate fails: the best of them at 1/safety, then 1/safety^2 of its learning rate.
+RESCUE_ROUNDS = 2
+
+
+@dataclasses.dataclass(frozen=True)
+class ConfirmSettings:
+    """How hard to check the best configurations."""
+
+    candidates: int = 3
+    seeds: int = 3
+    stress: float = 2.0
+    safety: float = 3.0
+
+    def __post_init__(self) -> None:
+        if self.candidates < 0 or self.seeds < 1 or self.stress <= 0 or self.safety < 1:
+            raise ValueError(f"invalid confirmation settings {self}")
+
+
+@dataclasses.dataclass
+class ConfirmSummary:
+    runs: int = 0
+    skipped: int = 0
+    interrupted: bool = False
+
+
+def confirmation_seeds(base: int, count: int) -> list[int]:
+    """Seeds no search trial used (search trials all use ``base``)."""
+    return [base + 1000 + i for i in range(count)]
+
+
+def _key(config: dict, seed: int, steps: int) -> str:
+    return json.dumps([config, seed, steps], sort_keys=True)
+
+
+def _trial_key(t: FrozenTrial) -> str | None:
+    a = t.user_attrs
+    if a.get("kind") != "confirm" or not {"config", "seed", "steps"} <= a.keys():
+        return None
+    return _key(a["config"], a["seed"], a["steps"])
+
+
+def _done(trials: list[FrozenTrial]) -> set[str]:
+    return {
+        _trial_key(t)
+        for t in trials
+        if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+        and t.user_attrs.get("failure") not in NOT_COUNTED and _trial_key(t) is not None
+    }
+
+
+def _taken(trials: list[FrozenTrial]) -> set[str]:
+    """Runs that are done, queued or running: no slot is added for them."""
+    live = {_trial_key(t) for t in trials if t.state in (TrialState.WAITING, TrialState.RUNNING)}
+    return (live | _done(trials)) - {None}
+
+
+def _slot(source: FrozenTrial, config: OptimConfig, seed: int, steps: int, tags: dict) -> Slot:
+    """A confirmation run as a slot carrying ``source``'s parameters (with ``config``'s learning rate)."""
+    params, dists = dict(source.params), dict(source.distributions)
+    if "lr" in params and params["lr"] != config.lr:
+        if dists["lr"].low <= config.lr <= dists["lr"].high:
+            params["lr"] = config.lr
+        else:  # below the searched range: the trial's config attribute still records it
+            params.pop("lr"), dists.pop("lr")
+    attrs = {"kind": "confirm", "config": config.to_dict(), "seed": seed, "steps": steps,
+             "of": source.number, "backoff": False, "probe": False, "rescue": False, **tags}
+    return Slot(user_attrs=attrs, params=params, distributions=dists)
+
+
+def _reserve_runs(study: optuna.Study, slots: dict[str, Slot]) -> None:
+    with interrupts.deferred(), slot_changes(study) as changes:
+        taken = _taken(changes.trials())
+        changes.add([slot for key, slot in slots.items() if key not in taken])
+
+
+def run_confirmation(
+    module: ModelModule, space: SearchSpace, storage: Storage, study_name: str,
+    settings: SearchSettings, confirm: ConfirmSettings,
+) -> ConfirmSummary:
+    """Confirm the best search configurations, then the backed-off recommendation.
+
+    SIGINT and SIGTERM end it as interrupted; the run they stopped is done again on resume.
+    """
+    if confirm.candidates == 0:
+        return ConfirmSummary()
+    with interrupts.handling():
+        return _confirmation(module, space, storage, study_name, settings, confirm)
+
+
+def _confirmation(module, space, storage, study_name, settings, confirm) -> ConfirmSummary:  # noqa: ANN001
+    summary = ConfirmSummary()
+    study = open_search_study(storage, study_name, module, space, settings)
+    recover_lost(study, settings.heartbeat)
+    trials = study.get_trials(deepcopy=False)
+    # Best scores first; a search run that already jumped tenfold mid-run would fail confirmation, so it
+    # comes after every one that did not, and a run that learned too slowly (verdict slow) after those.
+    best = sorted(
+        (t for t in trials if t.user_attrs.get("kind", "search") == "search" and t.state == TrialState.COMPLETE),
+        key=lambda t: (t.user_attrs.get("verdict") == "slow", major_spikes(trial_record(t)) > 0, t.value),
+    )[: confirm.candidates]
+    horizon = max(1, round(confirm.stress * settings.steps))
+    seeds = confirmation_seeds(settings.seed, confirm.seeds)
+    jobs = [(t, OptimConfig.from_dict(t.user_attrs["config"]), s, {}) for t in best for s in seeds]
+    summary = _run_jobs(study, jobs, module, space, storage, settings, horizon, summary, "confirm")
+    if summary.interrupted:
+        return summary
+    for _ in range(RESCUE_ROUNDS):  # every candidate failed: back the most promising off and try that
+        if choose_confirmed(study_records(study)) is not None:
+            break
+        found = rescue(study_records(study), confirm.safety)
+        if found is None:
+            break
+        jobs = [(study.trials[found.source.number], found.config, s, {"rescue": True}) for s in seeds]
+        summary = _run_jobs(study, jobs, module, space, storage, settings, horizon, summary, f"rescue lr {found.config.lr:.3g}")
+        if summary.interrupted:
+            return summary
+    chosen = choose_confirmed(study_records(study))
+    if chosen is None:
+        return summary
+    source, config = study.trials[chosen.source.number], chosen.config
+    # Edge probes: does the candidate still train at 3x (then sqrt(3)x) its learning rate? Skip a
+    # probe at or above a learning rate already known to fail; stop at the first that passes.
+    for factor in (confirm.safety, math.sqrt(confirm.safety)):
+        probe = dataclasses.replace(config, lr=config.lr * factor)
+        known = nearest_unstable_lr(study_records(study), config)
+        if known is not None and probe.lr >= known:
+            continue
+        jobs = [(source, probe, s, {"probe": True}) for s in seeds]
+        summary = _run_jobs(study, jobs, module, space, storage, settings, horizon, summary, f"edge probe x{factor:.3g}")
+        if summary.interrupted or probe_outcomes(study_records(study)).get(probe.lr) is False:
+            break  # interrupted, or it passed: the margin is proven
+    if summary.interrupted:
+        return summary
+    safe = back_off(study_records(study), config, confirm.safety)
+    if safe != config:
+        jobs = [(source, safe, s, {"backoff": True}) for s in seeds]
+        summary = _run_jobs(study, jobs, module, space, storage, settings, horizon, summary, "back-off")
+    return summary
+
+
+def _run_jobs(study, jobs, module, space, storage, settings, horizon, summary, label):  # noqa: ANN001, ANN202
+    """Run the stage's ``jobs`` as slots, and wait for those other processes hold; returns ``summary``."""
+    slots = {_key(c.to_dict(), s, horizon): _slot(src, c, s, horizon, tags) for src, c, s, tags in jobs}
+    done = _done(study.get_trials(deepcopy=False))
+    summary.skipped += sum(k in done for k in slots)
+    bar = tqdm(total=len(slots), initial=sum(k in done for k in slots), unit="run", desc=label,
+               disable=None if settings.progress else True, dynamic_ncols=True)
+    trial = None
+    try:
+        while True:
+            interrupts.check()
+            _reserve_runs(study, slots)
+            with interrupts.deferred():
+                trial = claim(study, settings.heartbeat, accept=lambda t: _trial_key(t) in slots and t.state == TrialState.WAITING)
+            if trial is None:
+                if not _wait_for_others(study, slots, settings):
+                    break
+                continue
+            a = study._storage.get_trial(trial._trial_id).user_attrs
+            attrs = {k: a[k] for k in ("of", "backoff", "probe", "rescue")}
+            with heartbeat(study, trial._trial_id, settings.heartbeat, progress=Run.steps_logged):
+                run_trial(study, trial, module, space, storage, settings, kind="confirm", seed=a["seed"], steps=horizon,
+                          config=OptimConfig.from_dict(a["config"]), attrs=attrs)
+            trial = None
+            summary.runs += 1
+            bar.update(1)
+    except KeyboardInterrupt:
+        interrupts.shield()
+        summary.interrupted = True
+        if trial is not None:
+            with interrupts.deferred():
+                requeue(study, study._storage.get_trial(trial._trial_id), {"failure": "interrupted", "verdict": "failed"})
+    finally:
+        bar.close()
+    return summary
+
+
+def _wait_for_others(study: optuna.Study, slots: dict, settings: SearchSettings) -> bool:
+    """With no slot of the stage left to claim: True (after a pause) while other processes still run some."""
+    pending = [t for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING)) if _trial_key(t) in slots]
+    if not pending:
+        return False
+    if not recover_lost(study, settings.heartbeat):
+        time.sleep(min(1.0, settings.heartbeat))
+    return True

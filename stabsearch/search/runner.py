@@ -1,0 +1,535 @@
+"""Run a search: ask Optuna for configurations, train them, tell Optuna what happened.
+
+This is where stabsearch talks to Optuna while training. Rules:
+
+- A trial whose run diverged, collapsed to chance or spiked late is told as
+  PRUNED with its finite, capped score as its last intermediate value, so TPE
+  learns that region is bad. Never NaN, never FAIL: samplers ignore FAIL.
+- FAIL is for errors in user code or the machine; the traceback is kept on the trial.
+- Losses are watched in memory every step; the storage hears from a trial
+  only a few times per run (about every 5% of its steps).
+- A search trial whose best reported value is above the median of the
+  finished trials' at the same step is stopped as ``slow`` (the median rule
+  of :mod:`stabsearch.analysis.median_rule`) and told PRUNED; confirmation runs never are.
+- ``--trials N`` is the number of finished search trials the study should
+  have, so running the same command again resumes an interrupted study.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import math
+import tempfile
+import time
+import traceback
+import warnings
+from pathlib import Path
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import optuna
+import torch
+from optuna.trial import FrozenTrial, TrialState
+from tqdm import tqdm
+
+from stabsearch.search import interrupts
+from stabsearch.config import OptimConfig
+from stabsearch.analysis.early_warning import EarlyWarning, eps_regime, predict
+from stabsearch.training.loader import ModelModule
+from stabsearch.search.slots import budget_state, claim, counts_toward_budget, heartbeat, recover_lost, requeue, reserve
+from stabsearch.search.records import UNSTABLE, VERDICTS
+from stabsearch.search.sampler import TrialSeededSampler
+from stabsearch.schedule import lr_factor
+from stabsearch.analysis.median_rule import is_slow, median_by_step
+from stabsearch.search.space import SearchSpace, sample
+from stabsearch.analysis.stability import Analysis, StabilityOptions, analyze
+from stabsearch.search.storage import Storage, is_storage_fault
+from stabsearch.training.telemetry import FIELDS as TELEMETRY_FIELDS
+from stabsearch.training.trainer import Deadline, OutOfTime, Run, StopRun, TrainResult, train_trial
+
+_MAX_SPIKES_STORED = 50
+_REPORTS_PER_TRIAL = 20
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchSettings:
+    """How long and where to search."""
+
+    trials: int
+    steps: int
+    seed: int = 0
+    timeout: float | None = None
+    device: torch.device = dataclasses.field(default_factory=lambda: torch.device("cpu"))
+    options: StabilityOptions = dataclasses.field(default_factory=StabilityOptions)
+    progress: bool = True
+    #: Added to the score (decades) of a trial the early warning predicts will blow up; 0 switches it off.
+    warning_penalty: float = 1.0
+    #: Seconds between a running trial's heartbeats; a trial silent for 6 of them is recovered.
+    heartbeat: float = 10.0
+    #: Trials trained at once as one vectorized population (1: one at a time).
+    population: int = 1
+    #: Stop a search trial that is slower than the median of the finished ones (stabsearch.analysis.median_rule).
+    stop_slow: bool = True
+    #: Measure the sharpness at the end of each trial and apply the early warning (off: no probe at all).
+    early_warning: bool = True
+    #: Seconds one trial may train; past it the trial ends FAIL "timed out" at its next logged step (counted, not
+    #: retried); with --workers, also how long a worker may log no step before the parent ends it.
+    trial_timeout: float | None = None
+    #: Training precision of the search's trials ("32", "bf16", "fp16"): ``--precision`` or the module's ``PRECISION``.
+    precision: str = "32"
+    #: Leave biases and normalisation weights out of weight decay (the module's ``NO_DECAY``).
+    no_decay: bool = True
+
+
+@dataclasses.dataclass
+class SearchSummary:
+    """What a call of :func:`run_search` did."""
+
+    study_name: str
+    finished: int
+    new_trials: int
+    verdicts: dict[str, int]
+    seconds: float
+    interrupted: bool = False
+    timed_out: bool = False
+    #: How many of the ``new_trials`` failed, and the number of the first failure with an error that was reported.
+    new_failed: int = 0
+    first_error: int | None = None
+    #: With --workers: the workers that died on their own (not stopped by the parent).
+    worker_errors: list[str] = dataclasses.field(default_factory=list)
+
+
+#: Hears a failed trial with an ``error`` attribute, the first of a call of :func:`run_search` (or of the workers').
+ErrorCallback = Callable[[FrozenTrial], None]
+
+
+def report_first_error(summary: SearchSummary, trial: FrozenTrial, on_error: ErrorCallback | None) -> None:
+    """Call ``on_error`` with ``trial`` if it is the first failure with an error this search met."""
+    if summary.first_error is None and trial.state == TrialState.FAIL and trial.user_attrs.get("error"):
+        summary.first_error = trial.number
+        if on_error is not None:
+            on_error(trial)
+
+
+def _quiet_optuna() -> None:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+
+def open_search_study(storage: Storage, name: str, module: ModelModule, space: SearchSpace, settings: SearchSettings) -> optuna.Study:
+    """Create the study or load it to resume; each trial is sampled with its own seed (see :mod:`stabsearch.search.sampler`)."""
+    _quiet_optuna()
+    study = optuna.create_study(study_name=name, storage=storage.storage, direction="minimize", load_if_exists=True)
+    # Seeded by (seed, trial number): a resume draws new points, and workers never draw each other's.
+    study.sampler = TrialSeededSampler(settings.seed)
+    if "model" not in study.user_attrs:
+        study.set_metric_names(["score"])
+        study.set_user_attr("model", module.source)
+        study.set_user_attr("steps", settings.steps)
+        study.set_user_attr("seed", settings.seed)
+        study.set_user_attr("space", space.to_dict())
+    return study
+
+
+def run_search(
+    module: ModelModule, space: SearchSpace, storage: Storage, study_name: str, settings: SearchSettings,
+    *, reserve_slots: bool = True, on_error: ErrorCallback | None = None,
+) -> SearchSummary:
+    """Run search trials until the study has ``settings.trials`` finished ones, or time runs out.
+
+    Each trial is a slot claimed from the study's queue (see :mod:`stabsearch.search.slots`),
+    so several processes can run this on one study. ``reserve_slots=False`` only
+    claims slots that are already there. ``on_error`` hears the first trial that
+    fails with an error (a user-code error, out of memory), as it happens. SIGINT
+    and SIGTERM end it as interrupted (:mod:`stabsearch.search.interrupts`): the running
+    trial is re-queued.
+    """
+    with interrupts.handling():
+        return _search(module, space, storage, study_name, settings, reserve_slots, on_error)
+
+
+def _search(
+    module: ModelModule, space: SearchSpace, storage: Storage, study_name: str, settings: SearchSettings, reserve_slots: bool,
+    on_error: ErrorCallback | None,
+) -> SearchSummary:
+    started = time.perf_counter()
+    deadline = Deadline.after(settings.timeout, "study")
+    study = open_search_study(storage, study_name, module, space, settings)
+    recover_lost(study, settings.heartbeat)
+    existing = study.get_trials(deepcopy=False)
+    verdicts: collections.Counter[str] = collections.Counter(
+        t.user_attrs.get("verdict", "failed") for t in existing if counts_toward_budget(t)
+    )
+    finished = budget_state(study)[0]
+    summary = SearchSummary(study_name, finished, 0, dict(verdicts), 0.0)
+    bar = tqdm(total=settings.trials, initial=min(finished, settings.trials), unit="trial", disable=None if settings.progress else True, dynamic_ncols=True, leave=True)
+    bar.set_postfix_str(_postfix(verdicts))
+    held: list[optuna.Trial] = []
+    size = settings.population
+    try:
+        while True:
+            interrupts.check()
+            if settings.timeout is not None and time.perf_counter() - started >= settings.timeout:
+                summary.timed_out = True
+                break
+            if budget_state(study)[0] >= settings.trials:
+                break
+            with interrupts.deferred():  # a slot is claimed and held, or not claimed at all
+                held = _claim_up_to(study, settings, size, reserve_slots)
+            if not held:
+                if recover_lost(study, settings.heartbeat):
+                    continue
+                break  # the remaining slots are held by other workers
+            with heartbeat(study, [t._trial_id for t in held], settings.heartbeat, progress=Run.steps_logged):
+                if len(held) == 1:
+                    done = [run_trial(study, held[0], module, space, storage, settings, deadline=deadline)]
+                else:
+                    done = run_population(study, held, module, space, storage, settings, deadline=deadline)
+            storage.check()  # user code may have deleted or replaced the database file
+            for trial, verdict in zip(held, done):
+                summary.new_trials += 1
+                verdicts[verdict] += 1
+                if verdict == "failed":
+                    summary.new_failed += 1
+                    report_first_error(summary, trial.storage.get_trial(trial._trial_id), on_error)
+            held = []
+            bar.update(len(done))
+            bar.set_postfix_str(_postfix(verdicts))
+    except OutOfTime:  # --timeout reached inside a trial: it was re-queued
+        summary.timed_out = True
+    except KeyboardInterrupt:
+        interrupts.shield()  # a second Ctrl-C or SIGTERM must not cut the re-queueing short
+        summary.interrupted = True
+        for trial in held:
+            _abandon(study, trial, "interrupted")
+    finally:
+        bar.close()
+    summary.finished = budget_state(study)[0]
+    summary.verdicts = dict(verdicts)
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _claim_up_to(study: optuna.Study, settings: SearchSettings, size: int, reserve_slots: bool) -> list[optuna.Trial]:
+    """Claim up to ``size`` slots, reserving what is missing towards ``settings.trials`` (a few at a time:
+    nothing is left queued after Ctrl-C but re-queued trials)."""
+    held: list[optuna.Trial] = []
+    while len(held) < size:
+        trial = claim(study, settings.heartbeat)
+        if trial is not None:
+            held.append(trial)
+            continue
+        if not reserve_slots or not reserve(study, settings.trials, at_most=size - len(held)):
+            break
+    return held
+
+
+def run_population(
+    study: optuna.Study, trials: list[optuna.Trial], module: ModelModule, space: SearchSpace,
+    storage: Storage, settings: SearchSettings, *, deadline: Deadline | None = None,
+) -> list[str]:
+    """Train ``trials`` at once as one vectorized population, then finish each like a sequential trial.
+
+    Time limits end the whole population as they end a trial (see :func:`run_trial`).
+    """
+    from stabsearch.population.driver import train_population, why_not_population_configs
+
+    steps, seed = settings.steps, settings.seed
+    with interrupts.deferred():  # a trial's configuration is drawn whole, or not at all
+        configs = [prepare_trial(t, space, settings, kind="search", seed=seed, steps=steps, attrs={"population": len(trials)}) for t in trials]
+    if why_not_population_configs(configs) is not None:  # clipping or mixed precision: one at a time, never ignored
+        return [run_trial(study, t, module, space, storage, settings, config=c, deadline=deadline) for t, c in zip(trials, configs)]
+    try:
+        results = train_population(
+            module, configs, steps=steps, seed=seed, device=settings.device, options=settings.options,
+            sharpness=settings.early_warning, deadlines=(deadline, Deadline.after(settings.trial_timeout, "trial")),
+        )
+    except OutOfTime as out:
+        for trial in trials:
+            _out_of_time(study, trial, out)
+        if out.limit == "study":
+            raise
+        return ["failed"] * len(trials)
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # user code: these trials fail, the study goes on
+        if is_storage_fault(exc, disk=False):
+            raise  # a report to the storage failed: not the user's error; the trials stay RUNNING, recoverable
+        with interrupts.deferred():
+            for trial in trials:
+                _fail(study, trial, exc)
+        return ["failed"] * len(trials)
+    with interrupts.deferred():  # a trial being told is told to the end
+        return [finish_trial(study, t, module, storage, settings, c, steps, r) for t, c, r in zip(trials, configs, results)]
+
+
+def _postfix(verdicts: collections.Counter[str]) -> str:
+    return " ".join(f"{v}={verdicts[v]}" for v in VERDICTS[:-1] if verdicts[v])
+
+
+def _out_of_time(study: optuna.Study, trial: optuna.Trial, out: OutOfTime) -> None:
+    """The study's time ran out: re-queue the trial; the trial's own ran out: it failed, "timed out"."""
+    if out.limit == "study":
+        _abandon(study, trial, "interrupted")
+        return
+    trial.set_user_attr("verdict", "failed")
+    trial.set_user_attr("failure", "timed out")
+    trial.set_user_attr("error", f"OutOfTime: {out}")
+    study.tell(trial, state=TrialState.FAIL)
+
+
+def _abandon(study: optuna.Study, trial: optuna.Trial, reason: str) -> None:
+    """End a trial we could not finish as FAIL, and queue its parameters to run again (one change).
+
+    A trial told just before the interrupt is left as it is: nothing to redo.
+    """
+    with interrupts.deferred():
+        frozen = study._storage.get_trial(trial._trial_id)
+        requeue(study, frozen, {"verdict": "failed", "failure": reason})
+
+
+def run_trial(
+    study: optuna.Study,
+    trial: optuna.Trial,
+    module: ModelModule,
+    space: SearchSpace,
+    storage: Storage,
+    settings: SearchSettings,
+    *,
+    kind: str = "search",
+    seed: int | None = None,
+    steps: int | None = None,
+    config: OptimConfig | None = None,
+    attrs: dict[str, Any] | None = None,
+    deadline: Deadline | None = None,
+) -> str:
+    """Train one trial and tell its result; returns its verdict.
+
+    Search trials sample their configuration from ``space``; confirmation runs
+    pass ``config``, a new ``seed`` and a longer ``steps``, and are tagged by ``kind``.
+    Past ``deadline`` (the study's ``--timeout``) the trial stops at its next
+    logged step, is re-queued as interrupted, and :class:`OutOfTime` is
+    raised; past ``settings.trial_timeout`` it ends FAIL "timed out".
+    """
+    steps = steps or settings.steps
+    seed = settings.seed if seed is None else seed
+    with interrupts.deferred():  # a trial's configuration is drawn whole, or not at all
+        config = prepare_trial(trial, space, settings, kind=kind, seed=seed, steps=steps, config=config, attrs=attrs)
+    every = max(50, steps // _REPORTS_PER_TRIAL)  # a few storage writes per trial, none for tiny runs
+    medians = finished_medians(study, steps) if kind == "search" and settings.stop_slow else {}
+    warmup = config.warmup_steps(steps)
+    best, stopped_at = math.inf, None
+
+    def on_progress(step: int, loss: float) -> None:
+        nonlocal best, stopped_at
+        interrupts.check()  # an interrupt Python swallowed (in a weakref callback, say) still stops the trial
+        if step < steps:
+            value = math.log10(max(loss, 1e-300))
+            trial.report(value, step)
+            best = min(best, value)
+            if step >= warmup and is_slow(best, step, medians):
+                stopped_at = step
+                raise StopRun("slower than the median of the finished trials")
+
+    try:
+        result = train_trial(
+            module, config, steps=steps, seed=seed, device=settings.device,
+            options=settings.options, on_progress=on_progress, progress_every=every, sharpness=settings.early_warning,
+            deadlines=(deadline, Deadline.after(settings.trial_timeout, "trial")),
+        )
+    except OutOfTime as out:
+        _out_of_time(study, trial, out)
+        if out.limit == "study":
+            raise
+        return "failed"
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # user code: fail this trial only
+        if is_storage_fault(exc, disk=False):
+            raise  # a report to the storage failed: not the user's error; the trial stays RUNNING, recoverable
+        with interrupts.deferred():
+            _fail(study, trial, exc)
+        return "failed"
+    with interrupts.deferred():  # a trial being told is told to the end
+        return finish_trial(study, trial, module, storage, settings, config, steps, result, stopped_slow=stopped_at)
+
+
+def finished_medians(study: optuna.Study, steps: int) -> dict[int, float]:
+    """Per report step, the median value of the study's finished search trials of ``steps`` steps."""
+    finished = [
+        t.intermediate_values for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if t.user_attrs.get("kind", "search") == "search" and t.user_attrs.get("steps") == steps
+    ]
+    return median_by_step(finished)
+
+
+def prepare_trial(
+    trial: optuna.Trial, space: SearchSpace, settings: SearchSettings, *, kind: str, seed: int, steps: int,
+    config: OptimConfig | None = None, attrs: dict[str, Any] | None = None,
+) -> OptimConfig:
+    """Sample (or take) the trial's configuration and record what it will run."""
+    if config is None:  # a sampled search configuration trains at the run's precision and decay grouping
+        config = dataclasses.replace(sample(space, trial), precision=settings.precision, no_decay=settings.no_decay)
+    for key, value in {"kind": kind, "config": config.to_dict(), "seed": seed, "steps": steps,
+                       "device": str(settings.device), **(attrs or {})}.items():
+        trial.set_user_attr(key, value)
+    return config
+
+
+def finish_trial(
+    study: optuna.Study, trial: optuna.Trial, module: ModelModule, storage: Storage, settings: SearchSettings,
+    config: OptimConfig, steps: int, result: TrainResult, stopped_slow: int | None = None,
+) -> str:
+    """Analyse a finished run, store it on the trial and tell Optuna; returns the verdict.
+
+    ``stopped_slow`` is the step where the median rule stopped the run: unless
+    its curve already diverged, its verdict is ``slow``, and it ends PRUNED.
+    """
+    try:
+        if result.steps_run == 0:
+            raise RuntimeError("the training loop logged no losses; call run.log(loss) once per step")
+        analysis = analyze_result(result, module, config, steps, settings.options)
+    except Exception as exc:
+        _fail(study, trial, exc)
+        return "failed"
+    warning = early_warning(result, config, steps) if settings.early_warning else NO_WARNING
+    penalty = settings.warning_penalty if warning.predicted_unstable and analysis.verdict != "diverged" else 0.0
+    score = analysis.score + penalty
+    _store(trial, storage, result, analysis, warning, score, penalty)
+    # Late spikes and a predicted blow-up are violated constraints (feasible when <= 0), written in the
+    # list format that optuna-dashboard reads; TPE and best_trial then prefer feasible trials.
+    trial.storage.set_trial_system_attr(
+        trial._trial_id, "constraints", [float(analysis.late_spikes), 1.0 if warning.predicted_unstable else 0.0]
+    )
+    if analysis.verdict in UNSTABLE and (stopped_slow is None or analysis.verdict == "diverged"):
+        trial.report(score, steps)
+        study.tell(trial, state=TrialState.PRUNED)
+        return analysis.verdict
+    if stopped_slow is not None:  # a cut curve's spikes and plateaus are not the run's; its value is its last report
+        reported = trial.storage.get_trial(trial._trial_id).intermediate_values.get(stopped_slow)
+        trial.set_user_attr("verdict", "slow")
+        trial.set_user_attr("stopped_slow_at", stopped_slow)
+        trial.set_user_attr("score", reported)
+        study.tell(trial, state=TrialState.PRUNED)
+        return "slow"
+    study.tell(trial, score)
+    return analysis.verdict
+
+
+#: What a trial of a search run with ``--no-early-warning`` stores as its warning.
+NO_WARNING = EarlyWarning(False, math.nan, "not checked (--no-early-warning)")
+
+
+def early_warning(result: TrainResult, config: OptimConfig, steps: int) -> EarlyWarning:
+    """Check the eps-dominated rule at the largest learning rate of the run's schedule, if the run is headed there."""
+    return predict(
+        peak_lr(config, steps), config.eps, config.beta1, result.sharpness,
+        regime=eps_regime(result.telemetry, steps), preconditioned=result.preconditioned_sharpness,
+    )
+
+
+def peak_lr(config: OptimConfig, steps: int) -> float:
+    """The largest learning rate the schedule reaches in ``steps`` steps: at the end of its warmup."""
+    warmup = config.warmup_steps(steps)
+    top = min(warmup, steps - 1)
+    return config.lr * lr_factor(top, steps, warmup, config.schedule, config.min_lr_factor)
+
+
+def analyze_result(result: TrainResult, module: ModelModule, config: OptimConfig, steps: int, options: StabilityOptions) -> Analysis:
+    """The stability analysis of one run, with what only the trainer knows (held-out loss, dead layers)."""
+    return analyze(
+        result.losses,
+        chance_loss=math.log(module.classes) if module.classes else None,
+        warmup=config.warmup_steps(steps),
+        final=result.final_eval,
+        dead_layer=bool(result.dead_layers),
+        options=options,
+        # a divergence only the trainer saw (non-finite weights or telemetry under a finite loss)
+        diverged_at=result.diverged_at if "divergence" in result.checks else None,
+    )
+
+
+def _fail(study: optuna.Study, trial: optuna.Trial, exc: BaseException) -> None:
+    oom = isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
+    first_line = (str(exc).splitlines() or [""])[0]
+    trial.set_user_attr("verdict", "failed")
+    trial.set_user_attr("failure", "out of memory" if oom else "user-code error")
+    trial.set_user_attr("error", f"{type(exc).__name__}: {first_line}"[:500])
+    trial.set_user_attr("traceback", "".join(traceback.format_exception(exc))[-8000:])
+    if oom:
+        trial.set_user_attr("hint", "out of memory: use a smaller batch or model, or fewer --workers per device")
+    study.tell(trial, state=TrialState.FAIL)
+
+
+def _store(
+    trial: optuna.Trial, storage: Storage, result: TrainResult, analysis: Analysis, warning: EarlyWarning, score: float,
+    penalty: float = 0.0,
+) -> None:
+    """Verdict and numbers as user attributes; the whole curve and telemetry series as an artifact."""
+    attrs: dict[str, Any] = {
+        "verdict": analysis.verdict,
+        "score": score,
+        "curve_score": analysis.score,
+        "predicted_unstable": warning.predicted_unstable,
+        "warning": warning.reason,
+        "warning_penalty": penalty,
+        "sharpness": _finite_or_none(result.sharpness),
+        "preconditioned_sharpness": _finite_or_none(result.preconditioned_sharpness),
+        "checks": dict(result.checks),
+        "sharpness_seconds": round(result.sharpness_seconds, 4),
+        "telemetry": telemetry_summary(result.telemetry),
+        "final_loss": _finite_or_none(analysis.final_loss),
+        "initial_loss": _finite_or_none(analysis.initial_loss),
+        "cause": analysis.cause,
+        "n_spikes": len(analysis.spikes),
+        "late_spikes": analysis.late_spikes,
+        "unrecovered": analysis.unrecovered,
+        "spikes": [s.to_dict() for s in analysis.spikes[:_MAX_SPIKES_STORED]],
+        "diverged_at": analysis.diverged_at,
+        "dead_layers": list(result.dead_layers),
+        "steps_run": result.steps_run,
+        "seconds": round(result.seconds, 3),
+    }
+    if result.config is not None:  # what the run trained with, where its framework's own arguments decided
+        attrs["config"] = result.config.to_dict()
+    if result.skipped_steps:
+        attrs["skipped_steps"] = result.skipped_steps
+    for key, value in attrs.items():
+        trial.set_user_attr(key, value)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"loss_curve_trial{trial.number}.csv"
+        write_curve(path, result.losses, result.telemetry)
+        artifact_id = optuna.artifacts.upload_artifact(
+            artifact_store=storage.artifacts, file_path=str(path), study_or_trial=trial, mimetype="text/csv"
+        )
+    trial.set_user_attr("curve_artifact", artifact_id)
+
+
+def write_curve(path: Path, losses: np.ndarray, telemetry: list[dict[str, float]] = ()) -> None:
+    """A ``step,loss,<telemetry>`` CSV; ``stabsearch analyze`` reads it back.
+
+    Telemetry columns are filled on the sampled steps and empty elsewhere.
+    """
+    sampled = {int(row["step"]): row for row in telemetry}
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(",".join(("step", "loss", *TELEMETRY_FIELDS)) + "\n")
+        for i, v in enumerate(losses.tolist()):
+            row = sampled.get(i, {})
+            extra = ",".join("" if row.get(k) is None else repr(float(row[k])) for k in TELEMETRY_FIELDS)
+            f.write(f"{i},{v!r},{extra}\n")
+
+
+def telemetry_summary(telemetry: list[dict[str, float]]) -> dict[str, float | None]:
+    """Last, min and max of each telemetry series, for the trial's attributes."""
+    out: dict[str, float | None] = {"samples": len(telemetry)}
+    for key in TELEMETRY_FIELDS:
+        values = [row[key] for row in telemetry if key in row and math.isfinite(row[key])]
+        if values:
+            out[f"{key}_last"], out[f"{key}_min"], out[f"{key}_max"] = values[-1], min(values), max(values)
+    return out
+
+
+def _finite_or_none(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
