@@ -7,6 +7,11 @@ import dataclasses
 import pytest
 import torch
 
+# --doctest-modules (pyproject.toml) would import every .py file here. The model modules of tests/modules and
+# the corpus builder of tests/data are loaded by path, as user code is; imported as top-level modules they
+# would put their folders on sys.path and run their module-level code in the test process.
+collect_ignore = ["modules", "data"]
+
 
 @dataclasses.dataclass
 class Result:
