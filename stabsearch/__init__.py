@@ -31,7 +31,7 @@ _HOMES = {
     "TrainResult": "stabsearch.training.trainer",
     "UsageError": "stabsearch.errors",
     "analyze": "stabsearch.analysis.stability",
-    "build_report": "stabsearch.reporting.report",
+    "build_report": "stabsearch.reporting.page",
     "load_model_module": "stabsearch.training.loader",
     "lr_factor": "stabsearch.schedule",
     "max_population": "stabsearch.population.driver",

@@ -188,20 +188,19 @@ def _ignore_interrupts() -> None:
 
 def _write_report(store, name: str) -> None:  # noqa: ANN001
     """After a run: the HTML report, and the same figures and note saved for optuna-dashboard."""
-    from stabsearch.reporting.dashboard import save_to_dashboard
-    from stabsearch.reporting.report import build_report, default_report_path
+    from stabsearch.reporting.page import default_report_path, write_report
     from stabsearch.search.storage import load_study
 
-    try:
-        loaded = load_study(store, name)
-        built = build_report(loaded, store)
-        path = default_report_path(name)
-        built.write(_home() / path)  # where the command started: user code may have changed the directory
-        save_to_dashboard(loaded, built.figures, built.note_markdown)
+    path = default_report_path(name)
+    try:  # written where the command started: user code may have changed the directory
+        written = write_report(load_study(store, name), store, _home() / path)
     except (UsageError, OSError) as exc:
         click.echo(f"report not written: {exc}", err=True)
         return
-    click.echo(f"report: {path} (figures and note saved for `stabsearch dashboard`)", err=True)
+    if written.dashboard_error:
+        click.echo(f"report: {path} (not saved for the dashboard: {written.dashboard_error})", err=True)
+    else:
+        click.echo(f"report: {path} (figures and note saved for `stabsearch dashboard`)", err=True)
 
 
 def _home() -> Path:
@@ -506,27 +505,14 @@ def studies(storage: str | None) -> None:
               help="Also save the figures and a summary note on the study for optuna-dashboard.")
 def report(study: str | None, storage: str | None, output: str | None, to_dashboard: bool) -> None:
     """Write the study's safe-region report: one self-contained HTML file that works offline."""
-    from stabsearch.reporting.report import build_report, default_report_path
+    from stabsearch.reporting.page import write_report
     from stabsearch.search.storage import load_study, open_storage
 
     store = open_storage(storage)
-    loaded = load_study(store, study)
-    built = build_report(loaded, store)
-    path = Path(output) if output else default_report_path(loaded.study_name)
-    if path.is_dir():
-        raise UsageError(f"--output {path}: is a directory; give a file name")
-    try:
-        built.write(path)
-    except OSError as exc:
-        raise UsageError(f"--output {path}: cannot write the report ({exc.strerror or exc})") from None
-    if to_dashboard:
-        from stabsearch.reporting.dashboard import save_to_dashboard
-
-        try:
-            save_to_dashboard(loaded, built.figures, built.note_markdown)
-        except UsageError as exc:
-            click.echo(f"not saved for the dashboard: {exc}", err=True)
-    click.echo(str(path))
+    written = write_report(load_study(store, study), store, output or None, dashboard=to_dashboard)
+    if written.dashboard_error:
+        click.echo(f"not saved for the dashboard: {written.dashboard_error}", err=True)
+    click.echo(str(written.path))
 
 
 @cli.command()

@@ -23,7 +23,7 @@ import plotly.graph_objects as go
 import pytest
 
 from stabsearch.reporting.dashboard import is_loopback, save_to_dashboard
-from stabsearch.reporting.report import build_report
+from stabsearch.reporting.page import build_report
 from tests.support.studies import XSS, make_study, sqlite_store
 
 optuna_dashboard = pytest.importorskip("optuna_dashboard", reason="optuna-dashboard is in the dev extra")

@@ -25,11 +25,13 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState
 
 from stabsearch.config import OptimConfig
+from stabsearch.errors import UsageError
 from stabsearch.search.records import study_records
-from stabsearch.reporting.report import (
-    build_report, default_report_path, envelope, instability_probability, map_pairs, safe_filename, summarize,
-    summary_html, summary_markdown,
-)
+from stabsearch.reporting.curves import envelope
+from stabsearch.reporting.figures import map_pairs
+from stabsearch.reporting.instability import instability_probability
+from stabsearch.reporting.page import build_report, default_report_path, safe_filename, write_report
+from stabsearch.reporting.summary import summarize, summary_html, summary_markdown
 from stabsearch.search.space import SearchSpace
 from stabsearch.search.storage import Storage, open_storage
 
@@ -246,6 +248,25 @@ def test_report_without_optuna_dashboard_still_writes_the_html(workdir, cli, mon
     assert result.code == 2 and "pip install optuna-dashboard" in result.err
 
 
+def test_write_report_writes_the_page_and_saves_the_dashboard_copy(workdir, monkeypatch):
+    store = open_storage(None, create=True)
+    study = make_study(store, "written", trials=4)
+    written = write_report(study, store)
+    assert written.path == default_report_path("written") and written.dashboard_error is None
+    assert written.path.read_text(encoding="utf-8") == written.report.html
+    from optuna_dashboard import get_note
+
+    assert get_note(study) == written.report.note_markdown
+    monkeypatch.setitem(sys.modules, "optuna_dashboard", None)  # import fails as if not installed
+    again = write_report(study, store, workdir / "deep" / "er" / "r.html")
+    assert again.path.is_file() and "optuna-dashboard is not installed" in again.dashboard_error
+    (workdir / "taken").write_text("a file, not a folder")
+    with pytest.raises(UsageError, match="taken.r.html: cannot write the report"):
+        write_report(study, store, workdir / "taken" / "r.html", dashboard=False)
+    with pytest.raises(UsageError, match="deep: is a directory"):
+        write_report(study, store, workdir / "deep", dashboard=False)
+
+
 # ---------------------------------------------------------------------------------------------
 # Escaping and secrets
 
@@ -354,7 +375,7 @@ def test_report_of_a_real_search_in_a_browser(workdir, cli, browser):
 def test_script_in_study_name_renders_as_text_in_a_browser(tmp_path, browser):
     store = sqlite_store(tmp_path)
     study = make_study(store, XSS, model='"><img src=x onerror=alert(2)>.py', trials=6)
-    path = build_report(study, store).write(tmp_path / "xss.html")
+    path = write_report(study, store, tmp_path / "xss.html", dashboard=False).path
     seen = open_page(browser, path)
     page = seen["page"]
     assert seen["dialogs"] == [] and seen["errors"] == []
@@ -367,7 +388,7 @@ def test_script_in_study_name_renders_as_text_in_a_browser(tmp_path, browser):
 
 
 def test_evidence_names_the_edge_probes_the_proven_margin_and_a_rescue():
-    from stabsearch.reporting.report import _evidence_lines
+    from stabsearch.reporting.summary import _evidence_lines
 
     ev = {"confirmed": True, "trial": 8, "seeds": [1000, 1001, 1002], "horizon": 2000, "divergences": 0, "spikes": 0,
           "final_loss": 1e-3, "rescued_from": 9.12e-3, "edge_probes": {"0.00527": "failed"}, "nearest_unstable_lr": 5.27e-3,
