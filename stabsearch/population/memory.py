@@ -34,6 +34,11 @@ class PopulationMemory:
 
     ``measured`` is True when the numbers are the peaks of a 1- and a
     2-member step, False for the CPU's fallback estimate from tensor sizes.
+
+    Example:
+        >>> memory = PopulationMemory(shared=1000, per_member=300, available=10_000, measured=True)
+        >>> memory.bytes_for(4), memory.max_population(0.5)
+        (2200, 13)
     """
 
     shared: int
@@ -42,9 +47,11 @@ class PopulationMemory:
     measured: bool
 
     def bytes_for(self, k: int) -> int:
+        """Bytes a population of ``k`` members needs."""
         return self.shared + k * self.per_member
 
     def max_population(self, limit_fraction: float = 0.8) -> int:
+        """The largest K whose :meth:`bytes_for` fits in ``limit_fraction`` of ``available`` (0 if none does)."""
         budget = limit_fraction * self.available - self.shared
         return max(0, int(budget // max(1, self.per_member)))
 
