@@ -16,9 +16,9 @@ Members are independent. Nothing reduces across members; each member's
 losses are read off the device in blocks (16 steps on the CPU, 64 on a GPU,
 as :class:`stabsearch.training.trainer.Run` does), and a member that may have
 diverged is judged by a ``Run`` itself
-(:class:`~stabsearch.population.divergence.DivergenceWatch`). A member that diverged is frozen at
-the end of that block, the very step where ``train_trial`` would have
-stopped it, with the same curve: it is cut out of the stacks (an index
+(:class:`~stabsearch.population.divergence.DivergenceWatch`). A member that
+diverged is frozen at the end of that block, the very step where
+``train_trial`` would have stopped it, with the same curve: it is cut out of the stacks (an index
 select, no arithmetic on it), so its parameters and Adam state stop
 changing, its NaN cannot reach anyone, and it costs nothing afterwards. The
 run ends early once every member is frozen. BatchNorm works: its running
@@ -106,9 +106,9 @@ class _Population:
 
         Which is faster depends on the layer shapes and the device, so it is
         measured, as cuDNN's benchmark mode picks its kernels
-        (:func:`~stabsearch.population.timing.fastest`): one warm-up call of each, then ``repeats`` alternating
-        calls, best of each. The rewrite must win by 5% to be kept, so a
-        near tie stays with vmap's own kernels. The two differ in float
+        (:func:`~stabsearch.population.timing.fastest`): one warm-up call of
+        each, then ``repeats`` alternating calls, best of each. The rewrite
+        must win by 5% to be kept, so a near tie stays with vmap's own kernels. The two differ in float
         rounding only. The parameters are not touched, and buffers the
         forward writes (BatchNorm statistics) are put back.
         """
@@ -143,12 +143,13 @@ class _Population:
         every member's ops touch only its own rows, so ``d sum / d member``
         is the member's own gradient and a NaN stays in its member. On a
         small model this is faster than ``vmap(grad_and_value(...))``, whose
-        autograd levels cost more than the arithmetic. A linear layer's gradient comes out in the layout of
-        the batched matmul (transposed); such gradients are copied into
-        contiguous work tensors (kept between steps: fresh ones every step
-        cost page faults), which the optimizer's passes read much faster, and so is one that shares its storage with another (``a +
-        b`` hands both the same tensor). The others are this step's own fresh
-        tensors and used as they are (the step overwrites them).
+        autograd levels cost more than the arithmetic. A linear layer's
+        gradient comes out in the layout of the batched matmul (transposed);
+        such gradients are copied into contiguous work tensors (kept between
+        steps: fresh ones every step cost page faults), which the optimizer's
+        passes read much faster, and so is one that shares its storage with
+        another (``a + b`` hands both the same tensor). The others are this
+        step's own fresh tensors and used as they are (the step overwrites them).
         """
         params = list(self.params.values())
         with CheaperBatching(linear=self.linear_rewrite):
@@ -239,8 +240,9 @@ def train_population(
     Every member starts from the model ``seed_everything(seed); module.model()``
     builds and sees the batches of ``module.batches(seed)``, exactly as
     :func:`~stabsearch.training.trainer.train_trial` with that seed. Check
-    :func:`why_not_vectorizable` first: a module it refuses raises here
-    (``ValueError`` for a custom loop, the vmap error otherwise). Exceptions
+    :func:`~stabsearch.population.vectorizable.why_not_vectorizable` first:
+    a module it refuses raises here (``ValueError`` for a custom loop, the
+    vmap error otherwise). Exceptions
     from user code propagate.
 
     With ``sharpness`` set, each member that did not diverge also gets the
