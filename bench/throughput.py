@@ -73,7 +73,8 @@ def child(spec: dict) -> dict:
 
     from stabsearch import load_model_module, train_trial
     from stabsearch.training.device import resolve_device
-    from stabsearch.population.driver import population_memory, train_population
+    from stabsearch.population.driver import train_population
+    from stabsearch.population.memory import population_memory
 
     torch.set_num_threads(spec["threads"])
     device = resolve_device(spec["device"])

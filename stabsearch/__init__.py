@@ -34,11 +34,11 @@ _HOMES = {
     "build_report": "stabsearch.reporting.page",
     "load_model_module": "stabsearch.training.loader",
     "lr_factor": "stabsearch.schedule",
-    "max_population": "stabsearch.population.driver",
+    "max_population": "stabsearch.population.memory",
     "recommend": "stabsearch.search.recommend",
     "train_population": "stabsearch.population.driver",
     "train_trial": "stabsearch.training.trainer",
-    "why_not_vectorizable": "stabsearch.population.driver",
+    "why_not_vectorizable": "stabsearch.population.vectorizable",
 }
 
 

@@ -220,7 +220,7 @@ def _precision(flag: str | None, module, device) -> str:  # noqa: ANN001
 
 def _population_for(space, precision: str, requested: int) -> int:  # noqa: ANN001
     """``requested``, or 1 with a one-line notice when the space clips gradients or the run is not float32."""
-    from stabsearch.population.driver import why_not_population_space
+    from stabsearch.population.adam import why_not_population_space
 
     reason = why_not_population_space(space, precision) if requested > 1 else None
     if reason is not None:
@@ -234,7 +234,9 @@ def _population_size(module, device, requested: int, *, force: bool = False) -> 
     a timed population step is no faster than ``requested`` sequential steps; refuse a K that won't fit."""
     if requested == 1:
         return 1
-    from stabsearch.population.driver import _one_line, max_population, measure_population_speed, why_not_vectorizable
+    from stabsearch.population.memory import max_population
+    from stabsearch.population.speed import measure_population_speed
+    from stabsearch.population.vectorizable import _one_line, why_not_vectorizable
 
     instead = f"--population {requested}: training one trial at a time instead"
     reason = why_not_vectorizable(module, device)

@@ -222,7 +222,7 @@ def _population_sizes(name: str) -> list:
 
 
 def _timed(monkeypatch, population: float, sequential: float) -> list:
-    from stabsearch.population import driver as pop
+    from stabsearch.population import speed as pop
 
     calls = []
 

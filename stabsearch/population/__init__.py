@@ -1,5 +1,55 @@
 """Training many trials at once as one vectorised population (``torch.func.vmap`` over stacked weights).
 
-- :mod:`~stabsearch.population.driver`: the population trainer, its refusals and its memory sizing;
+- :mod:`~stabsearch.population.driver`: the population trainer, :func:`train_population`;
+- :mod:`~stabsearch.population.stacking`: K members' weights stacked along a new first dimension;
+- :mod:`~stabsearch.population.adam`: the vectorised Adam/AdamW (a class and its functional form), and the
+  configurations it cannot train;
+- :mod:`~stabsearch.population.divergence`: the divergence watch over K loss curves;
+- :mod:`~stabsearch.population.sharpness`: every member's top Hessian eigenvalue by one vmapped power iteration;
+- :mod:`~stabsearch.population.timing`: timing calls, and the linear-path choice timed once per shape;
+- :mod:`~stabsearch.population.vectorizable`: which models a population can train;
+- :mod:`~stabsearch.population.speed`: whether a population step beats K sequential ones;
+- :mod:`~stabsearch.population.memory`: how memory grows with K, and the largest K that fits;
 - :mod:`~stabsearch.population.rewrites`: cheaper batching rules for the ops every classifier has.
+
+The names below are imported on first use (PEP 562), so importing this package loads no torch.
 """
+
+import importlib
+from typing import Any
+
+_HOMES = {
+    "AdamSettings": "stabsearch.population.adam",
+    "CheaperBatching": "stabsearch.population.rewrites",
+    "DivergenceWatch": "stabsearch.population.divergence",
+    "LiveBytes": "stabsearch.population.memory",
+    "PopulationMemory": "stabsearch.population.memory",
+    "PopulationSpeed": "stabsearch.population.speed",
+    "StackedAdam": "stabsearch.population.adam",
+    "fastest": "stabsearch.population.timing",
+    "max_population": "stabsearch.population.memory",
+    "measure_population_speed": "stabsearch.population.speed",
+    "population_memory": "stabsearch.population.memory",
+    "population_pays": "stabsearch.population.speed",
+    "stacked_adam": "stabsearch.population.adam",
+    "train_population": "stabsearch.population.driver",
+    "why_not_population_configs": "stabsearch.population.adam",
+    "why_not_population_space": "stabsearch.population.adam",
+    "why_not_vectorizable": "stabsearch.population.vectorizable",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'stabsearch.population' has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_HOMES])
+
+
+__all__ = sorted(_HOMES)  # noqa: F822 (provided by __getattr__)

@@ -8,19 +8,16 @@ has:
   matrices. vmap expands the input K times and runs K small matmuls, forward
   and backward. The same product written ``(W @ x.T).T`` is batched by
   folding the K weight matrices into the rows of one large matmul
-  (``[K*out, in] @ [in, n]``), and its weight gradient is one matmul too. On
-  objective (b) (256 -> 25) at K=64 the first layer's forward and backward
-  fall from about 1.9 ms to 1.2 ms on one CPU thread. It is not always
-  faster: its output comes out transposed, and for other shapes (8 -> 64,
-  256 -> 64) the whole gradient took 10-20% longer. So this rewrite can be
-  switched off, and the population times both ways and keeps the faster.
+  (``[K*out, in] @ [in, n]``), and its weight gradient is one matmul too.
+  It is not always faster (its output comes out transposed, and some layer
+  shapes lose; the README's Benchmarks give the figures), so this rewrite can
+  be switched off, and the population times both ways and keeps the faster.
 - **Cross-entropy** on ``[n, C]`` logits with integer targets has no batching
   rule of its own: vmap runs ``log_softmax`` over ``[K, n, C]`` along the
-  last dimension, a path that is slow for short rows (C = 6: about 90 ns a
-  row), and ``nll_loss`` as a decomposition of a dozen small ops. Written as
-  ``log_softmax`` + ``gather``, and for fewer than 32 classes with the softmax
-  taken along the other dimension (vectorized across the rows), the forward
-  and backward at K=64, n=32, C=6 fall from about 0.56 to 0.23 ms.
+  last dimension, a path that is slow for short rows, and ``nll_loss`` as a
+  decomposition of a dozen small ops. It is written as ``log_softmax`` +
+  ``gather``, and for fewer than :data:`SHORT_ROWS` classes with the softmax
+  taken along the other dimension (vectorized across the rows).
 
 :class:`CheaperBatching` is a ``TorchFunctionMode`` that rewrites those calls
 when vmap batches the member's tensors (weights, logits) and not the shared
@@ -40,8 +37,8 @@ from torch.overrides import TorchFunctionMode
 _is_batched = getattr(getattr(torch._C, "_functorch", None), "is_batchedtensor", None)
 
 SHORT_ROWS = 32
-"""Below this many classes, cross-entropy's softmax runs across the rows (measured: faster from 2 to 16
-classes, even at 32, slower from 64 up)."""
+"""Below this many classes, cross-entropy's softmax runs across the rows (where that measured faster: see the
+README's Benchmarks)."""
 
 
 def _batched(value: Any) -> bool:

@@ -234,7 +234,8 @@ def run_population(
 
     Time limits end the whole population as they end a trial (see :func:`run_trial`).
     """
-    from stabsearch.population.driver import train_population, why_not_population_configs
+    from stabsearch.population.adam import why_not_population_configs
+    from stabsearch.population.driver import train_population
 
     steps, seed = settings.steps, settings.seed
     with interrupts.deferred():  # a trial's configuration is drawn whole, or not at all

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import doctest
+import importlib
+import pkgutil
 import random
 import time
 import types
@@ -14,20 +16,15 @@ import torch
 
 from tests.support import OBJECTIVES, ROOT, module_path
 from tests.support.inline import classification_batches, make_module
+import stabsearch.population
 from stabsearch import OptimConfig, load_model_module, train_trial
-from stabsearch.population import driver as population
+from stabsearch.population import adam, driver, timing
+from stabsearch.population import speed as population_speed
+from stabsearch.population.driver import train_population
+from stabsearch.population.memory import LiveBytes, _estimate_cpu, _step_peak, max_population, population_memory
+from stabsearch.population.stacking import _Bound, _plan
+from stabsearch.population.vectorizable import why_not_vectorizable
 from stabsearch.training.loader import ModelModule
-from stabsearch.population.driver import (
-    LiveBytes,
-    _Bound,
-    _estimate_cpu,
-    _plan,
-    _step_peak,
-    max_population,
-    population_memory,
-    train_population,
-    why_not_vectorizable,
-)
 from stabsearch.training.trainer import batch_stream, seed_everything
 
 CPU = torch.device("cpu")
@@ -123,8 +120,8 @@ def rounding_tolerance(module, config, steps, seed, rtol=1e-4, margin=10.0):
 @pytest.fixture(params=[False, True], ids=["vmap-linear", "one-matmul-linear"])
 def linear_rewrite(request, monkeypatch):
     """Train populations with the linear rewrite forced off, then on: both must give train_trial's curves."""
-    monkeypatch.setattr(population, "_LINEAR_REWRITE", {})
-    monkeypatch.setattr(population._Population, "choose_linear_rewrite", lambda self, batch: request.param)
+    monkeypatch.setattr(timing, "_LINEAR_REWRITE", {})
+    monkeypatch.setattr(driver._Population, "choose_linear_rewrite", lambda self, batch: request.param)
     return request.param
 
 
@@ -386,8 +383,10 @@ def test_cuda_members_match_and_memory_is_measured():
 
 def test_docstring_examples_run(monkeypatch):
     monkeypatch.chdir(ROOT)
-    failures, tried = doctest.testmod(population, optionflags=doctest.ELLIPSIS)
-    assert tried >= 3 and failures == 0
+    modules = [importlib.import_module(f"stabsearch.population.{m.name}") for m in pkgutil.iter_modules(stabsearch.population.__path__)]
+    results = [doctest.testmod(m, optionflags=doctest.ELLIPSIS) for m in modules]
+    assert "driver" in {m.__name__.rsplit(".", 1)[1] for m in modules}
+    assert sum(r.attempted for r in results) >= 3 and sum(r.failed for r in results) == 0
 
 
 class _SummedWeights(torch.nn.Module):
@@ -417,17 +416,17 @@ def test_the_linear_rewrite_is_kept_only_where_it_is_faster(slow_path, monkeypat
     seed_everything(0)
     bound = _Bound(module.model(), module.loss)
     batch = next(batch_stream(module, 0, CPU))
-    pop = population._Population(bound, _plan(bound, batch), population._Hyper(CONFIGS, 10, CPU))
+    pop = driver._Population(bound, _plan(bound, batch), adam.AdamSettings(CONFIGS, 10, CPU))
     before = {n: t.clone() for n, t in {**pop.params, **pop.buffers}.items()}
     assert "model.1.running_mean" in pop.buffers  # the forward writes it: the timing must put it back
-    real = population._Population.gradients
+    real = driver._Population.gradients
 
     def timed(self, b):
         if self.linear_rewrite is slow_path:
             time.sleep(0.05)  # far above any stall of the fast path under load (best of 3 is kept)
         return real(self, b)
 
-    monkeypatch.setattr(population._Population, "gradients", timed)
+    monkeypatch.setattr(driver._Population, "gradients", timed)
     assert pop.choose_linear_rewrite(batch) is (not slow_path)
     assert pop.linear_rewrite is (not slow_path)
     for name, tensor in {**pop.params, **pop.buffers}.items():
@@ -435,14 +434,14 @@ def test_the_linear_rewrite_is_kept_only_where_it_is_faster(slow_path, monkeypat
 
 
 def test_the_linear_choice_is_measured_once_per_shape(monkeypatch):
-    monkeypatch.setattr(population, "_LINEAR_REWRITE", {})
+    monkeypatch.setattr(timing, "_LINEAR_REWRITE", {})
     calls = []
-    monkeypatch.setattr(population._Population, "choose_linear_rewrite", lambda self, batch: calls.append(1) or True)
+    monkeypatch.setattr(driver._Population, "choose_linear_rewrite", lambda self, batch: calls.append(1) or True)
     train_population(MLP, CONFIGS, steps=5, seed=0, device=CPU)
     train_population(MLP, CONFIGS[::-1], steps=5, seed=1, device=CPU)  # other configs, same shapes: no new timing
     assert len(calls) == 1
     train_population(MLP, CONFIGS[:2], steps=5, seed=0, device=CPU)  # another K
-    assert len(calls) == 2 and list(population._LINEAR_REWRITE.values()) == [True, True]
+    assert len(calls) == 2 and list(timing._LINEAR_REWRITE.values()) == [True, True]
 
 
 def test_a_study_with_a_population_gives_what_a_sequential_study_gives(tmp_path):
@@ -503,20 +502,20 @@ def test_a_study_with_a_population_gives_what_a_sequential_study_gives(tmp_path)
 
 
 def test_a_population_is_used_only_when_its_step_beats_k_sequential_steps():
-    assert population.population_pays(0.010, 0.040)
-    assert not population.population_pays(0.058, 0.041)  # slower: sequential
-    assert not population.population_pays(0.02, 0.02)  # a tie buys nothing but memory
-    speed = population.PopulationSpeed(k=8, population=0.014, sequential=0.010)
+    assert population_speed.population_pays(0.010, 0.040)
+    assert not population_speed.population_pays(0.058, 0.041)  # slower: sequential
+    assert not population_speed.population_pays(0.02, 0.02)  # a tie buys nothing but memory
+    speed = population_speed.PopulationSpeed(k=8, population=0.014, sequential=0.010)
     assert speed.ratio == pytest.approx(1.4) and not speed.pays
     for bad in (0.0, -1.0, float("nan"), float("inf"), True, "1"):
         with pytest.raises(ValueError, match="must be a positive number of seconds"):
-            population.population_pays(bad, 1.0)
+            population_speed.population_pays(bad, 1.0)
 
 
 def test_fastest_skips_the_warm_up_round_and_keeps_the_best_of_the_rest(monkeypatch):
     # Each call takes the next of its durations on a fake clock: a warm-up (10 s, not counted), then 3 timed rounds.
     clock = types.SimpleNamespace(now=0.0)
-    monkeypatch.setattr(population, "time", types.SimpleNamespace(perf_counter=lambda: clock.now))
+    monkeypatch.setattr(timing, "time", types.SimpleNamespace(perf_counter=lambda: clock.now))
     durations = {"a": [10.0, 3.0, 2.0, 4.0], "b": [10.0, 5.0, 6.0, 4.0]}
     order = []
 
@@ -526,27 +525,27 @@ def test_fastest_skips_the_warm_up_round_and_keeps_the_best_of_the_rest(monkeypa
             clock.now += durations[key].pop(0)
         return run
 
-    times = population.fastest({"a": call("a"), "b": call("b")}, CPU, repeats=3)
+    times = timing.fastest({"a": call("a"), "b": call("b")}, CPU, repeats=3)
     assert times == {"a": 2.0, "b": 4.0}
     assert order == ["a", "b"] * 4  # alternating, round by round
     with pytest.raises(ValueError, match="repeats must be an integer >= 1"):
-        population.fastest({}, CPU, repeats=0)
+        timing.fastest({}, CPU, repeats=0)
 
 
 def test_measuring_the_population_speed_trains_nothing_the_caller_sees(monkeypatch):
-    monkeypatch.setattr(population, "_LINEAR_REWRITE", {})
+    monkeypatch.setattr(timing, "_LINEAR_REWRITE", {})
     torch.manual_seed(123)
     expected = torch.rand(3)
     torch.manual_seed(123)
-    speed = population.measure_population_speed(MLP, CPU, 4, steps=1, repeats=1)
+    speed = population_speed.measure_population_speed(MLP, CPU, 4, steps=1, repeats=1)
     assert torch.equal(torch.rand(3), expected)  # the caller's random state is as it was
     assert speed.k == 4 and np.isfinite(speed.ratio) and speed.population > 0 and speed.sequential > 0
-    assert len(population._LINEAR_REWRITE) == 1  # the linear path is chosen as train_population chooses it, and cached
+    assert len(timing._LINEAR_REWRITE) == 1  # the linear path is chosen as train_population chooses it, and cached
     with pytest.raises(ValueError, match="k must be an integer >= 2"):
-        population.measure_population_speed(MLP, CPU, 1)
+        population_speed.measure_population_speed(MLP, CPU, 1)
     custom = load_model_module(module_path("custom_loop"))
     with pytest.raises(ValueError, match="cannot be trained as a population"):
-        population.measure_population_speed(custom, CPU, 4)
+        population_speed.measure_population_speed(custom, CPU, 4)
 
 
 def test_members_leave_biases_and_norms_out_of_decay(linear_rewrite):

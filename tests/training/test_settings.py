@@ -15,7 +15,7 @@ from stabsearch import OptimConfig, SearchSpace, load_model_module, train_trial
 from stabsearch.errors import UsageError
 from stabsearch.reporting.export import format_recommendation, hf_fields
 from stabsearch.training.optim import decay_groups
-from stabsearch.population.driver import why_not_population_space
+from stabsearch.population.adam import why_not_population_space
 from stabsearch.search.recommend import Recommendation
 
 CPU = torch.device("cpu")
