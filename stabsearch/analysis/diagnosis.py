@@ -1,4 +1,4 @@
-"""Turn an :class:`~stabsearch.analysis.stability.Analysis` into advice a person can act on.
+"""Turn an :class:`~stabsearch.analysis.verdict.Analysis` into advice a person can act on.
 
 Pure: the analysis and what is known of the run (learning rate, eps, beta1,
 sharpness, dead layers) in, sentences out. The causes are the README's classic
@@ -12,7 +12,7 @@ import dataclasses
 import math
 
 from stabsearch.analysis.early_warning import eps_floor
-from stabsearch.analysis.stability import Analysis
+from stabsearch.analysis.verdict import Analysis
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,7 +76,7 @@ def diagnose(analysis: Analysis, facts: RunFacts | None = None) -> list[str]:
     """Likely causes and fixes, most important first.
 
     Example:
-        >>> from stabsearch.analysis.stability import analyze
+        >>> from stabsearch.analysis.verdict import analyze
         >>> diagnose(analyze([2.31 - 3e-5 * i for i in range(1000)]))[0][:48]
         'learning too slowly: the loss is only 1.1% below'
         >>> diagnose(analyze([1.0] * 50 + [0.5] * 50))[0]

@@ -9,8 +9,8 @@ import math
 import numpy as np
 import pytest
 
-from stabsearch.analysis import stability
-from stabsearch.analysis.stability import (
+from stabsearch.analysis import verdict as stability
+from stabsearch.analysis.verdict import (
     Analysis,
     Spike,
     StabilityOptions,
