@@ -82,7 +82,8 @@ from stabsearch.config import OptimConfig
 from stabsearch.training.loader import ModelModule
 from stabsearch.training.optim import build_optimizer, decay_groups
 from stabsearch.schedule import lr_factor
-from stabsearch.analysis.verdict import StabilityOptions, reference_loss
+from stabsearch.analysis.divergence import reference_loss
+from stabsearch.analysis.options import StabilityOptions
 from stabsearch.training.telemetry import NEAR_EPS, SAMPLE_PER_TENSOR, double_backward_kernels, relu_dead_units
 from stabsearch.training.trainer import Deadline, OutOfTime, Run, StopRun, TrainResult, batch_stream, one_line, seed_everything
 
