@@ -84,6 +84,9 @@ def first_loss(losses: ArrayLike) -> float:
     second value already, which is why the start is not a median of the
     first few.
 
+    Args:
+        losses: the logged losses, oldest first.
+
     Example:
         >>> first_loss([4.47, 49.0, 27.8, 28.4, 27.9])
         4.47
@@ -100,6 +103,10 @@ def final_loss(losses: ArrayLike, fraction: float = 0.05) -> float:
 
     A median of the tail, because the last mini-batch loss alone is noise.
     NaN when that tail holds no finite value (or the curve is empty).
+
+    Args:
+        losses: the logged losses, oldest first.
+        fraction: the share of the curve, at its end, whose median is taken, in (0, 1].
 
     Example:
         >>> final_loss([5.0, 4.0, 3.0, 1.0, 1.2, 0.8], fraction=0.5)
@@ -122,6 +129,9 @@ def log_noise(losses: ArrayLike) -> float:
     first differences, around their median, so a steady trend (a fall or a
     blow-up at a constant rate) does not count as noise, and a few odd steps
     do not move it. 0.0 with fewer than two differences.
+
+    Args:
+        losses: the logged losses, oldest first; non-finite values are left out.
 
     Example:
         >>> log_noise([2.0, 1.0, 0.5, 0.25, 0.125])  # a clean geometric fall: no noise

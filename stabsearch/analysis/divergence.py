@@ -46,6 +46,11 @@ def reference_loss(losses: ArrayLike, head: int = 5, cap: float = 2.0) -> float:
     base of at most 8.8, not 28). ``StabilityOptions.start_cap`` (2) is
     the default; the README's "How a trial is judged" says how it was chosen.
 
+    Args:
+        losses: the logged losses, oldest first.
+        head: how many of the first finite values the median is taken over.
+        cap: each of them is capped at this many times the first (>= 1).
+
     Example:
         >>> reference_loss([2.3, 9.0, 2.2, 2.4, 2.1, 0.5])
         2.3
@@ -74,6 +79,12 @@ def divergence_noise(losses: ArrayLike, *, window: int = 100, start: int = 0, st
     as divergence. Only the first ``window`` values are read, so a caller
     that logs as it goes (the trainer) can pass just those, with ``stop``
     the length of its curve (default ``len(losses)``).
+
+    Args:
+        losses: the logged losses, oldest first; only the first ``window`` are read.
+        window: how many values the noise is measured on, at most.
+        start: the first index to return the noise for.
+        stop: one past the last index (default ``len(losses)``).
 
     Example:
         >>> import numpy as np
@@ -139,6 +150,16 @@ def divergence_step(
     otherwise judged at the first index where the noise is known, and must
     stay above that threshold all the way to it. NaN thresholds are ignored,
     so with no usable threshold only non-finite values count.
+
+    Args:
+        losses: the logged losses, oldest first.
+        initial: the base of the threshold (:func:`reference_loss`).
+        chance_loss: the loss at chance; the base is the larger of the two.
+        warmup: the index before which a run of high values counts only as an explosion.
+        run: how many values in a row must be above the threshold.
+        factor: the smallest margin over the base (>= 1).
+        noise: the log-loss noise, one number or one per value (``inf``: not known yet).
+        sigmas: how many noise sigmas the margin allows.
 
     Example:
         >>> divergence_step([2.0, 1.0, float("nan")], initial=2.0)

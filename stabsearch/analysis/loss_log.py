@@ -27,6 +27,10 @@ class LossLog:
 def read_loss_log(path: str | Path) -> LossLog:
     """Losses (and steps, when the file has them) from ``path``.
 
+    Args:
+        path: the loss log; a CSV with a ``loss`` column (and optionally ``step``),
+            or one number per line.
+
     Example:
         >>> import tempfile, os
         >>> f = os.path.join(tempfile.mkdtemp(), "log.csv")

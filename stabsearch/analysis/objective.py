@@ -41,6 +41,10 @@ def capped_score(initial: float, options: StabilityOptions | None = None) -> flo
     ``L0`` is not finite (no finite loss was ever logged) ``L0 = 1.0`` is
     used, so the cap is still a number (``log10(1.001) + 1``).
 
+    Args:
+        initial: the run's first loss (``L0``).
+        options: weights (``floor_fraction``); default ``StabilityOptions()``.
+
     Example:
         >>> round(capped_score(1.0), 6)
         1.000434
@@ -83,6 +87,17 @@ def score(
     ``curve_final`` is the curve's own final loss for the rise term when
     ``final`` is a held-out loss (default ``final``): the rise term measures
     a late rise of the training loss, not a train/held-out gap.
+
+    Args:
+        initial: the run's first loss (``L0``).
+        final: the final loss (the median of the tail, or a held-out loss).
+        best: the best smoothed loss of the second half.
+        spikes: the run's spike events.
+        n: how many values were logged.
+        diverged: whether the run diverged (the score is then the cap).
+        options: weights; default ``StabilityOptions()``.
+        midpoint: the first step of the second half (default ``n // 2``).
+        curve_final: the curve's own final loss for the rise term (default ``final``).
 
     Example:
         >>> round(score(initial=2.3, final=0.1, best=0.1, spikes=[], n=1000, diverged=False), 4)

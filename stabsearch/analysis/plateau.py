@@ -38,6 +38,10 @@ def end_level(losses: ArrayLike, options: StabilityOptions | None = None) -> flo
     end the level lags a little behind the last values, which makes the
     progress it shows a little smaller.
 
+    Args:
+        losses: the logged losses, oldest first.
+        options: thresholds (``smooth``, ``plateau_fraction``); default ``StabilityOptions()``.
+
     Example:
         >>> end_level([2.3] * 10 + [1.0] * 30)
         1.0
@@ -62,6 +66,9 @@ def log_trend(losses: ArrayLike) -> float:
     fit, so a few wild mini-batches cannot make or hide a trend.
     ``0.0`` with fewer than 10 finite values or a change under 1e-4 in
     log-loss across them; ``-inf``/``inf`` for a noise-free fall/rise.
+
+    Args:
+        losses: the stretch of logged losses to measure, oldest first.
 
     Example:
         >>> import numpy as np
@@ -95,6 +102,10 @@ def log_trend(losses: ArrayLike) -> float:
 def still_falling(losses: ArrayLike, options: StabilityOptions | None = None) -> bool:
     """Whether the second half of the curve is still falling: :func:`log_trend` below ``-trend_sigmas`` (3).
 
+    Args:
+        losses: the logged losses, oldest first; the second half is tested.
+        options: thresholds (``trend_sigmas``); default ``StabilityOptions()``.
+
     Example:
         >>> still_falling([2.31 - 3e-5 * i for i in range(1000)])
         True
@@ -124,6 +135,12 @@ def is_plateau(
     mini-batch jitter under ``ln K`` still count as stuck. A run still
     falling towards ``ln K`` from above is learning (slowly), not stuck.
     Without a chance loss there is no such test.
+
+    Args:
+        losses: the logged losses, oldest first.
+        chance_loss: the loss at chance (``ln K``); ``None``: no chance test, never a plateau.
+        options: thresholds (``plateau_fraction``, ``smooth``, ``plateau_tolerance``,
+            ``trend_sigmas``); default ``StabilityOptions()``.
 
     Example:
         >>> import math

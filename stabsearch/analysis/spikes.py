@@ -246,6 +246,13 @@ def find_spikes(
     Runs in O(n * window) with vectorised partitions, in chunks of bounded
     memory.
 
+    Args:
+        losses: the logged losses, oldest first.
+        initial: the run's first loss, which sets the absolute floor of a rise.
+        options: thresholds (``window``, ``z_threshold``, ``z_persist``, ``z_single``,
+            ``mad_floor``, ``abs_rise``, ``recover_factor``); default ``StabilityOptions()``.
+        steps: the step number of each logged value; default ``0 .. n-1``.
+
     Example:
         >>> import numpy as np
         >>> curve = np.full(300, 0.5)
@@ -314,6 +321,13 @@ def find_relapses(
     below ``recover_factor * before`` plus the absolute floor and most of
     the next 5 levels stay there. Only the part before the first non-finite
     value is searched.
+
+    Args:
+        losses: the logged losses, oldest first.
+        initial: the run's first loss, which sets the absolute floor of a rise.
+        options: thresholds (``smooth``, ``window``, ``relapse_factor``, ``abs_rise``,
+            ``recover_factor``); default ``StabilityOptions()``.
+        steps: the step number of each logged value; default ``0 .. n-1``.
 
     Example:
         >>> import numpy as np
