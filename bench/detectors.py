@@ -3,7 +3,7 @@
 Four detectors read every curve of ``tests/data/corpus/`` (see
 ``tests/data/make_corpus.py`` for how each was made and labelled):
 
-* **stabsearch**: ``stabsearch.analysis.stability.analyze`` (with the label's
+* **stabsearch**: ``stabsearch.analysis.verdict.analyze`` (with the label's
   ``classes`` and ``warmup``): its spikes, found on the curve up to its
   divergence, plus the divergence itself as an event at ``diverged_at``.
 * **lightning**: ``lightning.fabric.utilities.spike.SpikeDetection`` with its
@@ -58,7 +58,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from stabsearch.analysis.loss_log import read_loss_log  # noqa: E402
-from stabsearch.analysis.stability import analyze  # noqa: E402
+from stabsearch.analysis.verdict import analyze  # noqa: E402
 
 CORPUS = ROOT / "tests" / "data" / "corpus"
 MERGE = 100  # flags closer than this (in steps) are one event

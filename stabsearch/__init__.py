@@ -19,18 +19,18 @@ from typing import Any
 # pure analysis (``stabsearch.analyze``) load no torch, Optuna, plotly or pandas, and the command line
 # pays for torch only in the commands that train.
 _HOMES = {
-    "Analysis": "stabsearch.analysis.stability",
+    "Analysis": "stabsearch.analysis.verdict",
     "ModelModule": "stabsearch.training.loader",
     "OptimConfig": "stabsearch.config",
     "Recommendation": "stabsearch.search.recommend",
     "Run": "stabsearch.training.trainer",
     "SearchSpace": "stabsearch.search.space",
-    "Spike": "stabsearch.analysis.stability",
-    "StabilityOptions": "stabsearch.analysis.stability",
+    "Spike": "stabsearch.analysis.spikes",
+    "StabilityOptions": "stabsearch.analysis.options",
     "StopRun": "stabsearch.training.trainer",
     "TrainResult": "stabsearch.training.trainer",
     "UsageError": "stabsearch.errors",
-    "analyze": "stabsearch.analysis.stability",
+    "analyze": "stabsearch.analysis.verdict",
     "build_report": "stabsearch.reporting.page",
     "load_model_module": "stabsearch.training.loader",
     "lr_factor": "stabsearch.schedule",

@@ -463,7 +463,7 @@ def analyze(file: str, fmt: str, classes: int | None, warmup: int, lr: float | N
 
     from stabsearch.analysis.loss_log import read_loss_log
     from stabsearch.analysis.diagnosis import RunFacts, diagnose, format_text
-    from stabsearch.analysis.stability import analyze as analyze_curve
+    from stabsearch.analysis.verdict import analyze as analyze_curve
 
     log = read_loss_log(file)
     try:

@@ -10,7 +10,7 @@ import pytest
 
 from stabsearch.analysis.loss_log import read_loss_log
 from stabsearch.analysis.diagnosis import RunFacts, diagnose
-from stabsearch.analysis.stability import analyze
+from stabsearch.analysis.verdict import analyze
 
 
 def write_csv(path, losses, steps=None):

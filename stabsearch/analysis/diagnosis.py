@@ -1,9 +1,9 @@
-"""Turn an :class:`~stabsearch.analysis.stability.Analysis` into advice a person can act on.
+"""Turn an :class:`~stabsearch.analysis.verdict.Analysis` into advice a person can act on.
 
 Pure: the analysis and what is known of the run (learning rate, eps, beta1,
 sharpness, dead layers) in, sentences out. The causes are the README's classic
 instabilities; the eps bound is Adam's eps-dominated stability rule
-``lr / eps < (2 + 2*beta1) / ((1 - beta1) * lambda_max)`` (Cohen et al. 2022).
+``lr / eps < (2 + 2*beta1) / ((1 - beta1) * lambda_max)`` (the README's "Inside Adam").
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import dataclasses
 import math
 
 from stabsearch.analysis.early_warning import eps_floor
-from stabsearch.analysis.stability import Analysis
+from stabsearch.analysis.verdict import Analysis
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,8 +75,12 @@ def _plateau_advice(analysis: Analysis, facts: RunFacts) -> str:
 def diagnose(analysis: Analysis, facts: RunFacts | None = None) -> list[str]:
     """Likely causes and fixes, most important first.
 
+    Args:
+        analysis: what :func:`~stabsearch.analysis.verdict.analyze` found on the curve.
+        facts: what is known of the run (learning rate, eps, beta1, sharpness); default none.
+
     Example:
-        >>> from stabsearch.analysis.stability import analyze
+        >>> from stabsearch.analysis.verdict import analyze
         >>> diagnose(analyze([2.31 - 3e-5 * i for i in range(1000)]))[0][:48]
         'learning too slowly: the loss is only 1.1% below'
         >>> diagnose(analyze([1.0] * 50 + [0.5] * 50))[0]
@@ -149,7 +153,19 @@ def diagnose(analysis: Analysis, facts: RunFacts | None = None) -> list[str]:
 
 
 def format_text(analysis: Analysis, advice: list[str], source: str = "") -> str:
-    """A short report for the terminal."""
+    """A short report for the terminal.
+
+    Args:
+        analysis: what :func:`~stabsearch.analysis.verdict.analyze` found on the curve.
+        advice: the sentences of :func:`diagnose`.
+        source: where the curve came from (a file name), printed first.
+
+    Example:
+        >>> from stabsearch.analysis.verdict import analyze
+        >>> result = analyze([1.0] * 50 + [0.5] * 50)
+        >>> print(format_text(result, diagnose(result), source="run.csv").splitlines()[0])
+        run.csv: stable
+    """
     fmt = _num
     p = analysis.progress
     progress = "n/a" if not math.isfinite(p) else f"{abs(p):.1%} {'below' if p >= 0 else 'above'} the start"

@@ -3,8 +3,9 @@
 Once ``sqrt(v_hat)`` falls well below eps, Adam is momentum SGD with step
 ``lr / eps``, and momentum SGD is stable only while the step times the top
 Hessian eigenvalue stays under ``(2 + 2*beta1) / (1 - beta1)`` (38 for
-beta1 = 0.9; Cohen et al. 2022). A run that breaks this rule has not spiked
-yet, but will once its gradients shrink enough for ``v`` to collapse.
+beta1 = 0.9; the README's "Inside Adam" gives the source). A run that breaks
+this rule has not spiked yet, but will once its gradients shrink enough for
+``v`` to collapse.
 
 The rule describes only runs that are headed there: gradients shrinking
 toward zero, as when a network memorises or interpolates its data. Gradient
@@ -17,7 +18,7 @@ second half of the run, or a measurable share of coordinates at or below
 eps while it falls at all. Otherwise the reason reports the
 preconditioned sharpness, the top eigenvalue of ``P^-1 H`` with Adam's own
 preconditioner ``P = sqrt(v_hat) + eps``, against ``38 / lr``: the adaptive
-edge of stability that Adam trains at (Cohen et al. 2022), informative and
+edge of stability that Adam trains at, informative and
 never penalised. Both are judged at the largest learning rate the schedule
 reaches, not the last one (a decayed schedule ends near zero and would pass
 any rule).
@@ -79,12 +80,25 @@ class EpsRegime:
 
 
 def stability_bound(beta1: float) -> float:
-    """``(2 + 2*beta1) / (1 - beta1)``: the largest stable step x sharpness for momentum ``beta1``."""
+    """``(2 + 2*beta1) / (1 - beta1)``: the largest stable step x sharpness for momentum ``beta1``.
+
+    Args:
+        beta1: Adam's first-moment decay, in [0, 1).
+
+    Example:
+        >>> round(stability_bound(0.9), 6)
+        38.0
+    """
     return (2.0 + 2.0 * beta1) / (1.0 - beta1)
 
 
 def eps_floor(lr: float, sharpness: float, beta1: float = 0.9) -> float:
     """Smallest eps for which Adam, once eps dominates ``sqrt(v)``, stays stable at this curvature.
+
+    Args:
+        lr: the learning rate (the largest the schedule reaches).
+        sharpness: the top Hessian eigenvalue.
+        beta1: Adam's first-moment decay.
 
     Example:
         >>> round(eps_floor(1e-3, 380.0), 6)

@@ -2,7 +2,7 @@
 
 Accepted: a CSV with a ``loss`` column (and optionally ``step``), such as the
 curve artifacts stabsearch stores, or plain text with one number per line.
-pandas does the parsing; this module only decides which shape a file has and
+pandas does the parsing (imported when a file is read); this module only decides which shape a file has and
 turns every problem into a one-line :class:`UsageError`.
 """
 
@@ -13,7 +13,6 @@ import io
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from stabsearch.errors import UsageError
 from stabsearch.inputs import read_user_file, shorten
@@ -28,6 +27,10 @@ class LossLog:
 def read_loss_log(path: str | Path) -> LossLog:
     """Losses (and steps, when the file has them) from ``path``.
 
+    Args:
+        path: the loss log; a CSV with a ``loss`` column (and optionally ``step``),
+            or one number per line.
+
     Example:
         >>> import tempfile, os
         >>> f = os.path.join(tempfile.mkdtemp(), "log.csv")
@@ -35,6 +38,8 @@ def read_loss_log(path: str | Path) -> LossLog:
         >>> read_loss_log(f).losses.tolist(), read_loss_log(f).steps.tolist()
         ([2.5, 1.5], [0, 10])
     """
+    import pandas as pd  # here, not at the top: importing the analysis loads no pandas
+
     path = Path(path)
     if not path.exists():
         raise UsageError(f"{path}: no such file")

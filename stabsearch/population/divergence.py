@@ -20,7 +20,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from stabsearch.analysis.stability import StabilityOptions, reference_loss
+from stabsearch.analysis.divergence import reference_loss
+from stabsearch.analysis.options import StabilityOptions
 from stabsearch.config import OptimConfig
 from stabsearch.training.trainer import Run, StopRun
 

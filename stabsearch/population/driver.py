@@ -68,7 +68,7 @@ import numpy as np
 import torch
 from torch.func import functional_call, vmap
 
-from stabsearch.analysis.stability import StabilityOptions
+from stabsearch.analysis.options import StabilityOptions
 from stabsearch.config import OptimConfig
 from stabsearch.population.adam import AdamSettings, StackedAdam, _decayed_rows, check_settings
 from stabsearch.population.divergence import DivergenceWatch

@@ -20,13 +20,15 @@ from __future__ import annotations
 import inspect
 import json
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import tomli_w
 import yaml
 
-from stabsearch.search.recommend import Recommendation
 from stabsearch.schedule import lr_factor
+
+if TYPE_CHECKING:  # an annotation only: the CLI imports this module, and `analyze` needs no Optuna
+    from stabsearch.search.recommend import Recommendation
 
 FORMATS = ("yaml", "json", "toml", "python", "hf", "lightning")
 

@@ -44,7 +44,8 @@ from stabsearch.search.sampler import TrialSeededSampler
 from stabsearch.schedule import lr_factor
 from stabsearch.analysis.median_rule import is_slow, median_by_step
 from stabsearch.search.space import SearchSpace, sample
-from stabsearch.analysis.stability import Analysis, StabilityOptions, analyze
+from stabsearch.analysis.verdict import Analysis, analyze
+from stabsearch.analysis.options import StabilityOptions
 from stabsearch.search.storage import Storage, is_storage_fault
 from stabsearch.training.telemetry import FIELDS as TELEMETRY_FIELDS
 from stabsearch.training.trainer import Deadline, OutOfTime, Run, StopRun, TrainResult, train_trial

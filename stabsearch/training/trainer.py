@@ -25,7 +25,8 @@ from stabsearch.config import OptimConfig
 from stabsearch.training.device import move_to
 from stabsearch.training.loader import ModelModule
 from stabsearch.training.optim import build_optimizer, build_scheduler
-from stabsearch.analysis.stability import StabilityOptions, divergence_noise, divergence_step, reference_loss
+from stabsearch.analysis.divergence import divergence_noise, divergence_step, reference_loss
+from stabsearch.analysis.options import StabilityOptions
 from stabsearch.training.telemetry import adam_preconditioner, adam_telemetry, hessian_top_eigenvalue, relu_dead_units
 
 ProgressCallback = Callable[[int, float], None]

@@ -1,4 +1,4 @@
-"""The stability rules (DESIGN sections 6 and 7) on small hand-made curves."""
+"""The stability rules (divergence, plateau, spikes, the score, the verdict) on small hand-made curves."""
 
 from __future__ import annotations
 
@@ -9,26 +9,14 @@ import math
 import numpy as np
 import pytest
 
-from stabsearch.analysis import stability
-from stabsearch.analysis.stability import (
-    Analysis,
-    Spike,
-    StabilityOptions,
-    analyze,
-    capped_score,
-    divergence_noise,
-    divergence_step,
-    final_loss,
-    find_relapses,
-    find_spikes,
-    first_loss,
-    is_plateau,
-    log_noise,
-    log_trend,
-    reference_loss,
-    score,
-    still_falling,
-)
+from stabsearch.analysis import curve, divergence, objective, options, plateau, spikes, verdict
+from stabsearch.analysis.curve import final_loss, first_loss, log_noise
+from stabsearch.analysis.divergence import divergence_noise, divergence_step, reference_loss
+from stabsearch.analysis.objective import capped_score, score
+from stabsearch.analysis.options import StabilityOptions
+from stabsearch.analysis.plateau import is_plateau, log_trend, still_falling
+from stabsearch.analysis.spikes import Spike, find_relapses, find_spikes
+from stabsearch.analysis.verdict import Analysis, analyze
 
 L0 = 2.3
 
@@ -691,5 +679,7 @@ def test_to_dict_is_json_safe():
 
 
 def test_docstring_examples_run():
-    failures, tried = doctest.testmod(stability, optionflags=doctest.ELLIPSIS)
-    assert tried > 5 and failures == 0
+    results = {m.__name__: doctest.testmod(m, optionflags=doctest.ELLIPSIS)
+               for m in (curve, divergence, objective, options, plateau, spikes, verdict)}
+    assert all(r.attempted > 0 for r in results.values()), results
+    assert sum(r.attempted for r in results.values()) > 5 and sum(r.failed for r in results.values()) == 0, results

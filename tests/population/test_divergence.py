@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from stabsearch.analysis.stability import StabilityOptions
+from stabsearch.analysis.options import StabilityOptions
 from stabsearch.config import OptimConfig
 from stabsearch.population.divergence import DivergenceWatch
 from stabsearch.training.trainer import Run, StopRun

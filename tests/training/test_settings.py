@@ -113,7 +113,7 @@ def test_fp16_scaler_skipped_steps_are_counted_not_logged():
 
 
 def test_fp16_overflow_on_every_step_is_a_divergence():
-    from stabsearch.analysis.stability import analyze
+    from stabsearch.analysis.verdict import analyze
 
     result = train_trial(with_loss(_overflowing(None)), OptimConfig(lr=1e-2, precision="fp16"), steps=60, seed=0,
                          device=CPU, sharpness=False)
