@@ -46,9 +46,9 @@ import plotly.graph_objects as go
 import plotly.io as pio
 from optuna.trial import FrozenTrial
 
-from stabsearch.search.attrs import typed_attr
 from stabsearch.search.recommend import UNSTABLE, NothingToRecommend, Recommendation, recommend
-from stabsearch.search.records import TrialRecord, study_records
+from stabsearch.search.record import TrialRecord
+from stabsearch.search.trial_attrs import CURVE_ARTIFACT, SECONDS, is_search, study_records, typed_attr
 
 #: One colour per verdict, used by every figure.
 VERDICT_COLORS: dict[str, str] = {
@@ -268,7 +268,7 @@ def summarize(study: optuna.Study, records: Sequence[TrialRecord], storage: Any,
         confirm_runs=sum(r.kind == "confirm" for r in finished),
         unfinished=len(records) - len(finished),
         steps_run=int(sum(r.steps_run or 0 for r in finished)),
-        train_seconds=float(sum(typed_attr(t.user_attrs, "seconds", 0.0) for t in trials)),
+        train_seconds=float(sum(typed_attr(t.user_attrs, SECONDS, 0.0) for t in trials)),
         wall_seconds=wall,
         search_verdicts=dict(Counter(r.verdict for r in finished if r.kind == "search")),
         confirm_verdicts=dict(Counter(r.verdict for r in finished if r.kind == "confirm")),
@@ -575,7 +575,7 @@ def read_curve(trial: FrozenTrial, artifacts_dir: Path) -> tuple[np.ndarray, np.
     from stabsearch.analysis.loss_log import read_loss_log
     from stabsearch.errors import UsageError
 
-    artifact = trial.user_attrs.get("curve_artifact")
+    artifact = trial.user_attrs.get(CURVE_ARTIFACT)
     if not artifact or not re.fullmatch(r"[0-9A-Za-z-]+", str(artifact)):
         return None
     path = Path(artifacts_dir) / str(artifact)
@@ -761,7 +761,7 @@ def verdicts_figure(records: Sequence[TrialRecord]) -> go.Figure:
 
 def importance_figure(study: optuna.Study) -> go.Figure | None:
     """Optuna's PED-ANOVA parameter importances over the finished search trials, or None with too few."""
-    search = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("kind", "search") == "search"
+    search = [t for t in study.get_trials(deepcopy=False) if is_search(t)
               and t.state == optuna.trial.TrialState.COMPLETE]
     if len(search) < 2:
         return None

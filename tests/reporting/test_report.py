@@ -25,7 +25,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState
 
 from stabsearch.config import OptimConfig
-from stabsearch.search.records import study_records
+from stabsearch.search.trial_attrs import study_records
 from stabsearch.reporting.report import (
     build_report, default_report_path, envelope, instability_probability, map_pairs, safe_filename, summarize,
     summary_html, summary_markdown,
@@ -195,7 +195,7 @@ def test_the_early_warning_penalty_and_its_reason_are_shown(tmp_path, built):
 
 
 def test_records_read_the_warning_attributes_defensively():
-    from stabsearch.search.records import trial_record
+    from stabsearch.search.trial_attrs import trial_record
 
     def record(value, **attrs):
         return trial_record(optuna.trial.create_trial(state=TrialState.COMPLETE, value=value, user_attrs={"verdict": "stable", **attrs}))
