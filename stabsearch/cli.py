@@ -460,15 +460,14 @@ def recommend(study: str | None, storage: str | None, fmt: str) -> None:
 @click.option("--eps", type=Finite(0.0, 1e6, low_open=True), default=None, help="The run's Adam eps, for the advice.")
 def analyze(file: str, fmt: str, classes: int | None, warmup: int, lr: float | None, eps: float | None) -> None:
     """Diagnose the loss log FILE from any run: a CSV with a loss column, or one number per line."""
-    import math
-
     from stabsearch.analysis.loss_log import read_loss_log
     from stabsearch.analysis.diagnosis import RunFacts, diagnose, format_text
     from stabsearch.analysis.stability import analyze as analyze_curve
+    from stabsearch.config import chance_loss
 
     log = read_loss_log(file)
     try:
-        result = analyze_curve(log.losses, steps=log.steps, chance_loss=math.log(classes) if classes else None, warmup=warmup)
+        result = analyze_curve(log.losses, steps=log.steps, chance_loss=chance_loss(classes), warmup=warmup)
     except ValueError as exc:
         raise UsageError(f"{file}: {exc}") from None
     advice = diagnose(result, RunFacts(lr=lr, eps=eps))

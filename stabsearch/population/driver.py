@@ -78,7 +78,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from stabsearch.population.rewrites import CheaperBatching
-from stabsearch.config import OptimConfig
+from stabsearch.config import OptimConfig, chance_loss
 from stabsearch.training.loader import ModelModule
 from stabsearch.training.optim import build_optimizer, decay_groups
 from stabsearch.schedule import lr_factor
@@ -608,7 +608,7 @@ def train_population(
     _check(module, configs, steps)
     assert module.model is not None and module.loss is not None
     options = options or StabilityOptions()
-    chance = math.log(module.classes) if module.classes else None
+    chance = chance_loss(module.classes)
     seed_everything(seed)
     started = time.perf_counter()  # like train_trial: building the model counts, the final evaluations don't
     model = module.model().to(device)

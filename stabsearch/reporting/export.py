@@ -25,6 +25,7 @@ from typing import Any
 import tomli_w
 import yaml
 
+from stabsearch.config import OPTIMIZER_CLASSES
 from stabsearch.search.recommend import Recommendation
 from stabsearch.schedule import lr_factor
 
@@ -78,7 +79,7 @@ def _python(rec: Recommendation) -> str:
     c = rec.config
     ev = data["evidence"]
     evidence = "\n".join(f"#   {k if str(k).isidentifier() else _comment(k)}: {_comment(v)}" for k, v in ev.items())
-    cls = {"adam": "Adam", "adamw": "AdamW"}[c.optimizer]
+    cls = OPTIMIZER_CLASSES[c.optimizer]
     sched = data["schedule"]
     total = int(sched.get("total_steps", rec.total_steps))
     lr, beta1, beta2, eps, wd, warmup, floor = (
@@ -238,7 +239,7 @@ _LIGHTNING_PRECISION = {"32": "32-true", "bf16": "bf16-mixed", "fp16": "16-mixed
 
 def _lightning(rec: Recommendation) -> str:
     c = rec.config
-    cls = {"adam": "Adam", "adamw": "AdamW"}[c.optimizer]
+    cls = OPTIMIZER_CLASSES[c.optimizer]
     trainer_kwargs: dict[str, Any] = {"precision": _LIGHTNING_PRECISION[c.precision]}
     if c.max_grad_norm is not None:
         trainer_kwargs.update(gradient_clip_val=c.max_grad_norm, gradient_clip_algorithm="norm")

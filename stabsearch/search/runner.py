@@ -34,7 +34,7 @@ from optuna.trial import FrozenTrial, TrialState
 from tqdm import tqdm
 
 from stabsearch.search import interrupts
-from stabsearch.config import OptimConfig
+from stabsearch.config import OptimConfig, chance_loss
 from stabsearch.analysis.early_warning import EarlyWarning, eps_regime, predict
 from stabsearch.training.loader import ModelModule
 from stabsearch.search import optuna_internals as internals
@@ -440,7 +440,7 @@ def analyze_result(result: TrainResult, module: ModelModule, config: OptimConfig
     """The stability analysis of one run, with what only the trainer knows (held-out loss, dead layers)."""
     return analyze(
         result.losses,
-        chance_loss=math.log(module.classes) if module.classes else None,
+        chance_loss=chance_loss(module.classes),
         warmup=config.warmup_steps(steps),
         final=result.final_eval,
         dead_layer=bool(result.dead_layers),
