@@ -54,7 +54,7 @@ sys.path.insert(0, str(ROOT))
 
 from stabsearch import OptimConfig, SearchSpace, load_model_module  # noqa: E402
 from stabsearch.search.confirm import ConfirmSettings, run_confirmation  # noqa: E402
-from stabsearch.search.records import study_records  # noqa: E402
+from stabsearch.search.trial_attrs import study_records  # noqa: E402
 from stabsearch.reporting.curves import read_curve  # noqa: E402
 from stabsearch.search.recommend import recommend  # noqa: E402
 from stabsearch.search.runner import SearchSettings, run_search  # noqa: E402

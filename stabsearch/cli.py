@@ -148,7 +148,9 @@ def _study_flags(name: str, store, storage: str | None) -> str:  # noqa: ANN001
 
 def _error_line(trial, flags: str) -> str:  # noqa: ANN001
     """One line for a failed trial: its error, and the command that shows it in full."""
-    return f"trial {trial.number} failed: {trial.user_attrs.get('error')} (see: stabsearch trials --show {trial.number} {flags})"
+    from stabsearch.search.trial_attrs import ERROR
+
+    return f"trial {trial.number} failed: {trial.user_attrs.get(ERROR)} (see: stabsearch trials --show {trial.number} {flags})"
 
 
 def _tell(line: str) -> None:
@@ -311,8 +313,8 @@ def confirm(model: str, study: str | None, storage: str | None, seed: int | None
               help="Print everything about trial N: settings, verdict, early warning, checks, error and traceback, curve file.")
 def trials(study: str | None, storage: str | None, fmt: str, show: int | None) -> None:
     """List a study's trials with their verdicts, scores and settings (or one trial in full, with --show)."""
-    from stabsearch.search.records import study_records
     from stabsearch.search.storage import load_study, open_storage
+    from stabsearch.search.trial_attrs import study_records
 
     store = open_storage(storage)
     loaded = load_study(store, study)
@@ -373,7 +375,7 @@ def _clip(text: str, width: int) -> str:
 
 def _show_trial(study, store, number: int, fmt: str) -> None:  # noqa: ANN001
     """``trials --show N``: one trial in full, as text or JSON."""
-    from stabsearch.search.records import trial_record
+    from stabsearch.search.trial_attrs import HINT, STOPPED_SLOW_AT, TRACEBACK, trial_record
 
     if fmt == "csv":
         raise UsageError("--show prints one trial as text (the default) or with --format json, not csv")
@@ -384,8 +386,8 @@ def _show_trial(study, store, number: int, fmt: str) -> None:  # noqa: ANN001
         raise UsageError(f"--show {number}: study {study.study_name!r} has no trial {number} ({known})")
     trial = found[0]
     record = trial_record(trial)
-    extra = {"curve_file": _curve_file(store, record), "traceback": trial.user_attrs.get("traceback"),
-             "hint": trial.user_attrs.get("hint"), "stopped_slow_at": trial.user_attrs.get("stopped_slow_at")}
+    extra = {"curve_file": _curve_file(store, record), "traceback": trial.user_attrs.get(TRACEBACK),
+             "hint": trial.user_attrs.get(HINT), "stopped_slow_at": trial.user_attrs.get(STOPPED_SLOW_AT)}
     if fmt == "json":
         click.echo(json.dumps({**record.to_dict(), **extra}, indent=2))
         return
@@ -442,9 +444,9 @@ def _table(rows: Sequence[dict]) -> str:
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="yaml", show_default=True)
 def recommend(study: str | None, storage: str | None, fmt: str) -> None:
     """Print the recommended optimizer settings, with their evidence."""
-    from stabsearch.search.records import study_records
     from stabsearch.search.recommend import recommend as choose
     from stabsearch.search.storage import load_study, open_storage
+    from stabsearch.search.trial_attrs import study_records
 
     loaded = load_study(open_storage(storage), study)
     click.echo(format_recommendation(choose(study_records(loaded), loaded.study_name), fmt), nl=False)
@@ -459,15 +461,14 @@ def recommend(study: str | None, storage: str | None, fmt: str) -> None:
 @click.option("--eps", type=Finite(0.0, 1e6, low_open=True), default=None, help="The run's Adam eps, for the advice.")
 def analyze(file: str, fmt: str, classes: int | None, warmup: int, lr: float | None, eps: float | None) -> None:
     """Diagnose the loss log FILE from any run: a CSV with a loss column, or one number per line."""
-    import math
-
     from stabsearch.analysis.loss_log import read_loss_log
     from stabsearch.analysis.diagnosis import RunFacts, diagnose, format_text
     from stabsearch.analysis.verdict import analyze as analyze_curve
+    from stabsearch.config import chance_loss
 
     log = read_loss_log(file)
     try:
-        result = analyze_curve(log.losses, steps=log.steps, chance_loss=math.log(classes) if classes else None, warmup=warmup)
+        result = analyze_curve(log.losses, steps=log.steps, chance_loss=chance_loss(classes), warmup=warmup)
     except ValueError as exc:
         raise UsageError(f"{file}: {exc}") from None
     advice = diagnose(result, RunFacts(lr=lr, eps=eps))
@@ -481,6 +482,7 @@ def analyze(file: str, fmt: str, classes: int | None, warmup: int, lr: float | N
 @_storage_option
 def studies(storage: str | None) -> None:
     """List the studies in a storage, with their trial counts."""
+    from stabsearch.search.optuna_internals import study_id
     from stabsearch.search.storage import open_storage
 
     store = open_storage(storage)
@@ -490,7 +492,7 @@ def studies(storage: str | None) -> None:
         return
     rows = []
     for s in summaries:
-        states = [t.state.name for t in store.storage.get_all_trials(s._study_id, deepcopy=False)]
+        states = [t.state.name for t in store.storage.get_all_trials(study_id(s), deepcopy=False)]
         rows.append({
             "study": printable(s.study_name), "trials": len(states), "complete": states.count("COMPLETE"),
             "pruned": states.count("PRUNED"), "failed": states.count("FAIL"), "running": states.count("RUNNING"),

@@ -1,8 +1,11 @@
-"""The optimizer settings one trial trains with.
+"""The optimizer settings one trial trains with, and the facts every layer reads about them.
 
 A plain frozen dataclass, so the trainer, the analysis, the recommendation and
 the exporters share one description of "a configuration" without any of them
-knowing about Optuna.
+knowing about Optuna; beside it, the one table of optimizer names
+(:data:`OPTIMIZER_CLASSES`) and of the bounds of each numeric setting
+(:data:`BOUNDS`) that the search space, the trainer and the exporters read,
+and the chance loss of a classification task (:func:`chance_loss`). Pure: no torch.
 """
 
 from __future__ import annotations
@@ -13,9 +16,57 @@ from typing import Any
 
 from stabsearch.schedule import SCHEDULES
 
-OPTIMIZERS = ("adam", "adamw")
+#: Each optimizer a configuration may name, and its class in ``torch.optim``.
+OPTIMIZER_CLASSES: dict[str, str] = {"adam": "Adam", "adamw": "AdamW"}
+OPTIMIZERS = tuple(OPTIMIZER_CLASSES)
 #: Training precisions: full float32, bfloat16 autocast, float16 autocast with a GradScaler.
 PRECISIONS = ("32", "bf16", "fp16")
+
+
+@dataclasses.dataclass(frozen=True)
+class Bound:
+    """The values a numeric setting may take: from ``low`` to ``high``, each end included or not.
+
+    Example:
+        >>> BOUNDS["beta2"].contains(0.999), BOUNDS["beta2"].contains(1.0), str(BOUNDS["beta2"])
+        (True, False, '[0, 1)')
+    """
+
+    low: float
+    high: float
+    low_inclusive: bool
+    high_inclusive: bool
+
+    def contains(self, value: float) -> bool:
+        above = value >= self.low if self.low_inclusive else value > self.low
+        below = value <= self.high if self.high_inclusive else value < self.high
+        return above and below
+
+    def __str__(self) -> str:
+        return f"{'[' if self.low_inclusive else '('}{self.low:g}, {self.high:g}{']' if self.high_inclusive else ')'}"
+
+
+#: What every value of each numeric setting must respect (a search space's ranges and values too).
+BOUNDS: dict[str, Bound] = {
+    "lr": Bound(0.0, math.inf, False, False),
+    "eps": Bound(0.0, math.inf, False, False),
+    "beta1": Bound(0.0, 1.0, True, False),
+    "beta2": Bound(0.0, 1.0, True, False),
+    "weight_decay": Bound(0.0, math.inf, True, False),
+    "warmup": Bound(0.0, 0.5, True, True),
+    "min_lr_factor": Bound(0.0, 1.0, True, True),
+    "max_grad_norm": Bound(0.0, math.inf, False, False),
+}
+
+
+def chance_loss(classes: int | None) -> float | None:
+    """The cross-entropy of guessing among ``classes`` balanced classes, ``ln K``; None without a class count.
+
+    Example:
+        >>> round(chance_loss(10), 4), chance_loss(None)
+        (2.3026, None)
+    """
+    return math.log(classes) if classes else None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,20 +110,12 @@ class OptimConfig:
         if not isinstance(self.no_decay, bool):
             raise ValueError(f"no_decay={self.no_decay!r} is not true or false")
         norm = self.max_grad_norm
-        if norm is not None and (isinstance(norm, bool) or not isinstance(norm, (int, float)) or not math.isfinite(norm) or norm <= 0):
+        if norm is not None and (isinstance(norm, bool) or not isinstance(norm, (int, float)) or not math.isfinite(norm)
+                                 or not BOUNDS["max_grad_norm"].contains(norm)):
             raise ValueError(f"max_grad_norm={norm!r} is out of range; a positive number, or None for no clipping")
-        checks = {
-            "lr": self.lr > 0,
-            "eps": self.eps > 0,
-            "beta1": 0 <= self.beta1 < 1,
-            "beta2": 0 <= self.beta2 < 1,
-            "weight_decay": self.weight_decay >= 0,
-            "warmup": 0 <= self.warmup <= 0.5,
-            "min_lr_factor": 0 <= self.min_lr_factor <= 1,
-        }
-        for name, ok in checks.items():
+        for name, bound in BOUNDS.items():
             value = getattr(self, name)
-            if not ok or not math.isfinite(value):
+            if name != "max_grad_norm" and (not bound.contains(value) or not math.isfinite(value)):
                 raise ValueError(f"{name}={value!r} is out of range")
 
     @property

@@ -69,7 +69,7 @@ import torch
 from torch.func import functional_call, vmap
 
 from stabsearch.analysis.options import StabilityOptions
-from stabsearch.config import OptimConfig
+from stabsearch.config import OptimConfig, chance_loss
 from stabsearch.population.adam import AdamSettings, StackedAdam, _decayed_rows, check_settings
 from stabsearch.population.divergence import DivergenceWatch
 from stabsearch.population.rewrites import CheaperBatching
@@ -262,7 +262,7 @@ def train_population(
     _check(module, configs, steps)
     assert module.model is not None and module.loss is not None
     options = options or StabilityOptions()
-    chance = math.log(module.classes) if module.classes else None
+    chance = chance_loss(module.classes)
     seed_everything(seed)
     started = time.perf_counter()  # like train_trial: building the model counts, the final evaluations don't
     model = module.model().to(device)

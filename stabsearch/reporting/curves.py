@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from stabsearch.search.trial_attrs import CURVE_ARTIFACT
+
 if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
 
@@ -40,7 +42,7 @@ def read_curve(trial: FrozenTrial, artifacts_dir: Path) -> tuple[np.ndarray, np.
     from stabsearch.analysis.loss_log import read_loss_log
     from stabsearch.errors import UsageError
 
-    artifact = trial.user_attrs.get("curve_artifact")
+    artifact = trial.user_attrs.get(CURVE_ARTIFACT)
     if not artifact or not re.fullmatch(r"[0-9A-Za-z-]+", str(artifact)):
         return None
     path = Path(artifacts_dir) / str(artifact)

@@ -20,15 +20,14 @@ from __future__ import annotations
 import inspect
 import json
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import tomli_w
 import yaml
 
+from stabsearch.config import OPTIMIZER_CLASSES
+from stabsearch.search.recommend import Recommendation
 from stabsearch.schedule import lr_factor
-
-if TYPE_CHECKING:  # an annotation only: the CLI imports this module, and `analyze` needs no Optuna
-    from stabsearch.search.recommend import Recommendation
 
 FORMATS = ("yaml", "json", "toml", "python", "hf", "lightning")
 
@@ -80,7 +79,7 @@ def _python(rec: Recommendation) -> str:
     c = rec.config
     ev = data["evidence"]
     evidence = "\n".join(f"#   {k if str(k).isidentifier() else _comment(k)}: {_comment(v)}" for k, v in ev.items())
-    cls = {"adam": "Adam", "adamw": "AdamW"}[c.optimizer]
+    cls = OPTIMIZER_CLASSES[c.optimizer]
     sched = data["schedule"]
     total = int(sched.get("total_steps", rec.total_steps))
     lr, beta1, beta2, eps, wd, warmup, floor = (
@@ -240,7 +239,7 @@ _LIGHTNING_PRECISION = {"32": "32-true", "bf16": "bf16-mixed", "fp16": "16-mixed
 
 def _lightning(rec: Recommendation) -> str:
     c = rec.config
-    cls = {"adam": "Adam", "adamw": "AdamW"}[c.optimizer]
+    cls = OPTIMIZER_CLASSES[c.optimizer]
     trainer_kwargs: dict[str, Any] = {"precision": _LIGHTNING_PRECISION[c.precision]}
     if c.max_grad_norm is not None:
         trainer_kwargs.update(gradient_clip_val=c.max_grad_norm, gradient_clip_algorithm="norm")

@@ -34,7 +34,8 @@ from stabsearch.reporting.curves import envelope, read_curve
 from stabsearch.reporting.instability import BANDWIDTH, instability_probability
 from stabsearch.reporting.style import VERDICT_COLORS, esc, fmt, sig
 from stabsearch.search.recommend import UNSTABLE, Recommendation
-from stabsearch.search.records import TrialRecord
+from stabsearch.search.record import TrialRecord
+from stabsearch.search.trial_attrs import is_search
 
 #: Points per side of the grid the instability shading is estimated on.
 GRID = 60
@@ -376,7 +377,7 @@ def verdicts_figure(records: Sequence[TrialRecord]) -> go.Figure:
 
 def importance_figure(study: optuna.Study) -> go.Figure | None:
     """Optuna's PED-ANOVA parameter importances over the finished search trials, or None with too few."""
-    search = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("kind", "search") == "search"
+    search = [t for t in study.get_trials(deepcopy=False) if is_search(t)
               and t.state == optuna.trial.TrialState.COMPLETE]
     if len(search) < 2:
         return None

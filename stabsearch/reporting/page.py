@@ -33,7 +33,8 @@ from stabsearch.reporting.figures import MAPS_NOTE, build_figures, confirmation_
 from stabsearch.reporting.style import esc
 from stabsearch.reporting.summary import Summary, summarize, summary_html, summary_markdown
 from stabsearch.search.recommend import NothingToRecommend, Recommendation, recommend
-from stabsearch.search.records import TrialRecord, study_records
+from stabsearch.search.record import TrialRecord
+from stabsearch.search.trial_attrs import study_records
 
 if TYPE_CHECKING:
     from stabsearch.search.storage import Storage
@@ -161,7 +162,7 @@ def build_report(study: optuna.Study, storage: Storage, records: Sequence[TrialR
         study: the study, loaded from ``storage``.
         storage: the :class:`~stabsearch.search.storage.Storage` it lives in: the curve files are read from its
             artifact folder, and the page shows its URL with any password hidden.
-        records: the study's trials read back (:func:`~stabsearch.search.records.study_records`), when the caller
+        records: the study's trials read back (:func:`~stabsearch.search.trial_attrs.study_records`), when the caller
             has them already.
 
     Example:

@@ -16,9 +16,9 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from stabsearch.reporting.style import VERDICT_ORDER, duration, esc, fmt
-from stabsearch.search.attrs import typed_attr
 from stabsearch.search.recommend import UNSTABLE, Recommendation
-from stabsearch.search.records import TrialRecord
+from stabsearch.search.record import TrialRecord
+from stabsearch.search.trial_attrs import SECONDS, typed_attr
 
 if TYPE_CHECKING:
     import optuna
@@ -97,7 +97,7 @@ def summarize(study: optuna.Study, records: Sequence[TrialRecord], storage: Any,
         confirm_runs=sum(r.kind == "confirm" for r in finished),
         unfinished=len(records) - len(finished),
         steps_run=int(sum(r.steps_run or 0 for r in finished)),
-        train_seconds=float(sum(typed_attr(t.user_attrs, "seconds", 0.0) for t in trials)),
+        train_seconds=float(sum(typed_attr(t.user_attrs, SECONDS, 0.0) for t in trials)),
         wall_seconds=wall,
         search_verdicts=dict(Counter(r.verdict for r in finished if r.kind == "search")),
         confirm_verdicts=dict(Counter(r.verdict for r in finished if r.kind == "confirm")),

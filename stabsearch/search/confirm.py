@@ -35,9 +35,13 @@ from tqdm import tqdm
 from stabsearch.config import OptimConfig
 from stabsearch.training.loader import ModelModule
 from stabsearch.search.recommend import back_off, choose_confirmed, major_spikes, nearest_unstable_lr, probe_outcomes, rescue
-from stabsearch.search.records import study_records, trial_record
 from stabsearch.search import interrupts
-from stabsearch.search.slots import NOT_COUNTED, Slot, claim, heartbeat, recover_lost, requeue, slot_changes
+from stabsearch.search import optuna_internals as internals
+from stabsearch.search.slots import Slot, abandon, claim, heartbeat, recover_lost, slot_changes
+from stabsearch.search.trial_attrs import (
+    BACKOFF, CONFIG, CONFIRM, CONFIRM_TAGS, FAILURE, KIND, NOT_COUNTED, OF, PROBE, RESCUE, SEED, STEPS, VERDICT, is_search,
+    study_records, trial_record,
+)
 from stabsearch.search.runner import SearchSettings, open_search_study, run_trial
 from stabsearch.training.trainer import Run
 from stabsearch.search.space import SearchSpace
@@ -80,9 +84,9 @@ def _key(config: dict, seed: int, steps: int) -> str:
 
 def _trial_key(t: FrozenTrial) -> str | None:
     a = t.user_attrs
-    if a.get("kind") != "confirm" or not {"config", "seed", "steps"} <= a.keys():
+    if a.get(KIND) != CONFIRM or not {CONFIG, SEED, STEPS} <= a.keys():
         return None
-    return _key(a["config"], a["seed"], a["steps"])
+    return _key(a[CONFIG], a[SEED], a[STEPS])
 
 
 def _done(trials: list[FrozenTrial]) -> set[str]:
@@ -90,7 +94,7 @@ def _done(trials: list[FrozenTrial]) -> set[str]:
         _trial_key(t)
         for t in trials
         if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-        and t.user_attrs.get("failure") not in NOT_COUNTED and _trial_key(t) is not None
+        and t.user_attrs.get(FAILURE) not in NOT_COUNTED and _trial_key(t) is not None
     }
 
 
@@ -108,8 +112,8 @@ def _slot(source: FrozenTrial, config: OptimConfig, seed: int, steps: int, tags:
             params["lr"] = config.lr
         else:  # below the searched range: the trial's config attribute still records it
             params.pop("lr"), dists.pop("lr")
-    attrs = {"kind": "confirm", "config": config.to_dict(), "seed": seed, "steps": steps,
-             "of": source.number, "backoff": False, "probe": False, "rescue": False, **tags}
+    attrs = {KIND: CONFIRM, CONFIG: config.to_dict(), SEED: seed, STEPS: steps,
+             OF: source.number, BACKOFF: False, PROBE: False, RESCUE: False, **tags}
     return Slot(user_attrs=attrs, params=params, distributions=dists)
 
 
@@ -141,12 +145,12 @@ def _confirmation(module, space, storage, study_name, settings, confirm) -> Conf
     # Best scores first; a search run that already jumped tenfold mid-run would fail confirmation, so it
     # comes after every one that did not, and a run that learned too slowly (verdict slow) after those.
     best = sorted(
-        (t for t in trials if t.user_attrs.get("kind", "search") == "search" and t.state == TrialState.COMPLETE),
-        key=lambda t: (t.user_attrs.get("verdict") == "slow", major_spikes(trial_record(t)) > 0, t.value),
+        (t for t in trials if is_search(t) and t.state == TrialState.COMPLETE),
+        key=lambda t: (t.user_attrs.get(VERDICT) == "slow", major_spikes(trial_record(t)) > 0, t.value),
     )[: confirm.candidates]
     horizon = max(1, round(confirm.stress * settings.steps))
     seeds = confirmation_seeds(settings.seed, confirm.seeds)
-    jobs = [(t, OptimConfig.from_dict(t.user_attrs["config"]), s, {}) for t in best for s in seeds]
+    jobs = [(t, OptimConfig.from_dict(t.user_attrs[CONFIG]), s, {}) for t in best for s in seeds]
     summary = _run_jobs(study, jobs, module, space, storage, settings, horizon, summary, "confirm")
     if summary.interrupted:
         return summary
@@ -156,7 +160,7 @@ def _confirmation(module, space, storage, study_name, settings, confirm) -> Conf
         found = rescue(study_records(study), confirm.safety)
         if found is None:
             break
-        jobs = [(study.trials[found.source.number], found.config, s, {"rescue": True}) for s in seeds]
+        jobs = [(study.trials[found.source.number], found.config, s, {RESCUE: True}) for s in seeds]
         summary = _run_jobs(study, jobs, module, space, storage, settings, horizon, summary, f"rescue lr {found.config.lr:.3g}")
         if summary.interrupted:
             return summary
@@ -171,7 +175,7 @@ def _confirmation(module, space, storage, study_name, settings, confirm) -> Conf
         known = nearest_unstable_lr(study_records(study), config)
         if known is not None and probe.lr >= known:
             continue
-        jobs = [(source, probe, s, {"probe": True}) for s in seeds]
+        jobs = [(source, probe, s, {PROBE: True}) for s in seeds]
         summary = _run_jobs(study, jobs, module, space, storage, settings, horizon, summary, f"edge probe x{factor:.3g}")
         if summary.interrupted or probe_outcomes(study_records(study)).get(probe.lr) is False:
             break  # interrupted, or it passed: the margin is proven
@@ -179,7 +183,7 @@ def _confirmation(module, space, storage, study_name, settings, confirm) -> Conf
         return summary
     safe = back_off(study_records(study), config, confirm.safety)
     if safe != config:
-        jobs = [(source, safe, s, {"backoff": True}) for s in seeds]
+        jobs = [(source, safe, s, {BACKOFF: True}) for s in seeds]
         summary = _run_jobs(study, jobs, module, space, storage, settings, horizon, summary, "back-off")
     return summary
 
@@ -202,11 +206,11 @@ def _run_jobs(study, jobs, module, space, storage, settings, horizon, summary, l
                 if not _wait_for_others(study, slots, settings):
                     break
                 continue
-            a = study._storage.get_trial(trial._trial_id).user_attrs
-            attrs = {k: a[k] for k in ("of", "backoff", "probe", "rescue")}
-            with heartbeat(study, trial._trial_id, settings.heartbeat, progress=Run.steps_logged):
-                run_trial(study, trial, module, space, storage, settings, kind="confirm", seed=a["seed"], steps=horizon,
-                          config=OptimConfig.from_dict(a["config"]), attrs=attrs)
+            a = internals.stored_trial(trial).user_attrs
+            attrs = {k: a[k] for k in CONFIRM_TAGS}
+            with heartbeat(study, internals.trial_id(trial), settings.heartbeat, progress=Run.steps_logged):
+                run_trial(study, trial, module, space, storage, settings, kind=CONFIRM, seed=a[SEED], steps=horizon,
+                          config=OptimConfig.from_dict(a[CONFIG]), attrs=attrs)
             trial = None
             summary.runs += 1
             bar.update(1)
@@ -215,7 +219,7 @@ def _run_jobs(study, jobs, module, space, storage, settings, horizon, summary, l
         summary.interrupted = True
         if trial is not None:
             with interrupts.deferred():
-                requeue(study, study._storage.get_trial(trial._trial_id), {"failure": "interrupted", "verdict": "failed"})
+                abandon(study, trial, "interrupted")
     finally:
         bar.close()
     return summary

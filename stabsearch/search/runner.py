@@ -22,7 +22,6 @@ import dataclasses
 import math
 import tempfile
 import time
-import traceback
 import warnings
 from pathlib import Path
 from collections.abc import Callable
@@ -35,11 +34,15 @@ from optuna.trial import FrozenTrial, TrialState
 from tqdm import tqdm
 
 from stabsearch.search import interrupts
-from stabsearch.config import OptimConfig
+from stabsearch.config import OptimConfig, chance_loss
 from stabsearch.analysis.early_warning import EarlyWarning, eps_regime, predict
 from stabsearch.training.loader import ModelModule
-from stabsearch.search.slots import budget_state, claim, counts_toward_budget, heartbeat, recover_lost, requeue, reserve
-from stabsearch.search.records import UNSTABLE, VERDICTS
+from stabsearch.search import optuna_internals as internals
+from stabsearch.search.slots import abandon, budget_state, claim, counts_toward_budget, heartbeat, recover_lost, reserve
+from stabsearch.search.record import UNSTABLE, VERDICTS
+from stabsearch.search.trial_attrs import (
+    ERROR, FAILED, SEARCH, STEPS, VERDICT, is_search, mark_failed, mark_stopped_slow, run_attrs, write_result,
+)
 from stabsearch.search.sampler import TrialSeededSampler
 from stabsearch.schedule import lr_factor
 from stabsearch.analysis.median_rule import is_slow, median_by_step
@@ -50,8 +53,9 @@ from stabsearch.search.storage import Storage, is_storage_fault
 from stabsearch.training.telemetry import FIELDS as TELEMETRY_FIELDS
 from stabsearch.training.trainer import Deadline, OutOfTime, Run, StopRun, TrainResult, train_trial
 
-_MAX_SPIKES_STORED = 50
 _REPORTS_PER_TRIAL = 20
+#: The hint a trial that ran out of memory keeps.
+OOM_HINT = "out of memory: use a smaller batch or model, or fewer --workers per device"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,7 +112,7 @@ ErrorCallback = Callable[[FrozenTrial], None]
 
 def report_first_error(summary: SearchSummary, trial: FrozenTrial, on_error: ErrorCallback | None) -> None:
     """Call ``on_error`` with ``trial`` if it is the first failure with an error this search met."""
-    if summary.first_error is None and trial.state == TrialState.FAIL and trial.user_attrs.get("error"):
+    if summary.first_error is None and trial.state == TrialState.FAIL and trial.user_attrs.get(ERROR):
         summary.first_error = trial.number
         if on_error is not None:
             on_error(trial)
@@ -161,12 +165,12 @@ def _search(
     recover_lost(study, settings.heartbeat)
     existing = study.get_trials(deepcopy=False)
     verdicts: collections.Counter[str] = collections.Counter(
-        t.user_attrs.get("verdict", "failed") for t in existing if counts_toward_budget(t)
+        t.user_attrs.get(VERDICT, FAILED) for t in existing if counts_toward_budget(t)
     )
     finished = budget_state(study)[0]
     summary = SearchSummary(study_name, finished, 0, dict(verdicts), 0.0)
     bar = tqdm(total=settings.trials, initial=min(finished, settings.trials), unit="trial", disable=None if settings.progress else True, dynamic_ncols=True, leave=True)
-    bar.set_postfix_str(_postfix(verdicts))
+    bar.set_postfix_str(verdict_counts(verdicts))
     held: list[optuna.Trial] = []
     size = settings.population
     try:
@@ -183,7 +187,7 @@ def _search(
                 if recover_lost(study, settings.heartbeat):
                     continue
                 break  # the remaining slots are held by other workers
-            with heartbeat(study, [t._trial_id for t in held], settings.heartbeat, progress=Run.steps_logged):
+            with heartbeat(study, [internals.trial_id(t) for t in held], settings.heartbeat, progress=Run.steps_logged):
                 if len(held) == 1:
                     done = [run_trial(study, held[0], module, space, storage, settings, deadline=deadline)]
                 else:
@@ -194,17 +198,17 @@ def _search(
                 verdicts[verdict] += 1
                 if verdict == "failed":
                     summary.new_failed += 1
-                    report_first_error(summary, trial.storage.get_trial(trial._trial_id), on_error)
+                    report_first_error(summary, internals.stored_trial(trial), on_error)
             held = []
             bar.update(len(done))
-            bar.set_postfix_str(_postfix(verdicts))
+            bar.set_postfix_str(verdict_counts(verdicts))
     except OutOfTime:  # --timeout reached inside a trial: it was re-queued
         summary.timed_out = True
     except KeyboardInterrupt:
         interrupts.shield()  # a second Ctrl-C or SIGTERM must not cut the re-queueing short
         summary.interrupted = True
         for trial in held:
-            _abandon(study, trial, "interrupted")
+            _abandon(study, trial)
     finally:
         bar.close()
     summary.finished = budget_state(study)[0]
@@ -240,7 +244,7 @@ def run_population(
 
     steps, seed = settings.steps, settings.seed
     with interrupts.deferred():  # a trial's configuration is drawn whole, or not at all
-        configs = [prepare_trial(t, space, settings, kind="search", seed=seed, steps=steps, attrs={"population": len(trials)}) for t in trials]
+        configs = [prepare_trial(t, space, settings, kind=SEARCH, seed=seed, steps=steps, attrs={"population": len(trials)}) for t in trials]
     if why_not_population_configs(configs) is not None:  # clipping or mixed precision: one at a time, never ignored
         return [run_trial(study, t, module, space, storage, settings, config=c, deadline=deadline) for t, c in zip(trials, configs)]
     try:
@@ -261,35 +265,37 @@ def run_population(
             raise  # a report to the storage failed: not the user's error; the trials stay RUNNING, recoverable
         with interrupts.deferred():
             for trial in trials:
-                _fail(study, trial, exc)
+                _fail(trial, exc)
         return ["failed"] * len(trials)
     with interrupts.deferred():  # a trial being told is told to the end
         return [finish_trial(study, t, module, storage, settings, c, steps, r) for t, c, r in zip(trials, configs, results)]
 
 
-def _postfix(verdicts: collections.Counter[str]) -> str:
+def verdict_counts(verdicts: collections.Counter[str]) -> str:
+    """``stable=3 spiky=1``: the verdicts counted so far, for the progress bar.
+
+    Example:
+        >>> verdict_counts(collections.Counter({"spiky": 1, "stable": 3}))
+        'stable=3 spiky=1'
+    """
     return " ".join(f"{v}={verdicts[v]}" for v in VERDICTS[:-1] if verdicts[v])
 
 
 def _out_of_time(study: optuna.Study, trial: optuna.Trial, out: OutOfTime) -> None:
     """The study's time ran out: re-queue the trial; the trial's own ran out: it failed, "timed out"."""
     if out.limit == "study":
-        _abandon(study, trial, "interrupted")
+        _abandon(study, trial)
         return
-    trial.set_user_attr("verdict", "failed")
-    trial.set_user_attr("failure", "timed out")
-    trial.set_user_attr("error", f"OutOfTime: {out}")
-    study.tell(trial, state=TrialState.FAIL)
+    mark_failed(trial, "timed out", out, with_traceback=False)
 
 
-def _abandon(study: optuna.Study, trial: optuna.Trial, reason: str) -> None:
-    """End a trial we could not finish as FAIL, and queue its parameters to run again (one change).
+def _abandon(study: optuna.Study, trial: optuna.Trial) -> None:
+    """End a trial we could not finish as FAIL "interrupted", and queue its parameters to run again (one change).
 
     A trial told just before the interrupt is left as it is: nothing to redo.
     """
     with interrupts.deferred():
-        frozen = study._storage.get_trial(trial._trial_id)
-        requeue(study, frozen, {"verdict": "failed", "failure": reason})
+        abandon(study, trial, "interrupted")
 
 
 def run_trial(
@@ -320,7 +326,7 @@ def run_trial(
     with interrupts.deferred():  # a trial's configuration is drawn whole, or not at all
         config = prepare_trial(trial, space, settings, kind=kind, seed=seed, steps=steps, config=config, attrs=attrs)
     every = max(50, steps // _REPORTS_PER_TRIAL)  # a few storage writes per trial, none for tiny runs
-    medians = finished_medians(study, steps) if kind == "search" and settings.stop_slow else {}
+    medians = finished_medians(study, steps) if kind == SEARCH and settings.stop_slow else {}
     warmup = config.warmup_steps(steps)
     best, stopped_at = math.inf, None
 
@@ -352,7 +358,7 @@ def run_trial(
         if is_storage_fault(exc, disk=False):
             raise  # a report to the storage failed: not the user's error; the trial stays RUNNING, recoverable
         with interrupts.deferred():
-            _fail(study, trial, exc)
+            _fail(trial, exc)
         return "failed"
     with interrupts.deferred():  # a trial being told is told to the end
         return finish_trial(study, trial, module, storage, settings, config, steps, result, stopped_slow=stopped_at)
@@ -362,7 +368,7 @@ def finished_medians(study: optuna.Study, steps: int) -> dict[int, float]:
     """Per report step, the median value of the study's finished search trials of ``steps`` steps."""
     finished = [
         t.intermediate_values for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if t.user_attrs.get("kind", "search") == "search" and t.user_attrs.get("steps") == steps
+        if is_search(t) and t.user_attrs.get(STEPS) == steps
     ]
     return median_by_step(finished)
 
@@ -374,9 +380,7 @@ def prepare_trial(
     """Sample (or take) the trial's configuration and record what it will run."""
     if config is None:  # a sampled search configuration trains at the run's precision and decay grouping
         config = dataclasses.replace(sample(space, trial), precision=settings.precision, no_decay=settings.no_decay)
-    for key, value in {"kind": kind, "config": config.to_dict(), "seed": seed, "steps": steps,
-                       "device": str(settings.device), **(attrs or {})}.items():
-        trial.set_user_attr(key, value)
+    internals.set_trial_attrs(trial, run_attrs(kind, config, seed, steps, str(settings.device), attrs))
     return config
 
 
@@ -394,26 +398,21 @@ def finish_trial(
             raise RuntimeError("the training loop logged no losses; call run.log(loss) once per step")
         analysis = analyze_result(result, module, config, steps, settings.options)
     except Exception as exc:
-        _fail(study, trial, exc)
+        _fail(trial, exc)
         return "failed"
     warning = early_warning(result, config, steps) if settings.early_warning else NO_WARNING
     penalty = settings.warning_penalty if warning.predicted_unstable and analysis.verdict != "diverged" else 0.0
     score = analysis.score + penalty
-    _store(trial, storage, result, analysis, warning, score, penalty)
-    # Late spikes and a predicted blow-up are violated constraints (feasible when <= 0), written in the
-    # list format that optuna-dashboard reads; TPE and best_trial then prefer feasible trials.
-    trial.storage.set_trial_system_attr(
-        trial._trial_id, "constraints", [float(analysis.late_spikes), 1.0 if warning.predicted_unstable else 0.0]
-    )
+    artifact = upload_curve(trial, storage, result)
+    write_result(trial, result, analysis, warning, score=score, penalty=penalty,
+                 telemetry=telemetry_summary(result.telemetry), curve_artifact=artifact)
     if analysis.verdict in UNSTABLE and (stopped_slow is None or analysis.verdict == "diverged"):
         trial.report(score, steps)
         study.tell(trial, state=TrialState.PRUNED)
         return analysis.verdict
     if stopped_slow is not None:  # a cut curve's spikes and plateaus are not the run's; its value is its last report
-        reported = trial.storage.get_trial(trial._trial_id).intermediate_values.get(stopped_slow)
-        trial.set_user_attr("verdict", "slow")
-        trial.set_user_attr("stopped_slow_at", stopped_slow)
-        trial.set_user_attr("score", reported)
+        reported = internals.stored_trial(trial).intermediate_values.get(stopped_slow)
+        mark_stopped_slow(trial, stopped_slow, reported)
         study.tell(trial, state=TrialState.PRUNED)
         return "slow"
     study.tell(trial, score)
@@ -443,7 +442,7 @@ def analyze_result(result: TrainResult, module: ModelModule, config: OptimConfig
     """The stability analysis of one run, with what only the trainer knows (held-out loss, dead layers)."""
     return analyze(
         result.losses,
-        chance_loss=math.log(module.classes) if module.classes else None,
+        chance_loss=chance_loss(module.classes),
         warmup=config.warmup_steps(steps),
         final=result.final_eval,
         dead_layer=bool(result.dead_layers),
@@ -453,60 +452,20 @@ def analyze_result(result: TrainResult, module: ModelModule, config: OptimConfig
     )
 
 
-def _fail(study: optuna.Study, trial: optuna.Trial, exc: BaseException) -> None:
+def _fail(trial: optuna.Trial, exc: BaseException) -> None:
+    """User code (or the machine) failed the trial: FAIL, out of memory or a user-code error, with the traceback."""
     oom = isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
-    first_line = (str(exc).splitlines() or [""])[0]
-    trial.set_user_attr("verdict", "failed")
-    trial.set_user_attr("failure", "out of memory" if oom else "user-code error")
-    trial.set_user_attr("error", f"{type(exc).__name__}: {first_line}"[:500])
-    trial.set_user_attr("traceback", "".join(traceback.format_exception(exc))[-8000:])
-    if oom:
-        trial.set_user_attr("hint", "out of memory: use a smaller batch or model, or fewer --workers per device")
-    study.tell(trial, state=TrialState.FAIL)
+    mark_failed(trial, "out of memory" if oom else "user-code error", exc, hint=OOM_HINT if oom else None)
 
 
-def _store(
-    trial: optuna.Trial, storage: Storage, result: TrainResult, analysis: Analysis, warning: EarlyWarning, score: float,
-    penalty: float = 0.0,
-) -> None:
-    """Verdict and numbers as user attributes; the whole curve and telemetry series as an artifact."""
-    attrs: dict[str, Any] = {
-        "verdict": analysis.verdict,
-        "score": score,
-        "curve_score": analysis.score,
-        "predicted_unstable": warning.predicted_unstable,
-        "warning": warning.reason,
-        "warning_penalty": penalty,
-        "sharpness": _finite_or_none(result.sharpness),
-        "preconditioned_sharpness": _finite_or_none(result.preconditioned_sharpness),
-        "checks": dict(result.checks),
-        "sharpness_seconds": round(result.sharpness_seconds, 4),
-        "telemetry": telemetry_summary(result.telemetry),
-        "final_loss": _finite_or_none(analysis.final_loss),
-        "initial_loss": _finite_or_none(analysis.initial_loss),
-        "cause": analysis.cause,
-        "n_spikes": len(analysis.spikes),
-        "late_spikes": analysis.late_spikes,
-        "unrecovered": analysis.unrecovered,
-        "spikes": [s.to_dict() for s in analysis.spikes[:_MAX_SPIKES_STORED]],
-        "diverged_at": analysis.diverged_at,
-        "dead_layers": list(result.dead_layers),
-        "steps_run": result.steps_run,
-        "seconds": round(result.seconds, 3),
-    }
-    if result.config is not None:  # what the run trained with, where its framework's own arguments decided
-        attrs["config"] = result.config.to_dict()
-    if result.skipped_steps:
-        attrs["skipped_steps"] = result.skipped_steps
-    for key, value in attrs.items():
-        trial.set_user_attr(key, value)
+def upload_curve(trial: optuna.Trial, storage: Storage, result: TrainResult) -> str:
+    """The whole curve and telemetry series as a CSV artifact of ``trial``; returns its artifact id."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"loss_curve_trial{trial.number}.csv"
         write_curve(path, result.losses, result.telemetry)
-        artifact_id = optuna.artifacts.upload_artifact(
+        return optuna.artifacts.upload_artifact(
             artifact_store=storage.artifacts, file_path=str(path), study_or_trial=trial, mimetype="text/csv"
         )
-    trial.set_user_attr("curve_artifact", artifact_id)
 
 
 def write_curve(path: Path, losses: np.ndarray, telemetry: list[dict[str, float]] = ()) -> None:
@@ -532,6 +491,3 @@ def telemetry_summary(telemetry: list[dict[str, float]]) -> dict[str, float | No
             out[f"{key}_last"], out[f"{key}_min"], out[f"{key}_max"] = values[-1], min(values), max(values)
     return out
 
-
-def _finite_or_none(value: float | None) -> float | None:
-    return value if value is not None and math.isfinite(value) else None

@@ -27,9 +27,7 @@ on one study. What they leave out, this adds:
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import fcntl
-import json
 import math
 import os
 import socket
@@ -41,8 +39,11 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.distributions import BaseDistribution, distribution_to_json
+from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
+
+from stabsearch.search import optuna_internals as internals
+from stabsearch.search.trial_attrs import CONFIG, FAILURE, KIND, NOT_COUNTED, REQUEUED_FROM, RETRY, SEARCH, failure_attrs, is_search
 
 HEARTBEAT_KEY = "stabsearch:heartbeat"
 OWNER_KEY = "stabsearch:owner"
@@ -51,12 +52,6 @@ PROGRESS_KEY = "stabsearch:progress"
 GRACE_BEATS = 6
 #: The interval assumed for a trial whose worker recorded none, when the observer's is not usable.
 DEFAULT_INTERVAL = 10.0
-#: Failures that do not use up a slot: the trial is re-run instead.
-NOT_COUNTED = frozenset({"interrupted", "worker lost"})
-
-
-def is_search(trial: FrozenTrial) -> bool:
-    return trial.user_attrs.get("kind", "search") == "search"
 
 
 def counts_toward_budget(trial: FrozenTrial) -> bool:
@@ -65,7 +60,7 @@ def counts_toward_budget(trial: FrozenTrial) -> bool:
         return False
     if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
         return True
-    return trial.state == TrialState.FAIL and trial.user_attrs.get("failure") not in NOT_COUNTED
+    return trial.state == TrialState.FAIL and trial.user_attrs.get(FAILURE) not in NOT_COUNTED
 
 
 def _budget(trials: Iterable[FrozenTrial]) -> tuple[int, int, int]:
@@ -153,23 +148,23 @@ class _Changes:
         self.study = study
 
     def trials(self) -> list[FrozenTrial]:
-        return self.study._storage.get_all_trials(self.study._study_id, deepcopy=False)
+        return internals.all_trials(self.study)
 
     def add(self, slots: list[Slot]) -> None:
-        storage = self.study._storage
+        storage = internals.storage_of(self.study)
         for s in slots:
             template = optuna.trial.create_trial(state=TrialState.WAITING, params=s.params, distributions=s.distributions,
                                                  user_attrs=s.user_attrs, system_attrs=s.system_attrs())
-            storage.create_new_trial(self.study._study_id, template_trial=template)
+            storage.create_new_trial(internals.study_id(self.study), template_trial=template)
 
     def fail(self, trial: FrozenTrial, attrs: dict[str, Any]) -> bool:
-        storage = self.study._storage
-        if storage.get_trial(trial._trial_id).state != TrialState.RUNNING:
+        storage, trial_id = internals.storage_of(self.study), internals.trial_id(trial)
+        if storage.get_trial(trial_id).state != TrialState.RUNNING:
             return False
         try:
             for key, value in attrs.items():
-                storage.set_trial_user_attr(trial._trial_id, key, value)
-            return storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+                storage.set_trial_user_attr(trial_id, key, value)
+            return storage.set_trial_state_values(trial_id, state=TrialState.FAIL)
         except optuna.exceptions.UpdateFinishedTrialError:
             return False
 
@@ -182,44 +177,11 @@ class _RDBChanges(_Changes):
         self.session = session
 
     def add(self, slots: list[Slot]) -> None:
-        from optuna.storages._rdb import models
-        from sqlalchemy import func, select
-
-        if not slots:
-            return
-        s, study_id = self.session, self.study._study_id
-        base = s.scalar(select(func.count(models.TrialModel.trial_id)).where(models.TrialModel.study_id == study_id))
-        rows = [models.TrialModel(study_id=study_id, number=base + i, state=TrialState.WAITING) for i in range(len(slots))]
-        s.add_all(rows)
-        s.flush()
-        for row, slot in zip(rows, slots):
-            s.add_all(models.TrialUserAttributeModel(trial_id=row.trial_id, key=k, value_json=json.dumps(v))
-                      for k, v in slot.user_attrs.items())
-            s.add_all(models.TrialSystemAttributeModel(trial_id=row.trial_id, key=k, value_json=json.dumps(v))
-                      for k, v in slot.system_attrs().items())
-            s.add_all(models.TrialParamModel(trial_id=row.trial_id, param_name=k, param_value=slot.distributions[k].to_internal_repr(v),
-                                             distribution_json=distribution_to_json(slot.distributions[k]))
-                      for k, v in slot.params.items())
+        internals.add_waiting_trials(self.session, self.study,
+                                     ((s.user_attrs, s.system_attrs(), s.params, s.distributions) for s in slots))
 
     def fail(self, trial: FrozenTrial, attrs: dict[str, Any]) -> bool:
-        from optuna.storages._rdb import models
-        from sqlalchemy import delete, update
-
-        s, t = self.session, models.TrialModel.__table__.c
-        now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
-        done = s.execute(update(models.TrialModel.__table__).where(t.trial_id == trial._trial_id, t.state == TrialState.RUNNING)
-                         .values(state=TrialState.FAIL, datetime_complete=now))
-        if done.rowcount != 1:
-            return False
-        a = models.TrialUserAttributeModel
-        s.execute(delete(a).where(a.trial_id == trial._trial_id, a.key.in_(list(attrs))))
-        s.add_all(a(trial_id=trial._trial_id, key=k, value_json=json.dumps(v)) for k, v in attrs.items())
-        return True
-
-
-def _rdb(study: optuna.Study) -> optuna.storages.RDBStorage | None:
-    storage = getattr(study._storage, "_backend", study._storage)
-    return storage if isinstance(storage, optuna.storages.RDBStorage) else None
+        return internals.fail_running(self.session, trial, attrs)
 
 
 _local_lock = threading.Lock()
@@ -233,20 +195,12 @@ def slot_changes(study: optuna.Study) -> Iterator[_Changes]:
     raises (or the process dies); on a journal file, an exclusive ``flock`` on
     ``<journal>.slots.lock``, held by the stabsearch processes of this machine.
     """
-    rdb = _rdb(study)
+    rdb = internals.rdb_of(study)
     if rdb is not None:
-        from optuna.storages._rdb import models
-        from sqlalchemy import update
-        from sqlalchemy.orm import Session
-
-        with Session(rdb.engine) as session, session.begin():
-            st = models.StudyModel
-            # A no-op write on the study's row: PostgreSQL and MySQL lock the row, SQLite the database, until commit.
-            session.execute(update(st).where(st.study_id == study._study_id).values(study_name=st.study_name))
+        with internals.locked_study(rdb, study) as session:
             yield _RDBChanges(study, session)
         return
-    backend = getattr(study._storage, "_backend", None)
-    path = getattr(backend, "_file_path", None)
+    path = internals.journal_file(study)
     with _local_lock:
         if path is None:
             yield _Changes(study)
@@ -269,7 +223,7 @@ def reserve(study: optuna.Study, target: int, at_most: int | None = None) -> int
         missing = max(0, target - finished - running - waiting)
         if at_most is not None:
             missing = min(missing, at_most)
-        changes.add([Slot(user_attrs={"kind": "search"}) for _ in range(missing)])
+        changes.add([Slot(user_attrs={KIND: SEARCH}) for _ in range(missing)])
     return missing
 
 
@@ -289,33 +243,33 @@ def requeue(study: optuna.Study, trial: FrozenTrial, attrs: dict[str, Any], *, r
         if not is_search(trial):
             return True
         # Its configuration: the one it drew, or the one it was queued to run again; none if it never drew one.
-        params = dict(trial.params) if "config" in trial.user_attrs else trial.system_attrs.get("fixed_params")
+        params = dict(trial.params) if CONFIG in trial.user_attrs else trial.system_attrs.get("fixed_params")
         if not params:
-            changes.add([Slot(user_attrs={"kind": "search"})])  # a fresh slot in its place
-        elif not (retry and trial.user_attrs.get("retry")):
-            again = retry or trial.user_attrs.get("retry")
-            user_attrs = {"kind": "search", "requeued_from": trial.number, **({"retry": 1} if again else {})}
+            changes.add([Slot(user_attrs={KIND: SEARCH})])  # a fresh slot in its place
+        elif not (retry and trial.user_attrs.get(RETRY)):
+            again = retry or trial.user_attrs.get(RETRY)
+            user_attrs = {KIND: SEARCH, REQUEUED_FROM: trial.number, **({RETRY: 1} if again else {})}
             changes.add([Slot(user_attrs=user_attrs, fixed_params=params)])
     return True
 
 
+def abandon(study: optuna.Study, trial: optuna.Trial, reason: str) -> bool:
+    """End the RUNNING ``trial`` as FAIL with the failure ``reason`` and queue it to run again (:func:`requeue`).
+
+    False if it was no longer RUNNING (told just before): nothing to redo.
+    """
+    return requeue(study, internals.stored_trial(trial), failure_attrs(reason))
+
+
 def _take(study: optuna.Study, trial_id: int) -> bool:
     """The atomic WAITING -> RUNNING update; True for the one process that made it."""
-    rdb = _rdb(study)
-    if rdb is None:  # journal and in-memory storages already decide one owner
-        try:
-            return study._storage.set_trial_state_values(trial_id, state=TrialState.RUNNING)
-        except optuna.exceptions.UpdateFinishedTrialError:
-            return False
-    from optuna.storages._rdb import models
-    from sqlalchemy import update
-
-    t = models.TrialModel.__table__
-    now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
-    with rdb.engine.begin() as conn:
-        done = conn.execute(update(t).where(t.c.trial_id == trial_id, t.c.state == TrialState.WAITING)
-                            .values(state=TrialState.RUNNING, datetime_start=now))
-    return done.rowcount == 1
+    rdb = internals.rdb_of(study)
+    if rdb is not None:
+        return internals.take_waiting(rdb, trial_id)
+    try:  # journal and in-memory storages already decide one owner
+        return internals.storage_of(study).set_trial_state_values(trial_id, state=TrialState.RUNNING)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return False
 
 
 def claim(study: optuna.Study, interval: float = DEFAULT_INTERVAL,
@@ -324,19 +278,18 @@ def claim(study: optuna.Study, interval: float = DEFAULT_INTERVAL,
 
     None when there is none left.
     """
-    storage = study._storage
-    waiting = storage.get_all_trials(study._study_id, deepcopy=False, states=(TrialState.WAITING,))
-    for frozen in waiting:
-        if not accept(frozen) or not _take(study, frozen._trial_id):
+    for frozen in internals.all_trials(study, states=(TrialState.WAITING,)):
+        trial_id = internals.trial_id(frozen)
+        if not accept(frozen) or not _take(study, trial_id):
             continue
-        storage.set_trial_system_attr(frozen._trial_id, OWNER_KEY, owner_record(interval))
-        beat(study, frozen._trial_id)
-        return optuna.Trial(study, frozen._trial_id)
+        internals.set_trial_system_attr(study, trial_id, OWNER_KEY, owner_record(interval))
+        beat(study, trial_id)
+        return optuna.Trial(study, trial_id)
     return None
 
 
 def beat(study: optuna.Study, trial_id: int) -> None:
-    study._storage.set_trial_system_attr(trial_id, HEARTBEAT_KEY, time.time())
+    internals.set_trial_system_attr(study, trial_id, HEARTBEAT_KEY, time.time())
 
 
 @contextmanager
@@ -359,7 +312,7 @@ def heartbeat(study: optuna.Study, trial_ids: int | list[int], interval: float,
                 for trial_id in ids:
                     beat(study, trial_id)
                     if now != last:
-                        study._storage.set_trial_system_attr(trial_id, PROGRESS_KEY, time.time())
+                        internals.set_trial_system_attr(study, trial_id, PROGRESS_KEY, time.time())
             except Exception:  # the trial may have just finished; the next run of the loop ends
                 return
             last = now
@@ -398,7 +351,7 @@ def recover_lost(study: optuna.Study, interval: float, now: float | None = None)
     lost = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         why = lost_reason(t, interval, now)
-        if why is not None and requeue(study, t, {"verdict": "failed", "failure": "worker lost", "error": why}, retry=True):
+        if why is not None and requeue(study, t, failure_attrs("worker lost", why), retry=True):
             lost.append(t.number)
     return lost
 
@@ -428,7 +381,6 @@ def stalled(study: optuna.Study, timeout: float, now: float | None = None) -> di
 
 def end_timed_out(study: optuna.Study, trial: FrozenTrial, timeout: float) -> bool:
     """End a stalled trial as FAIL "timed out" (counted, not re-run); False if it was no longer RUNNING."""
-    attrs = {"verdict": "failed", "failure": "timed out",
-             "error": f"no step logged for {timeout:g}s (--trial-timeout): its worker was stopped"}
+    attrs = failure_attrs("timed out", f"no step logged for {timeout:g}s (--trial-timeout): its worker was stopped")
     with slot_changes(study) as changes:
         return changes.fail(trial, attrs)

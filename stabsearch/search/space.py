@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Protocol, Union
 
 
-from stabsearch.config import OPTIMIZERS, OptimConfig
+from stabsearch.config import BOUNDS, OPTIMIZERS, OptimConfig
 from stabsearch.errors import UsageError
 from stabsearch.inputs import load_yaml, read_user_file
 from stabsearch.schedule import SCHEDULES
@@ -53,16 +53,6 @@ ParamSpec = Union[Range, Choice, Fixed]
 #: Parameters sampled as ``1 - value`` on a log scale (beta2 near 1 needs that resolution).
 COMPLEMENT = frozenset({"beta2"})
 
-#: Physical bounds every value must respect: (low, high, low_inclusive, high_inclusive).
-_BOUNDS: dict[str, tuple[float, float, bool, bool]] = {
-    "lr": (0.0, math.inf, False, False),
-    "eps": (0.0, math.inf, False, False),
-    "beta1": (0.0, 1.0, True, False),
-    "beta2": (0.0, 1.0, True, False),
-    "weight_decay": (0.0, math.inf, True, False),
-    "warmup": (0.0, 0.5, True, True),
-    "max_grad_norm": (0.0, math.inf, False, False),
-}
 #: Parameters whose value may be ``None`` ("off"): YAML ``null`` or ``off``.
 OPTIONAL = frozenset({"max_grad_norm"})
 #: The range a mapping override of a parameter fixed by default starts from.
@@ -70,7 +60,7 @@ _RANGES = {"max_grad_norm": Range(0.1, 10.0, log=True)}
 _CHOICES: dict[str, tuple[str, ...]] = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES}
 
 DEFAULTS: dict[str, ParamSpec] = {
-    "optimizer": Choice(("adam", "adamw")),
+    "optimizer": Choice(OPTIMIZERS),
     "lr": Range(1e-5, 1.0, log=True),
     "eps": Range(1e-10, 1e-1, log=True),
     "beta1": Range(0.8, 0.99),
@@ -184,13 +174,9 @@ def _optional_number(name: str, value: Any, where: str) -> float | None:
 
 
 def _check_bounds(name: str, value: float, where: str) -> float:
-    low, high, low_in, high_in = _BOUNDS[name]
-    ok_low = value >= low if low_in else value > low
-    ok_high = value <= high if high_in else value < high
-    if not (ok_low and ok_high):
-        lo = "[" if low_in else "("
-        hi = "]" if high_in else ")"
-        raise UsageError(f"{where}: {value!r} is outside {lo}{low:g}, {high:g}{hi}")
+    bound = BOUNDS[name]  # the physical bounds of stabsearch.config
+    if not bound.contains(value):
+        raise UsageError(f"{where}: {value!r} is outside {bound}")
     return value
 
 

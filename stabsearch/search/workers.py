@@ -42,8 +42,9 @@ from tqdm import tqdm
 from stabsearch.search import interrupts
 from stabsearch.errors import UsageError
 from stabsearch.search.slots import budget_state, counts_toward_budget, end_timed_out, recover_lost, stalled
-from stabsearch.search.runner import ErrorCallback, SearchSettings, SearchSummary, _postfix, open_search_study, report_first_error
+from stabsearch.search.runner import ErrorCallback, SearchSettings, SearchSummary, open_search_study, report_first_error, verdict_counts
 from stabsearch.search.space import SearchSpace
+from stabsearch.search.trial_attrs import FAILED, VERDICT
 
 #: Seconds an orphaned worker has to re-queue its trial before it exits regardless.
 ORPHAN_GRACE = 60.0
@@ -271,12 +272,12 @@ def _refresh(study: optuna.Study, bar: tqdm, summary: SearchSummary, before: set
     summary.new_failed = len(new_failed)
     for trial in new_failed:
         report_first_error(summary, trial, on_error)
-    verdicts = collections.Counter(t.user_attrs.get("verdict", "failed") for t in counted)
+    verdicts = collections.Counter(t.user_attrs.get(VERDICT, FAILED) for t in counted)
     summary.new_trials += len(counted) - summary.finished
     summary.finished = len(counted)
     summary.verdicts = dict(verdicts)
     bar.n = min(len(counted), bar.total)
-    bar.set_postfix_str(_postfix(verdicts))
+    bar.set_postfix_str(verdict_counts(verdicts))
     bar.refresh()
 
 

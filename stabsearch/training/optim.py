@@ -8,10 +8,8 @@ from functools import partial
 
 import torch
 
-from stabsearch.config import OptimConfig
+from stabsearch.config import OPTIMIZER_CLASSES, OptimConfig
 from stabsearch.schedule import lr_factor
-
-_OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
 
 
 def decay_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
@@ -65,7 +63,7 @@ def build_optimizer(params: Iterable[torch.nn.Parameter] | Iterable[dict] | torc
         >>> type(opt).__name__, opt.param_groups[0]["lr"]
         ('Adam', 0.01)
     """
-    cls = _OPTIMIZERS[config.optimizer]
+    cls = getattr(torch.optim, OPTIMIZER_CLASSES[config.optimizer])
     return cls(optimizer_params(params, config), lr=config.lr, betas=config.betas, eps=config.eps, weight_decay=config.weight_decay)
 
 

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from stabsearch.config import OptimConfig
+from stabsearch.config import OptimConfig, chance_loss
 from stabsearch.training.device import move_to
 from stabsearch.training.loader import ModelModule
 from stabsearch.training.optim import build_optimizer, build_scheduler
@@ -483,7 +483,7 @@ def train_trial(
     :class:`OutOfTime`, which propagates. Exceptions from user code
     propagate; the caller decides what a failure means.
     """
-    chance = math.log(module.classes) if module.classes else None
+    chance = chance_loss(module.classes)
     seed_everything(seed)
     run = Run(config, steps=steps, seed=seed, device=device, chance_loss=chance, options=options, on_progress=on_progress,
               progress_every=progress_every, deadlines=tuple(d for d in deadlines if d is not None))

@@ -9,7 +9,7 @@ from optuna.trial import TrialState
 from tests.support import module_path
 from stabsearch import OptimConfig, SearchSpace, TrainResult, analyze, load_model_module
 from stabsearch.analysis import median_rule
-from stabsearch.search.records import study_records
+from stabsearch.search.trial_attrs import study_records
 from stabsearch.reporting.curves import read_curve
 from stabsearch.search.runner import SearchSettings, finish_trial, run_search
 from stabsearch.analysis.median_rule import is_slow, median_by_step

@@ -451,7 +451,7 @@ def test_a_study_with_a_population_gives_what_a_sequential_study_gives(tmp_path)
 
     from stabsearch import SearchSpace
     from stabsearch.search.recommend import recommend
-    from stabsearch.search.records import study_records
+    from stabsearch.search.trial_attrs import study_records
     from stabsearch.reporting.curves import read_curve
     from stabsearch.search.runner import SearchSettings, run_search
     from stabsearch.search.storage import open_storage

@@ -26,7 +26,7 @@ from optuna.trial import TrialState
 
 from stabsearch.config import OptimConfig
 from stabsearch.errors import UsageError
-from stabsearch.search.records import study_records
+from stabsearch.search.trial_attrs import study_records
 from stabsearch.reporting.curves import envelope
 from stabsearch.reporting.figures import map_pairs
 from stabsearch.reporting.instability import instability_probability
@@ -197,7 +197,7 @@ def test_the_early_warning_penalty_and_its_reason_are_shown(tmp_path, built):
 
 
 def test_records_read_the_warning_attributes_defensively():
-    from stabsearch.search.records import trial_record
+    from stabsearch.search.trial_attrs import trial_record
 
     def record(value, **attrs):
         return trial_record(optuna.trial.create_trial(state=TrialState.COMPLETE, value=value, user_attrs={"verdict": "stable", **attrs}))

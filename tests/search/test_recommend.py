@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from stabsearch.search.records import TrialRecord
+from stabsearch.search.record import TrialRecord
 from stabsearch.search.recommend import NothingToRecommend, major_spikes, probe_failed, recommend, rescue, survived
 
 BASE = {"optimizer": "adam", "eps": 1e-8, "beta1": 0.9, "beta2": 0.999, "weight_decay": 0.0,

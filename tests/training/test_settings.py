@@ -53,7 +53,7 @@ def test_default_loop_clips_as_clip_grad_norm_does():
 def test_max_grad_norm_is_searched_and_stored(tmp_path):
     import optuna
 
-    from stabsearch.search.records import study_records
+    from stabsearch.search.trial_attrs import study_records
     from stabsearch.search.runner import SearchSettings, run_search
     from stabsearch.search.storage import open_storage
 

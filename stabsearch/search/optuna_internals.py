@@ -1,0 +1,177 @@
+"""Every use of Optuna's private API, behind small typed functions.
+
+Optuna's public API has no way to name a study's or a trial's storage id, to
+write several trial attributes in one transaction, or to change a trial's
+state conditionally in SQL; stabsearch needs all three. What it uses of
+Optuna's internals (``Study._storage``, ``Study._study_id``,
+``Trial._trial_id``, ``Trial._cached_frozen_trial``, ``FrozenStudy._study_id``,
+``_CachedStorage._backend``, ``JournalFileBackend._file_path``, the RDB
+storage's session helpers and its table models in
+``optuna.storages._rdb.models``) is used here and nowhere else, so an Optuna
+upgrade that moves one of them breaks this module alone.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import optuna
+from optuna.distributions import BaseDistribution, distribution_to_json
+from optuna.storages import BaseStorage, RDBStorage
+from optuna.study._frozen import FrozenStudy
+from optuna.trial import FrozenTrial, TrialState
+
+
+# --- ids and storages -----------------------------------------------------------------------------
+
+
+def storage_of(study: optuna.Study) -> BaseStorage:
+    """The storage ``study`` reads and writes (for a SQL URL, Optuna's caching wrapper of the RDB storage)."""
+    return study._storage
+
+
+def study_id(study: optuna.Study | FrozenStudy) -> int:
+    """The storage's id of ``study`` (a loaded study, or one of ``storage.get_all_studies()``)."""
+    return study._study_id
+
+
+def trial_id(trial: optuna.Trial | FrozenTrial) -> int:
+    """The storage's id of ``trial`` (not its number, which counts within the study)."""
+    return trial._trial_id
+
+
+def stored_trial(trial: optuna.Trial) -> FrozenTrial:
+    """``trial`` as the storage holds it now (a live ``optuna.Trial`` caches only what it wrote itself)."""
+    return trial.storage.get_trial(trial._trial_id)
+
+
+def all_trials(study: optuna.Study, states: Sequence[TrialState] | None = None) -> list[FrozenTrial]:
+    """The study's trials read from its storage, past the study's per-thread cache (not deep-copied)."""
+    return study._storage.get_all_trials(study._study_id, deepcopy=False, states=states)
+
+
+def set_trial_system_attr(study: optuna.Study, trial: int | optuna.Trial | FrozenTrial, key: str, value: Any) -> None:
+    """Write one system attribute of a trial (``trial``: the trial or its storage id)."""
+    study._storage.set_trial_system_attr(trial if isinstance(trial, int) else trial._trial_id, key, value)
+
+
+def rdb_of(study: optuna.Study) -> RDBStorage | None:
+    """The SQL storage under ``study``'s storage, or None (journal, in-memory)."""
+    storage = getattr(study._storage, "_backend", study._storage)
+    return storage if isinstance(storage, RDBStorage) else None
+
+
+def journal_file(study: optuna.Study) -> str | None:
+    """The path of ``study``'s journal file, or None when it is not stored in one."""
+    return getattr(getattr(study._storage, "_backend", None), "_file_path", None)
+
+
+# --- writing a trial's attributes at once ---------------------------------------------------------
+
+
+def set_trial_attrs(trial: optuna.Trial, user_attrs: Mapping[str, Any], system_attrs: Mapping[str, Any] = {}) -> None:
+    """Write ``user_attrs`` and ``system_attrs`` of the running ``trial``: on a SQL storage in one transaction.
+
+    Other storages get one write per attribute. ``trial.user_attrs`` reads
+    them back afterwards, as after ``trial.set_user_attr``.
+    """
+    rdb = rdb_of(trial.study)
+    tid = trial._trial_id
+    if rdb is None:
+        for key, value in user_attrs.items():
+            trial.storage.set_trial_user_attr(tid, key, value)
+        for key, value in system_attrs.items():
+            trial.storage.set_trial_system_attr(tid, key, value)
+    else:
+        from optuna.storages._rdb import models
+        from optuna.storages._rdb.storage import _create_scoped_session
+
+        with _create_scoped_session(rdb.scoped_session, True) as session:
+            for model, attrs in ((models.TrialUserAttributeModel, user_attrs), (models.TrialSystemAttributeModel, system_attrs)):
+                for key, value in attrs.items():
+                    rdb._set_trial_attr_without_commit(session, model, tid, key, value)
+    trial._cached_frozen_trial.user_attrs.update(user_attrs)
+    trial._cached_frozen_trial.system_attrs.update(system_attrs)
+
+
+# --- SQL: conditional state changes and slots in one transaction ----------------------------------
+
+
+def _utcnow() -> datetime.datetime:
+    return datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+
+
+@contextmanager
+def locked_study(rdb: RDBStorage, study: optuna.Study) -> Iterator[Any]:
+    """A SQLAlchemy session in one transaction that holds ``study``'s row until it commits (or rolls back).
+
+    PostgreSQL and MySQL lock the row, SQLite the whole database.
+    """
+    from optuna.storages._rdb import models
+    from sqlalchemy import update
+    from sqlalchemy.orm import Session
+
+    with Session(rdb.engine) as session, session.begin():
+        st = models.StudyModel
+        # A no-op write on the study's row takes the lock.
+        session.execute(update(st).where(st.study_id == study._study_id).values(study_name=st.study_name))
+        yield session
+
+
+def add_waiting_trials(
+    session: Any, study: optuna.Study,
+    trials: Iterable[tuple[Mapping[str, Any], Mapping[str, Any], Mapping[str, Any], Mapping[str, BaseDistribution]]],
+) -> None:
+    """Add WAITING trials in ``session``: each as (user attributes, system attributes, params, distributions)."""
+    from optuna.storages._rdb import models
+    from sqlalchemy import func, select
+
+    trials = list(trials)
+    if not trials:
+        return
+    sid = study._study_id
+    base = session.scalar(select(func.count(models.TrialModel.trial_id)).where(models.TrialModel.study_id == sid))
+    rows = [models.TrialModel(study_id=sid, number=base + i, state=TrialState.WAITING) for i in range(len(trials))]
+    session.add_all(rows)
+    session.flush()
+    for row, (user_attrs, system_attrs, params, distributions) in zip(rows, trials):
+        session.add_all(models.TrialUserAttributeModel(trial_id=row.trial_id, key=k, value_json=json.dumps(v))
+                        for k, v in user_attrs.items())
+        session.add_all(models.TrialSystemAttributeModel(trial_id=row.trial_id, key=k, value_json=json.dumps(v))
+                        for k, v in system_attrs.items())
+        session.add_all(models.TrialParamModel(trial_id=row.trial_id, param_name=k,
+                                               param_value=distributions[k].to_internal_repr(v),
+                                               distribution_json=distribution_to_json(distributions[k]))
+                        for k, v in params.items())
+
+
+def fail_running(session: Any, trial: FrozenTrial, user_attrs: Mapping[str, Any]) -> bool:
+    """In ``session``: RUNNING -> FAIL with ``user_attrs`` written; False (nothing changed) if it was not RUNNING."""
+    from optuna.storages._rdb import models
+    from sqlalchemy import delete, update
+
+    t = models.TrialModel.__table__.c
+    done = session.execute(update(models.TrialModel.__table__).where(t.trial_id == trial._trial_id, t.state == TrialState.RUNNING)
+                           .values(state=TrialState.FAIL, datetime_complete=_utcnow()))
+    if done.rowcount != 1:
+        return False
+    a = models.TrialUserAttributeModel
+    session.execute(delete(a).where(a.trial_id == trial._trial_id, a.key.in_(list(user_attrs))))
+    session.add_all(a(trial_id=trial._trial_id, key=k, value_json=json.dumps(v)) for k, v in user_attrs.items())
+    return True
+
+
+def take_waiting(rdb: RDBStorage, trial_id: int) -> bool:
+    """The atomic WAITING -> RUNNING update of one trial (its own transaction); True for the one caller that made it."""
+    from optuna.storages._rdb import models
+    from sqlalchemy import update
+
+    t = models.TrialModel.__table__
+    with rdb.engine.begin() as conn:
+        done = conn.execute(update(t).where(t.c.trial_id == trial_id, t.c.state == TrialState.WAITING)
+                            .values(state=TrialState.RUNNING, datetime_start=_utcnow()))
+    return done.rowcount == 1

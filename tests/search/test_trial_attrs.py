@@ -1,0 +1,103 @@
+"""The trial-attribute layout: a result written in one transaction reads back whole; failures; search trials."""
+
+from __future__ import annotations
+
+import numpy as np
+import optuna
+import pytest
+import sqlalchemy
+from optuna.trial import TrialState
+
+from stabsearch.analysis.early_warning import EarlyWarning
+from stabsearch.analysis.stability import analyze
+from stabsearch.config import OptimConfig
+from stabsearch.search import optuna_internals
+from stabsearch.search.storage import open_storage
+from stabsearch.search.trial_attrs import (
+    CONSTRAINTS, is_search, mark_failed, run_attrs, study_records, trial_record, write_result,
+)
+from stabsearch.training.trainer import TrainResult
+
+
+@pytest.fixture(params=["sqlite", "memory"])
+def study(request, tmp_path):
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if request.param == "memory":
+        return optuna.create_study()
+    store = open_storage(f"sqlite:///{tmp_path}/s.db", create=True)
+    return optuna.create_study(study_name="attrs", storage=store.storage)
+
+
+def _run(spike_at: int | None = None) -> tuple[TrainResult, object]:
+    losses = np.exp(-np.linspace(0.0, 3.0, 200))
+    if spike_at is not None:
+        losses[spike_at] *= 40.0
+    result = TrainResult(losses=losses, diverged_at=None, seconds=1.23456, sharpness=float("nan"),
+                         checks={"sharpness": "ran"}, telemetry=[{"step": 0, "grad_norm": 1.0}])
+    return result, analyze(losses)
+
+
+def test_a_written_result_reads_back_as_the_record(study):
+    trial = study.ask()
+    config = OptimConfig(lr=3e-3, eps=1e-7)
+    optuna_internals.set_trial_attrs(trial, run_attrs("search", config, seed=4, steps=200, device="cpu"))
+    result, analysis = _run(spike_at=150)
+    warning = EarlyWarning(True, 2.5, "eps-dominated at the peak learning rate")
+    write_result(trial, result, analysis, warning, score=analysis.score + 1.0, penalty=1.0,
+                 telemetry={"samples": 1}, curve_artifact="abc-123")
+    assert trial.user_attrs["verdict"] == analysis.verdict  # the live trial sees what it wrote
+    study.tell(trial, analysis.score + 1.0)
+
+    (record,) = study_records(study)
+    assert (record.kind, record.seed, record.steps, record.params) == ("search", 4, 200, config.to_dict())
+    assert record.verdict == analysis.verdict and record.final_loss == pytest.approx(analysis.final_loss)
+    assert record.spikes == len(analysis.spikes) >= 1 and record.late_spikes == analysis.late_spikes
+    assert record.warning == warning.reason and record.warning_penalty == 1.0 and record.predicted_unstable
+    assert record.checks == {"sharpness": "ran"} and record.curve_artifact == "abc-123" and record.unreadable == ()
+    stored = study.trials[0]
+    assert stored.user_attrs["sharpness"] is None and stored.user_attrs["seconds"] == 1.235  # non-finite: None
+    assert stored.system_attrs[CONSTRAINTS] == [float(analysis.late_spikes), 1.0]
+
+
+def test_a_result_on_a_sql_storage_is_one_commit(tmp_path):
+    store = open_storage(f"sqlite:///{tmp_path}/s.db", create=True)
+    study = optuna.create_study(study_name="one", storage=store.storage)
+    trial = study.ask()
+    commits = []
+    sqlalchemy.event.listen(store.storage.engine, "commit", lambda conn: commits.append(1))
+    result, analysis = _run()
+    write_result(trial, result, analysis, EarlyWarning(False, 1.0, "ok"), score=analysis.score, penalty=0.0,
+                 telemetry={}, curve_artifact=None)
+    assert len(commits) == 1
+    assert len(study.trials[0].user_attrs) >= 20
+
+
+def test_mark_failed_records_the_reason_and_the_error_line(study):
+    trial = study.ask()
+    try:
+        raise ValueError("shapes (3, 4) and (5,) differ\nsecond line")
+    except ValueError as exc:
+        mark_failed(trial, "user-code error", exc, hint="check the model")
+    stored = study.trials[0]
+    assert stored.state == TrialState.FAIL
+    assert stored.user_attrs["failure"] == "user-code error" and stored.user_attrs["hint"] == "check the model"
+    assert stored.user_attrs["error"] == "ValueError: shapes (3, 4) and (5,) differ"
+    assert "raise ValueError" in stored.user_attrs["traceback"]
+    record = trial_record(stored)
+    assert (record.verdict, record.failure, record.error) == ("failed", "user-code error", "ValueError: shapes (3, 4) and (5,) differ")
+
+
+def test_mark_failed_without_traceback_or_exception(study):
+    first, second = study.ask(), study.ask()
+    mark_failed(first, "timed out", TimeoutError("trial time limit of 5s reached"), with_traceback=False)
+    mark_failed(second, "interrupted")
+    a, b = study.trials
+    assert a.user_attrs == {"verdict": "failed", "failure": "timed out", "error": "TimeoutError: trial time limit of 5s reached"}
+    assert b.user_attrs == {"verdict": "failed", "failure": "interrupted"} and b.state == TrialState.FAIL
+
+
+def test_is_search():
+    plain = optuna.trial.create_trial(value=1.0)
+    confirm = optuna.trial.create_trial(value=1.0, user_attrs={"kind": "confirm"})
+    search = optuna.trial.create_trial(value=1.0, user_attrs={"kind": "search"})
+    assert is_search(plain) and is_search(search) and not is_search(confirm)
