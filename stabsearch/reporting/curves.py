@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from stabsearch.search.trial_attrs import CURVE_ARTIFACT
+from stabsearch.study.trial_attrs import CURVE_ARTIFACT
 
 if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
@@ -27,7 +27,7 @@ def read_curve(trial: FrozenTrial, artifacts_dir: Path) -> tuple[np.ndarray, np.
 
     Args:
         trial: the trial; its ``curve_artifact`` attribute names the file (letters, digits and ``-`` only).
-        artifacts_dir: the storage's artifact folder (:attr:`stabsearch.search.storage.Storage.artifacts_dir`).
+        artifacts_dir: the storage's artifact folder (:attr:`stabsearch.study.storage.Storage.artifacts_dir`).
 
     Example:
         >>> import tempfile

@@ -26,7 +26,7 @@ import tomli_w
 import yaml
 
 from stabsearch.config import OPTIMIZER_CLASSES
-from stabsearch.search.recommend import Recommendation
+from stabsearch.study.recommend import Recommendation
 from stabsearch.schedule import lr_factor
 
 FORMATS = ("yaml", "json", "toml", "python", "hf", "lightning")

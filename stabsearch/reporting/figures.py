@@ -33,9 +33,9 @@ from optuna.trial import FrozenTrial
 from stabsearch.reporting.curves import envelope, read_curve
 from stabsearch.reporting.instability import BANDWIDTH, instability_probability
 from stabsearch.reporting.style import VERDICT_COLORS, esc, fmt, sig
-from stabsearch.search.recommend import UNSTABLE, Recommendation
-from stabsearch.search.record import TrialRecord
-from stabsearch.search.trial_attrs import is_search
+from stabsearch.study.recommend import UNSTABLE, Recommendation
+from stabsearch.study.record import TrialRecord
+from stabsearch.study.trial_attrs import is_search
 
 #: Points per side of the grid the instability shading is estimated on.
 GRID = 60

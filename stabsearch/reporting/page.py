@@ -10,7 +10,7 @@ Safety rules: every string a user wrote (study name, model path, parameter
 values, error text) goes through :func:`html.escape` before it reaches the
 HTML or a figure's text; plotly's embedded JSON escapes ``<``, ``>`` and
 ``/``, so nothing in it can close a ``<script>`` tag; the storage appears only
-as :attr:`stabsearch.search.storage.Storage.shown`, with its password hidden; and the
+as :attr:`stabsearch.study.storage.Storage.shown`, with its password hidden; and the
 file loads nothing from the network (plotly's JavaScript is inline).
 """
 
@@ -32,12 +32,12 @@ from stabsearch.errors import UsageError
 from stabsearch.reporting.figures import MAPS_NOTE, build_figures, confirmation_table
 from stabsearch.reporting.style import esc
 from stabsearch.reporting.summary import Summary, summarize, summary_html, summary_markdown
-from stabsearch.search.recommend import NothingToRecommend, Recommendation, recommend
-from stabsearch.search.record import TrialRecord
-from stabsearch.search.trial_attrs import study_records
+from stabsearch.study.recommend import NothingToRecommend, Recommendation, recommend
+from stabsearch.study.record import TrialRecord
+from stabsearch.study.trial_attrs import study_records
 
 if TYPE_CHECKING:
-    from stabsearch.search.storage import Storage
+    from stabsearch.study.storage import Storage
 
 
 def safe_filename(name: str) -> str:
@@ -160,14 +160,14 @@ def build_report(study: optuna.Study, storage: Storage, records: Sequence[TrialR
 
     Args:
         study: the study, loaded from ``storage``.
-        storage: the :class:`~stabsearch.search.storage.Storage` it lives in: the curve files are read from its
+        storage: the :class:`~stabsearch.study.storage.Storage` it lives in: the curve files are read from its
             artifact folder, and the page shows its URL with any password hidden.
-        records: the study's trials read back (:func:`~stabsearch.search.trial_attrs.study_records`), when the caller
+        records: the study's trials read back (:func:`~stabsearch.study.trial_attrs.study_records`), when the caller
             has them already.
 
     Example:
         >>> import tempfile
-        >>> from stabsearch.search.storage import open_storage
+        >>> from stabsearch.study.storage import open_storage
         >>> folder = tempfile.TemporaryDirectory()
         >>> store = open_storage(f"sqlite:///{folder.name}/s.db", create=True)
         >>> report = build_report(optuna.create_study(study_name="demo", storage=store.storage), store)
@@ -205,7 +205,7 @@ def write_report(study: optuna.Study, storage: Storage, path: str | Path | None 
 
     Args:
         study: the study, loaded from ``storage``.
-        storage: the :class:`~stabsearch.search.storage.Storage` it lives in.
+        storage: the :class:`~stabsearch.study.storage.Storage` it lives in.
         path: the HTML file to write (its folder is created); default ``studies/<study>.html`` under the
             current directory (:func:`default_report_path`). An existing file is replaced.
         dashboard: also save the figures and the summary note on the study, where optuna-dashboard shows
@@ -220,7 +220,7 @@ def write_report(study: optuna.Study, storage: Storage, path: str | Path | None 
 
     Example:
         >>> import tempfile
-        >>> from stabsearch.search.storage import open_storage
+        >>> from stabsearch.study.storage import open_storage
         >>> folder = tempfile.TemporaryDirectory()
         >>> store = open_storage(f"sqlite:///{folder.name}/s.db", create=True)
         >>> study = optuna.create_study(study_name="demo", storage=store.storage)

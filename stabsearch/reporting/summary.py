@@ -4,7 +4,7 @@
 :func:`summary_html` writes them as the page's top block and
 :func:`summary_markdown` as the study's note in optuna-dashboard. Both escape
 every value. The storage appears only as
-:attr:`stabsearch.search.storage.Storage.shown`, with its password hidden.
+:attr:`stabsearch.study.storage.Storage.shown`, with its password hidden.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from stabsearch.reporting.style import VERDICT_ORDER, duration, esc, fmt
-from stabsearch.search.recommend import UNSTABLE, Recommendation
-from stabsearch.search.record import TrialRecord
-from stabsearch.search.trial_attrs import SECONDS, typed_attr
+from stabsearch.study.recommend import UNSTABLE, Recommendation
+from stabsearch.study.record import TrialRecord
+from stabsearch.study.trial_attrs import SECONDS, typed_attr
 
 if TYPE_CHECKING:
     import optuna
@@ -69,7 +69,7 @@ def _space_lines(space: Mapping[str, Any]) -> list[str]:
 
 def summarize(study: optuna.Study, records: Sequence[TrialRecord], storage: Any, recommendation: Recommendation | None = None,
               nothing_reason: str | None = None) -> Summary:
-    """The facts at the top of the report. ``storage`` is a :class:`~stabsearch.search.storage.Storage`:
+    """The facts at the top of the report. ``storage`` is a :class:`~stabsearch.study.storage.Storage`:
     only its ``shown`` URL (password hidden) is used."""
     trials = study.get_trials(deepcopy=False)
     attrs = study.user_attrs

@@ -2,7 +2,7 @@
 
 The torch-side checks (the Python and Lightning exports build the trial's optimizer, the hf export builds
 ``TrainingArguments``) are in tests/training/test_settings.py, and a study tampered end to end in
-tests/search/test_tampered_study.py; these tests read each format back with its own parser.
+tests/study/test_tampered_study.py; these tests read each format back with its own parser.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import yaml
 from stabsearch.config import OptimConfig
 from stabsearch.reporting.export import FORMATS, format_recommendation, hf_fields
 from stabsearch.schedule import lr_factor
-from stabsearch.search.recommend import Recommendation
+from stabsearch.study.recommend import Recommendation
 
 EVIDENCE = {"trial": 7, "confirmed": True, "seeds": [1000, 1001], "horizon": 400, "margin_decades": 0.42,
             "basin_lr": [0.0003, 0.002], "edge_probes": {"0.006": "diverged"}, "final_loss": 0.125}

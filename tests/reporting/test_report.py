@@ -26,14 +26,14 @@ from optuna.trial import TrialState
 
 from stabsearch.config import OptimConfig
 from stabsearch.errors import UsageError
-from stabsearch.search.trial_attrs import study_records
+from stabsearch.study.trial_attrs import study_records
 from stabsearch.reporting.curves import envelope
 from stabsearch.reporting.figures import map_pairs
 from stabsearch.reporting.instability import instability_probability
 from stabsearch.reporting.page import build_report, default_report_path, safe_filename, write_report
 from stabsearch.reporting.summary import summarize, summary_html, summary_markdown
-from stabsearch.search.space import SearchSpace
-from stabsearch.search.storage import Storage, open_storage
+from stabsearch.study.space import SearchSpace
+from stabsearch.study.storage import Storage, open_storage
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -197,7 +197,7 @@ def test_the_early_warning_penalty_and_its_reason_are_shown(tmp_path, built):
 
 
 def test_records_read_the_warning_attributes_defensively():
-    from stabsearch.search.trial_attrs import trial_record
+    from stabsearch.study.trial_attrs import trial_record
 
     def record(value, **attrs):
         return trial_record(optuna.trial.create_trial(state=TrialState.COMPLETE, value=value, user_attrs={"verdict": "stable", **attrs}))

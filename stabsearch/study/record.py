@@ -1,6 +1,6 @@
 """One trial as the user sees it: a plain, frozen record, with no Optuna in it.
 
-:func:`stabsearch.search.trial_attrs.trial_record` reads an Optuna trial into
+:func:`stabsearch.study.trial_attrs.trial_record` reads an Optuna trial into
 one; the recommendation, the ``trials`` command and the reports work on these.
 """
 
@@ -48,7 +48,7 @@ class TrialRecord:
     checks: dict[str, str] = dataclasses.field(default_factory=dict)
     #: The id of the loss-curve CSV in the storage's artifact store (its file is ``artifacts_dir / id``).
     curve_artifact: str | None = None
-    #: Stored attributes dropped because their value had the wrong type (see :mod:`stabsearch.search.trial_attrs`).
+    #: Stored attributes dropped because their value had the wrong type (see :mod:`stabsearch.study.trial_attrs`).
     unreadable: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:

@@ -42,8 +42,8 @@ import optuna
 from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-from stabsearch.search import optuna_internals as internals
-from stabsearch.search.trial_attrs import CONFIG, FAILURE, KIND, NOT_COUNTED, REQUEUED_FROM, RETRY, SEARCH, failure_attrs, is_search
+from stabsearch.study import optuna_internals as internals
+from stabsearch.study.trial_attrs import CONFIG, FAILURE, KIND, NOT_COUNTED, REQUEUED_FROM, RETRY, SEARCH, failure_attrs, is_search
 
 HEARTBEAT_KEY = "stabsearch:heartbeat"
 OWNER_KEY = "stabsearch:owner"

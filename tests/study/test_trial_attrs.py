@@ -11,9 +11,9 @@ from optuna.trial import TrialState
 from stabsearch.analysis.early_warning import EarlyWarning
 from stabsearch.analysis.stability import analyze
 from stabsearch.config import OptimConfig
-from stabsearch.search import optuna_internals
-from stabsearch.search.storage import open_storage
-from stabsearch.search.trial_attrs import (
+from stabsearch.study import optuna_internals
+from stabsearch.study.storage import open_storage
+from stabsearch.study.trial_attrs import (
     CONSTRAINTS, is_search, mark_failed, run_attrs, study_records, trial_record, write_result,
 )
 from stabsearch.training.trainer import TrainResult

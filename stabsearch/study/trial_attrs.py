@@ -5,7 +5,7 @@ The runner writes a finished run's result with :func:`write_result` (one
 storage transaction) and a failure with :func:`mark_failed`; everything
 read back for records, recommendations and exports goes through
 :func:`typed_attrs` first, and :func:`trial_record` turns a trial into the
-plain :class:`~stabsearch.search.record.TrialRecord`.
+plain :class:`~stabsearch.study.record.TrialRecord`.
 
 Anyone who can write the study's database (a shared PostgreSQL server, a
 copied SQLite file) can store any JSON under any attribute. A value of the
@@ -27,8 +27,8 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from stabsearch.config import OptimConfig
-from stabsearch.search import optuna_internals
-from stabsearch.search.record import VERDICTS, TrialRecord
+from stabsearch.study import optuna_internals
+from stabsearch.study.record import VERDICTS, TrialRecord
 
 if TYPE_CHECKING:
     from stabsearch.analysis.early_warning import EarlyWarning
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
 #: What a trial is: ``search`` (sampled by the search; also a trial with no ``kind``) or ``confirm``.
 KIND, SEARCH, CONFIRM = "kind", "search", "confirm"
-#: How it ended: one of :data:`~stabsearch.search.record.VERDICTS`; a failure's reason, error line, traceback, hint.
+#: How it ended: one of :data:`~stabsearch.study.record.VERDICTS`; a failure's reason, error line, traceback, hint.
 VERDICT, FAILURE, ERROR, TRACEBACK, HINT = "verdict", "failure", "error", "traceback", "hint"
 FAILED = "failed"
 #: What it ran: the configuration (``OptimConfig.to_dict()``), the seed and the horizon in steps.

@@ -9,7 +9,7 @@ import optuna
 import pytest
 
 from stabsearch.errors import UsageError
-from stabsearch.search.storage import open_storage, pick_study_name
+from stabsearch.study.storage import open_storage, pick_study_name
 
 
 def _tables(path) -> set[str]:

@@ -9,12 +9,12 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from stabsearch.search import optuna_internals
-from stabsearch.search.slots import (
+from stabsearch.study import optuna_internals
+from stabsearch.study.slots import (
     HEARTBEAT_KEY, OWNER_KEY, abandon, budget_state, claim, counts_toward_budget, end_timed_out, machine_id,
     recover_lost, reserve,
 )
-from stabsearch.search.storage import open_storage
+from stabsearch.study.storage import open_storage
 
 
 @pytest.fixture
