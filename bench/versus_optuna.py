@@ -53,13 +53,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from stabsearch import OptimConfig, SearchSpace, load_model_module  # noqa: E402
-from stabsearch.search.confirm import ConfirmSettings, run_confirmation  # noqa: E402
-from stabsearch.search.records import study_records  # noqa: E402
+from stabsearch.study.confirm import ConfirmSettings, run_confirmation  # noqa: E402
+from stabsearch.study.records import study_records  # noqa: E402
 from stabsearch.reporting.report import read_curve  # noqa: E402
-from stabsearch.search.recommend import recommend  # noqa: E402
-from stabsearch.search.runner import SearchSettings, run_search  # noqa: E402
-from stabsearch.search.space import sample  # noqa: E402
-from stabsearch.search.storage import open_storage  # noqa: E402
+from stabsearch.study.recommend import recommend  # noqa: E402
+from stabsearch.study.runner import SearchSettings, run_search  # noqa: E402
+from stabsearch.study.space import sample  # noqa: E402
+from stabsearch.study.storage import open_storage  # noqa: E402
 
 OBJECTIVES = {"a": "objectives/adam_late_blowup.py", "b": "objectives/softmax_chance.py", "c": "objectives/broken_lines.py"}
 CHECK_SEEDS = (7001, 7002, 7003)

@@ -5,7 +5,7 @@ The layers, with data flowing one way (each subpackage's docstring lists its mod
 - :mod:`stabsearch.analysis`: the pure core, numpy functions of a loss curve;
 - :mod:`stabsearch.training`: train one trial and watch its loss;
 - :mod:`stabsearch.population`: train many trials at once as one vectorised population;
-- :mod:`stabsearch.search`: the search space, the study's storage, the runner, workers and confirmation;
+- :mod:`stabsearch.study`: the search space, the study's storage, the runner, workers and confirmation;
 - :mod:`stabsearch.reporting`: the HTML report, the exports and optuna-dashboard;
 - :mod:`stabsearch.integrations`: Lightning and transformers;
 - :mod:`stabsearch.config`, :mod:`stabsearch.schedule`: one configuration, shared by all layers;
@@ -22,9 +22,9 @@ _HOMES = {
     "Analysis": "stabsearch.analysis.stability",
     "ModelModule": "stabsearch.training.loader",
     "OptimConfig": "stabsearch.config",
-    "Recommendation": "stabsearch.search.recommend",
+    "Recommendation": "stabsearch.study.recommend",
     "Run": "stabsearch.training.trainer",
-    "SearchSpace": "stabsearch.search.space",
+    "SearchSpace": "stabsearch.study.space",
     "Spike": "stabsearch.analysis.stability",
     "StabilityOptions": "stabsearch.analysis.stability",
     "StopRun": "stabsearch.training.trainer",
@@ -35,7 +35,7 @@ _HOMES = {
     "load_model_module": "stabsearch.training.loader",
     "lr_factor": "stabsearch.schedule",
     "max_population": "stabsearch.population.driver",
-    "recommend": "stabsearch.search.recommend",
+    "recommend": "stabsearch.study.recommend",
     "train_population": "stabsearch.population.driver",
     "train_trial": "stabsearch.training.trainer",
     "why_not_vectorizable": "stabsearch.population.driver",

@@ -90,16 +90,16 @@ def run(model: str, study: str | None, storage: str | None, trials: int, steps: 
     After the search, the best --confirm configurations are re-run on --seeds new
     seeds at --stress times the steps, and so is the backed-off recommendation.
     """
-    from stabsearch.search.confirm import ConfirmSettings, run_confirmation
-    from stabsearch.search.runner import SearchSettings, run_search
-    from stabsearch.search.storage import open_storage
+    from stabsearch.study.confirm import ConfirmSettings, run_confirmation
+    from stabsearch.study.runner import SearchSettings, run_search
+    from stabsearch.study.storage import open_storage
 
     if force_population and population == 1:
         raise UsageError("--force-population: give --population K (K >= 2) too")
     module, space, device_ = _load(model, space_file, device)
     precision = _precision(precision, module, device_)
     if workers > 1:
-        from stabsearch.search.workers import check_workers
+        from stabsearch.study.workers import check_workers
 
         check_workers(workers, device_)
     confirm_settings = ConfirmSettings(candidates=confirm, seeds=seeds, stress=stress)
@@ -115,7 +115,7 @@ def run(model: str, study: str | None, storage: str | None, trials: int, steps: 
     flags = _study_flags(name, store, storage)
     on_error = lambda trial: _tell(_error_line(trial, flags))  # noqa: E731
     if workers > 1:
-        from stabsearch.search.workers import run_workers
+        from stabsearch.study.workers import run_workers
 
         summary = run_workers(workers, model, module, space, store, name, settings, on_error=on_error)
     else:
@@ -159,7 +159,7 @@ def _tell(line: str) -> None:
 
 
 def _confirm_and_report(module, space, store, name, settings, confirm_settings, storage) -> None:  # noqa: ANN001
-    from stabsearch.search.confirm import run_confirmation
+    from stabsearch.study.confirm import run_confirmation
 
     if confirm_settings.candidates:
         horizon = round(confirm_settings.stress * settings.steps)
@@ -178,7 +178,7 @@ def _ignore_interrupts() -> None:
     """After a search or confirmation ended by SIGINT or SIGTERM: ignore any more of them until the exit."""
     import signal
 
-    from stabsearch.search import interrupts
+    from stabsearch.study import interrupts
 
     if not interrupts.interrupted():  # Ctrl-C raised by user code, not a signal: leave the handlers alone
         return
@@ -190,7 +190,7 @@ def _write_report(store, name: str) -> None:  # noqa: ANN001
     """After a run: the HTML report, and the same figures and note saved for optuna-dashboard."""
     from stabsearch.reporting.dashboard import save_to_dashboard
     from stabsearch.reporting.report import build_report, default_report_path
-    from stabsearch.search.storage import load_study
+    from stabsearch.study.storage import load_study
 
     try:
         loaded = load_study(store, name)
@@ -263,7 +263,7 @@ def _load(model: str, space_file: str | None, device: str):  # noqa: ANN202
     """Everything a run needs from the user's files, checked before any storage is opened."""
     from stabsearch.training.device import resolve_device
     from stabsearch.training.loader import load_model_module
-    from stabsearch.search.space import SearchSpace, load_space_file
+    from stabsearch.study.space import SearchSpace, load_space_file
 
     module = load_model_module(model)
     space = SearchSpace().override(module.space, source=f"{module.source} SPACE")
@@ -286,9 +286,9 @@ def _load(model: str, space_file: str | None, device: str):  # noqa: ANN202
 def confirm(model: str, study: str | None, storage: str | None, seed: int | None, device: str, space_file: str | None,
             confirm: int, seeds: int, stress: float, early_warning: bool, progress: bool) -> None:
     """Confirm a finished search of MODEL on new seeds at a longer horizon (resumes where it stopped)."""
-    from stabsearch.search.confirm import ConfirmSettings
-    from stabsearch.search.runner import SearchSettings
-    from stabsearch.search.storage import open_storage, pick_study_name
+    from stabsearch.study.confirm import ConfirmSettings
+    from stabsearch.study.runner import SearchSettings
+    from stabsearch.study.storage import open_storage, pick_study_name
 
     module, space, device_ = _load(model, space_file, device)
     confirm_settings = ConfirmSettings(candidates=max(1, confirm), seeds=seeds, stress=stress)
@@ -310,8 +310,8 @@ def confirm(model: str, study: str | None, storage: str | None, seed: int | None
               help="Print everything about trial N: settings, verdict, early warning, checks, error and traceback, curve file.")
 def trials(study: str | None, storage: str | None, fmt: str, show: int | None) -> None:
     """List a study's trials with their verdicts, scores and settings (or one trial in full, with --show)."""
-    from stabsearch.search.records import study_records
-    from stabsearch.search.storage import load_study, open_storage
+    from stabsearch.study.records import study_records
+    from stabsearch.study.storage import load_study, open_storage
 
     store = open_storage(storage)
     loaded = load_study(store, study)
@@ -372,7 +372,7 @@ def _clip(text: str, width: int) -> str:
 
 def _show_trial(study, store, number: int, fmt: str) -> None:  # noqa: ANN001
     """``trials --show N``: one trial in full, as text or JSON."""
-    from stabsearch.search.records import trial_record
+    from stabsearch.study.records import trial_record
 
     if fmt == "csv":
         raise UsageError("--show prints one trial as text (the default) or with --format json, not csv")
@@ -441,9 +441,9 @@ def _table(rows: Sequence[dict]) -> str:
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="yaml", show_default=True)
 def recommend(study: str | None, storage: str | None, fmt: str) -> None:
     """Print the recommended optimizer settings, with their evidence."""
-    from stabsearch.search.records import study_records
-    from stabsearch.search.recommend import recommend as choose
-    from stabsearch.search.storage import load_study, open_storage
+    from stabsearch.study.records import study_records
+    from stabsearch.study.recommend import recommend as choose
+    from stabsearch.study.storage import load_study, open_storage
 
     loaded = load_study(open_storage(storage), study)
     click.echo(format_recommendation(choose(study_records(loaded), loaded.study_name), fmt), nl=False)
@@ -480,7 +480,7 @@ def analyze(file: str, fmt: str, classes: int | None, warmup: int, lr: float | N
 @_storage_option
 def studies(storage: str | None) -> None:
     """List the studies in a storage, with their trial counts."""
-    from stabsearch.search.storage import open_storage
+    from stabsearch.study.storage import open_storage
 
     store = open_storage(storage)
     summaries = store.storage.get_all_studies()
@@ -507,7 +507,7 @@ def studies(storage: str | None) -> None:
 def report(study: str | None, storage: str | None, output: str | None, to_dashboard: bool) -> None:
     """Write the study's safe-region report: one self-contained HTML file that works offline."""
     from stabsearch.reporting.report import build_report, default_report_path
-    from stabsearch.search.storage import load_study, open_storage
+    from stabsearch.study.storage import load_study, open_storage
 
     store = open_storage(storage)
     loaded = load_study(store, study)
@@ -536,7 +536,7 @@ def report(study: str | None, storage: str | None, output: str | None, to_dashbo
 def dashboard(storage: str | None, host: str, port: int) -> None:
     """Serve optuna-dashboard on the storage, with each trial's loss curve as an artifact (Ctrl-C stops it)."""
     from stabsearch.reporting.dashboard import is_loopback, make_server, serve
-    from stabsearch.search.storage import open_storage
+    from stabsearch.study.storage import open_storage
 
     store = open_storage(storage)
     server = make_server(store, host, port)
@@ -571,7 +571,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     except BrokenPipeError:
         sys.exit(0)
     except Exception as exc:
-        from stabsearch.search.storage import is_storage_fault, last_opened, storage_error
+        from stabsearch.study.storage import is_storage_fault, last_opened, storage_error
 
         if not is_storage_fault(exc):
             raise

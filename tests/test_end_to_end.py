@@ -15,7 +15,7 @@ import torch
 from tests.support import independent
 from tests.support import OBJECTIVES
 from stabsearch import OptimConfig, load_model_module, train_trial
-from stabsearch.search.runner import early_warning
+from stabsearch.study.runner import early_warning
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 pytestmark = pytest.mark.slow

@@ -7,8 +7,8 @@ import torch
 
 from tests.support import module_path
 from stabsearch import OptimConfig, SearchSpace, load_model_module, train_trial
-from stabsearch.search.runner import SearchSettings, run_search
-from stabsearch.search.storage import open_storage
+from stabsearch.study.runner import SearchSettings, run_search
+from stabsearch.study.storage import open_storage
 
 CPU = torch.device("cpu")
 

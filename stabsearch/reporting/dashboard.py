@@ -92,7 +92,7 @@ def is_loopback(host: str) -> bool:
 
 
 def make_server(storage: Any, host: str = "127.0.0.1", port: int = 8080) -> WSGIServer:
-    """A server for optuna-dashboard on ``storage`` (a :class:`~stabsearch.search.storage.Storage`), bound but not yet serving.
+    """A server for optuna-dashboard on ``storage`` (a :class:`~stabsearch.study.storage.Storage`), bound but not yet serving.
 
     ``port`` 0 picks a free port (``server.server_port`` says which).
     """

@@ -25,7 +25,7 @@ from typing import Any
 import tomli_w
 import yaml
 
-from stabsearch.search.recommend import Recommendation
+from stabsearch.study.recommend import Recommendation
 from stabsearch.schedule import lr_factor
 
 FORMATS = ("yaml", "json", "toml", "python", "hf", "lightning")

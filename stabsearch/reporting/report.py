@@ -10,7 +10,7 @@ Safety rules: every string a user wrote (study name, model path, parameter
 values, error text) goes through :func:`html.escape` before it reaches the
 HTML or a figure's text; plotly's embedded JSON escapes ``<``, ``>`` and
 ``/``, so nothing in it can close a ``<script>`` tag; the storage appears only
-as :attr:`stabsearch.search.storage.Storage.shown`, with its password hidden; and the
+as :attr:`stabsearch.study.storage.Storage.shown`, with its password hidden; and the
 file loads nothing from the network (plotly's JavaScript is inline).
 
 The probability of instability under each map is a Gaussian kernel estimate
@@ -46,9 +46,9 @@ import plotly.graph_objects as go
 import plotly.io as pio
 from optuna.trial import FrozenTrial
 
-from stabsearch.search.attrs import typed_attr
-from stabsearch.search.recommend import UNSTABLE, NothingToRecommend, Recommendation, recommend
-from stabsearch.search.records import TrialRecord, study_records
+from stabsearch.study.attrs import typed_attr
+from stabsearch.study.recommend import UNSTABLE, NothingToRecommend, Recommendation, recommend
+from stabsearch.study.records import TrialRecord, study_records
 
 #: One colour per verdict, used by every figure.
 VERDICT_COLORS: dict[str, str] = {
@@ -240,7 +240,7 @@ def _space_lines(space: Mapping[str, Any]) -> list[str]:
 
 def summarize(study: optuna.Study, records: Sequence[TrialRecord], storage: Any, recommendation: Recommendation | None = None,
               nothing_reason: str | None = None) -> Summary:
-    """The facts at the top of the report. ``storage`` is a :class:`~stabsearch.search.storage.Storage`:
+    """The facts at the top of the report. ``storage`` is a :class:`~stabsearch.study.storage.Storage`:
     only its ``shown`` URL (password hidden) is used."""
     trials = study.get_trials(deepcopy=False)
     attrs = study.user_attrs
@@ -909,7 +909,7 @@ Open the study live with <code>stabsearch dashboard</code>.</footer>
 
 
 def build_report(study: optuna.Study, storage: Any, records: Sequence[TrialRecord] | None = None) -> Report:
-    """Build the report of ``study``. ``storage`` is the :class:`~stabsearch.search.storage.Storage` it lives in
+    """Build the report of ``study``. ``storage`` is the :class:`~stabsearch.study.storage.Storage` it lives in
     (for the curve files and the URL shown with its password hidden)."""
     records = study_records(study) if records is None else list(records)
     try:

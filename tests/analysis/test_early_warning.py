@@ -100,7 +100,7 @@ def test_the_rule_is_silent_for_a_run_that_gradient_noise_keeps_away_from_eps():
 
 
 def test_the_rule_is_judged_at_the_peak_of_the_schedule():
-    from stabsearch.search.runner import peak_lr
+    from stabsearch.study.runner import peak_lr
 
     cosine = OptimConfig(lr=1e-2, schedule="cosine", warmup=0.1)
     assert peak_lr(cosine, 1000) == pytest.approx(1e-2)  # not the ~0 of its last step

@@ -9,11 +9,11 @@ from optuna.trial import TrialState
 from tests.support import module_path
 from stabsearch import OptimConfig, SearchSpace, TrainResult, analyze, load_model_module
 from stabsearch.analysis import median_rule
-from stabsearch.search.records import study_records
+from stabsearch.study.records import study_records
 from stabsearch.reporting.report import read_curve
-from stabsearch.search.runner import SearchSettings, finish_trial, run_search
+from stabsearch.study.runner import SearchSettings, finish_trial, run_search
 from stabsearch.analysis.median_rule import is_slow, median_by_step
-from stabsearch.search.storage import open_storage
+from stabsearch.study.storage import open_storage
 
 # Only the learning rate varies: the trials below are enqueued with it.
 SPACE = SearchSpace().override(

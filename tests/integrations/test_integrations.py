@@ -34,9 +34,9 @@ def module_file(tmp_path, example: str, **overrides) -> str:
 def search(tmp_path, path: str, *, trials: int, steps: int, space: dict | None = None, **settings):
     """Run a small search of ``path`` and return its trial records (in order)."""
     from stabsearch import SearchSpace
-    from stabsearch.search.records import study_records
-    from stabsearch.search.runner import SearchSettings, run_search
-    from stabsearch.search.storage import open_storage
+    from stabsearch.study.records import study_records
+    from stabsearch.study.runner import SearchSettings, run_search
+    from stabsearch.study.storage import open_storage
 
     import optuna
 

@@ -451,11 +451,11 @@ def test_a_study_with_a_population_gives_what_a_sequential_study_gives(tmp_path)
     import optuna
 
     from stabsearch import SearchSpace
-    from stabsearch.search.recommend import recommend
-    from stabsearch.search.records import study_records
+    from stabsearch.study.recommend import recommend
+    from stabsearch.study.records import study_records
     from stabsearch.reporting.report import read_curve
-    from stabsearch.search.runner import SearchSettings, run_search
-    from stabsearch.search.storage import open_storage
+    from stabsearch.study.runner import SearchSettings, run_search
+    from stabsearch.study.storage import open_storage
 
     module = objective("adam_late_blowup")
     # lr up to 3 with small eps: some configurations diverge within the 400 steps, some train stably

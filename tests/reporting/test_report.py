@@ -25,13 +25,13 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState
 
 from stabsearch.config import OptimConfig
-from stabsearch.search.records import study_records
+from stabsearch.study.records import study_records
 from stabsearch.reporting.report import (
     build_report, default_report_path, envelope, instability_probability, map_pairs, safe_filename, summarize,
     summary_html, summary_markdown,
 )
-from stabsearch.search.space import SearchSpace
-from stabsearch.search.storage import Storage, open_storage
+from stabsearch.study.space import SearchSpace
+from stabsearch.study.storage import Storage, open_storage
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -195,7 +195,7 @@ def test_the_early_warning_penalty_and_its_reason_are_shown(tmp_path, built):
 
 
 def test_records_read_the_warning_attributes_defensively():
-    from stabsearch.search.records import trial_record
+    from stabsearch.study.records import trial_record
 
     def record(value, **attrs):
         return trial_record(optuna.trial.create_trial(state=TrialState.COMPLETE, value=value, user_attrs={"verdict": "stable", **attrs}))

@@ -16,8 +16,8 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState
 
 from stabsearch.config import OptimConfig
-from stabsearch.search.space import SearchSpace
-from stabsearch.search.storage import Storage, open_storage
+from stabsearch.study.space import SearchSpace
+from stabsearch.study.storage import Storage, open_storage
 
 XSS = "<script>alert(1)</script>"
 CLIFF_LR = 0.03  # the hand-made study is stable below this learning rate

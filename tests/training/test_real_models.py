@@ -11,8 +11,8 @@ import torch
 from tests.support import module_path
 from stabsearch import SearchSpace, load_model_module
 from stabsearch.analysis.early_warning import predict
-from stabsearch.search.runner import SearchSettings, peak_lr, run_search
-from stabsearch.search.storage import open_storage
+from stabsearch.study.runner import SearchSettings, peak_lr, run_search
+from stabsearch.study.storage import open_storage
 from stabsearch.config import OptimConfig
 
 CPU = torch.device("cpu")

@@ -16,7 +16,7 @@ from stabsearch.errors import UsageError
 from stabsearch.reporting.export import format_recommendation, hf_fields
 from stabsearch.training.optim import decay_groups
 from stabsearch.population.driver import why_not_population_space
-from stabsearch.search.recommend import Recommendation
+from stabsearch.study.recommend import Recommendation
 
 CPU = torch.device("cpu")
 TINY = load_model_module(module_path("tiny"))
@@ -53,9 +53,9 @@ def test_default_loop_clips_as_clip_grad_norm_does():
 def test_max_grad_norm_is_searched_and_stored(tmp_path):
     import optuna
 
-    from stabsearch.search.records import study_records
-    from stabsearch.search.runner import SearchSettings, run_search
-    from stabsearch.search.storage import open_storage
+    from stabsearch.study.records import study_records
+    from stabsearch.study.runner import SearchSettings, run_search
+    from stabsearch.study.storage import open_storage
 
     space = SearchSpace().override({"max_grad_norm": {"low": 0.1, "high": 10}, "warmup": 0.0}, source="test")
     store = open_storage(f"sqlite:///{tmp_path}/s.db", create=True)

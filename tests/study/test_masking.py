@@ -1,6 +1,6 @@
 """Passwords in a storage URL, in the user info or as a query parameter, appear in no output.
 
-Every output names a storage through :func:`stabsearch.search.storage.masked_url`; these
+Every output names a storage through :func:`stabsearch.study.storage.masked_url`; these
 tests feed a secret through each of them (stdout, stderr, the ``next:`` hint,
 error messages, the HTML report and the dashboard note stored in the database),
 on SQLite (which takes and ignores a query password) and on PostgreSQL when
@@ -20,7 +20,7 @@ import pytest
 from optuna_dashboard import get_note
 
 from tests.support import ROOT, module_path
-from stabsearch.search.storage import mask_text, masked_url, secrets_of
+from stabsearch.study.storage import mask_text, masked_url, secrets_of
 
 SECRET = "S3cret-x9"
 PG = os.environ.get("STABSEARCH_TEST_POSTGRES")
@@ -124,7 +124,7 @@ def test_a_postgres_password_in_either_form_appears_in_no_output(workdir, cli, f
 def test_the_storage_examples_run():
     import doctest
 
-    from stabsearch.search import storage
+    from stabsearch.study import storage
 
     failures, tried = doctest.testmod(storage)
     assert failures == 0 and tried >= 4

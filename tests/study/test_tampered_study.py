@@ -22,8 +22,8 @@ import yaml
 from tests.support import module_path
 from stabsearch.config import OptimConfig
 from stabsearch.reporting.export import FORMATS, format_recommendation
-from stabsearch.search.records import trial_record
-from stabsearch.search.recommend import Recommendation
+from stabsearch.study.records import trial_record
+from stabsearch.study.recommend import Recommendation
 
 CODE = "\nimport os; open('PWNED', 'w')"
 CODE_CR = "\rimport os; open('PWNED_CR', 'w')"
@@ -170,14 +170,14 @@ def test_no_value_of_a_recommendation_can_end_a_comment(study, tmp_path, monkeyp
 def test_the_attribute_examples_run():
     import doctest
 
-    from stabsearch.search import attrs
+    from stabsearch.study import attrs
 
     failures, tried = doctest.testmod(attrs)
     assert failures == 0 and tried >= 2
 
 
 def test_a_configuration_with_clipping_precision_and_decay_groups_reads_back_whole():
-    from stabsearch.search.attrs import config
+    from stabsearch.study.attrs import config
 
     stored = {"optimizer": "adamw", "lr": 1e-3, "eps": 1e-8, "beta1": 0.9, "beta2": 0.999, "weight_decay": 0.01,
               "schedule": "cosine", "warmup": 0.05, "min_lr_factor": 0.0, "max_grad_norm": None, "precision": "bf16",

@@ -148,7 +148,7 @@ def test_workers_on_a_journal_file_draw_distinct_configurations(tmp_path):
 
 
 def test_a_slot_is_claimed_by_exactly_one_of_many_contending_claimers(store):
-    from stabsearch.search.slots import claim
+    from stabsearch.study.slots import claim
 
     url, _, name = store
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -173,7 +173,7 @@ def test_a_slot_is_claimed_by_exactly_one_of_many_contending_claimers(store):
 
 
 def test_a_trial_stopped_before_its_configuration_was_drawn_gets_a_fresh_slot(store):
-    from stabsearch.search.slots import claim, requeue
+    from stabsearch.study.slots import claim, requeue
 
     url, _, name = store
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -270,7 +270,7 @@ def test_the_workers_die_with_their_parent(store, tmp_path, sig):
 
 
 def test_interrupts_are_held_while_a_trial_is_being_ended():
-    from stabsearch.search import interrupts
+    from stabsearch.study import interrupts
 
     with interrupts.handling():
         with pytest.raises(KeyboardInterrupt):
@@ -288,7 +288,7 @@ def test_interrupts_are_held_while_a_trial_is_being_ended():
 
 
 def test_an_interrupt_python_swallowed_is_raised_at_the_next_check():
-    from stabsearch.search import interrupts
+    from stabsearch.study import interrupts
 
     with interrupts.handling():
         try:  # as Python does with an exception raised inside a weakref callback
@@ -322,7 +322,7 @@ def test_a_crash_then_an_immediate_resume_recovers_the_dead_trial(store, tmp_pat
 
 def _with_owner(url, name, *, beat_age, interval, machine="another-machine"):
     """A RUNNING trial whose owner is on another machine, beating every ``interval`` s, last ``beat_age`` s ago."""
-    from stabsearch.search.slots import HEARTBEAT_KEY, OWNER_KEY
+    from stabsearch.study.slots import HEARTBEAT_KEY, OWNER_KEY
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(study_name=name, storage=url, load_if_exists=True)
@@ -335,7 +335,7 @@ def _with_owner(url, name, *, beat_age, interval, machine="another-machine"):
 
 @pytest.mark.parametrize("observer", [0.01, math.nan, math.inf])
 def test_staleness_is_judged_by_the_writers_heartbeat_not_the_observers(store, observer):
-    from stabsearch.search.slots import recover_lost
+    from stabsearch.study.slots import recover_lost
 
     url, _, name = store
     study, live = _with_owner(url, name, beat_age=5, interval=10)
@@ -347,7 +347,7 @@ def test_staleness_is_judged_by_the_writers_heartbeat_not_the_observers(store, o
 
 
 def test_a_trial_of_a_live_process_on_this_machine_is_not_recovered(store):
-    from stabsearch.search.slots import OWNER_KEY, claim, owner_record, recover_lost
+    from stabsearch.study.slots import OWNER_KEY, claim, owner_record, recover_lost
 
     url, _, name = store
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -387,10 +387,10 @@ def test_the_parent_ends_a_worker_whose_trial_logs_no_step_for_the_trial_timeout
     import dataclasses
 
     from stabsearch.training.loader import load_model_module
-    from stabsearch.search.runner import SearchSettings
-    from stabsearch.search.space import SearchSpace
-    from stabsearch.search.storage import open_storage
-    from stabsearch.search.workers import run_workers
+    from stabsearch.study.runner import SearchSettings
+    from stabsearch.study.space import SearchSpace
+    from stabsearch.study.storage import open_storage
+    from stabsearch.study.workers import run_workers
 
     url, _, name = store
     monkeypatch.chdir(tmp_path)
@@ -419,7 +419,7 @@ def test_more_workers_or_members_than_the_machine_holds_are_refused(workdir, cli
 
 
 def test_reserving_slots_is_one_transaction_that_an_interrupt_rolls_back(store):
-    from stabsearch.search.slots import budget_state, reserve
+    from stabsearch.study.slots import budget_state, reserve
 
     url, _, name = store
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -461,7 +461,7 @@ def _soak(url, args, name, cwd, *, trials, parents, workers, seed=14, deadline=4
                     resumes += 1
                 procs[i] = subprocess.Popen([sys.executable, "-m", "stabsearch", *map(str, run)], cwd=cwd, env=ENV,
                                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        from stabsearch.search.slots import counts_toward_budget
+        from stabsearch.study.slots import counts_toward_budget
 
         if sum(map(counts_toward_budget, trials_of(url, name))) >= trials:
             break
@@ -489,7 +489,7 @@ def _soak(url, args, name, cwd, *, trials, parents, workers, seed=14, deadline=4
 
 def _owners(url, name):
     """The pids that run a trial now."""
-    from stabsearch.search.slots import OWNER_KEY
+    from stabsearch.study.slots import OWNER_KEY
 
     return {t.system_attrs[OWNER_KEY]["pid"] for t in trials_of(url, name) if t.state.name == "RUNNING" and OWNER_KEY in t.system_attrs}
 

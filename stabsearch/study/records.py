@@ -12,7 +12,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from stabsearch.search import attrs as typed
+from stabsearch.study import attrs as typed
 
 VERDICTS = ("stable", "spiky", "diverged", "plateau", "slow", "failed", "running")
 #: Verdicts of a run that went unstable: told to Optuna as PRUNED, and the edge the recommendation keeps away from.
@@ -52,7 +52,7 @@ class TrialRecord:
     checks: dict[str, str] = dataclasses.field(default_factory=dict)
     #: The id of the loss-curve CSV in the storage's artifact store (its file is ``artifacts_dir / id``).
     curve_artifact: str | None = None
-    #: Stored attributes dropped because their value had the wrong type (see :mod:`stabsearch.search.attrs`).
+    #: Stored attributes dropped because their value had the wrong type (see :mod:`stabsearch.study.attrs`).
     unreadable: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
@@ -91,7 +91,7 @@ def _params(trial: FrozenTrial, attrs: dict[str, Any], unreadable: tuple[str, ..
 def trial_record(trial: FrozenTrial) -> TrialRecord:
     """Turn an Optuna trial into a :class:`TrialRecord`.
 
-    Stored values of the wrong type are dropped (:func:`stabsearch.search.attrs.typed_attrs`) and named in
+    Stored values of the wrong type are dropped (:func:`stabsearch.study.attrs.typed_attrs`) and named in
     ``unreadable``; a finished trial whose configuration cannot be read at all becomes ``failed``.
     """
     attrs, unreadable = typed.typed_attrs(trial.user_attrs)

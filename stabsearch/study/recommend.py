@@ -1,6 +1,6 @@
 """Choose the configuration to recommend, with the evidence behind it.
 
-Pure: works on :class:`~stabsearch.search.records.TrialRecord` lists, no Optuna.
+Pure: works on :class:`~stabsearch.study.records.TrialRecord` lists, no Optuna.
 
 With confirmation runs (the best search configurations re-run on new seeds at
 a longer horizon), the recommendation is the configuration with the best worst
@@ -27,7 +27,7 @@ from typing import Any
 
 from stabsearch.config import OptimConfig
 from stabsearch.errors import UsageError
-from stabsearch.search.records import UNSTABLE, TrialRecord
+from stabsearch.study.records import UNSTABLE, TrialRecord
 FINISHED = ("COMPLETE", "PRUNED", "FAIL")
 #: "Similar" eps and beta2 for the cliff search: within this many decades of eps and of 1 - beta2.
 EPS_DECADES = 1.0
@@ -251,7 +251,7 @@ def recommend(records: Sequence[TrialRecord], study: str, *, safety: float = 3.0
         >>> recommend([], "empty")
         Traceback (most recent call last):
         ...
-        stabsearch.search.recommend.NothingToRecommend: study 'empty' has no finished search trials yet; run `stabsearch run` first
+        stabsearch.study.recommend.NothingToRecommend: study 'empty' has no finished search trials yet; run `stabsearch run` first
     """
     if safety < 1:
         raise ValueError(f"safety must be at least 1, got {safety}")

@@ -96,7 +96,7 @@ def test_sigkill_mid_trial_is_recovered_and_rerun_once(tmp_path):
         proc.wait()
     assert study_trials(db, "slow")[1].state.name == "RUNNING"  # the crash left it behind
 
-    from stabsearch.search.slots import GRACE_BEATS, HEARTBEAT_KEY
+    from stabsearch.study.slots import GRACE_BEATS, HEARTBEAT_KEY
 
     def stale() -> bool:  # its last stored heartbeat is older than the grace period, as the resume will judge it
         t = study_trials(db, "slow")[1]

@@ -6,7 +6,7 @@ import optuna
 import pytest
 
 from stabsearch import OptimConfig, SearchSpace, UsageError
-from stabsearch.search.space import Choice, Fixed, Range, load_space_file, sample
+from stabsearch.study.space import Choice, Fixed, Range, load_space_file, sample
 
 
 def test_defaults_follow_the_design():

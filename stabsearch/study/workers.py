@@ -3,7 +3,7 @@
 The parent starts the workers as fresh interpreters (no CUDA or SQLite state
 is inherited), gives each its own GPU when there are several, and watches the
 study's progress from the storage. Each worker is an ordinary
-:func:`stabsearch.search.runner.run_search` that reserves and claims its own slots.
+:func:`stabsearch.study.runner.run_search` that reserves and claims its own slots.
 The same study can also be shared across machines: run ``stabsearch run`` on
 each, all pointing at one PostgreSQL or MySQL URL.
 
@@ -39,11 +39,11 @@ import optuna
 import torch
 from tqdm import tqdm
 
-from stabsearch.search import interrupts
+from stabsearch.study import interrupts
 from stabsearch.errors import UsageError
-from stabsearch.search.slots import budget_state, counts_toward_budget, end_timed_out, recover_lost, stalled
-from stabsearch.search.runner import ErrorCallback, SearchSettings, SearchSummary, _postfix, open_search_study, report_first_error
-from stabsearch.search.space import SearchSpace
+from stabsearch.study.slots import budget_state, counts_toward_budget, end_timed_out, recover_lost, stalled
+from stabsearch.study.runner import ErrorCallback, SearchSettings, SearchSummary, _postfix, open_search_study, report_first_error
+from stabsearch.study.space import SearchSpace
 
 #: Seconds an orphaned worker has to re-queue its trial before it exits regardless.
 ORPHAN_GRACE = 60.0
@@ -115,8 +115,8 @@ def _watch_parent(fd: int) -> None:
 def worker_main() -> None:
     """A worker's entry point: the job arrives pickled on stdin, which stays open as the parent's lifeline."""
     from stabsearch.training.loader import load_model_module
-    from stabsearch.search.runner import run_search
-    from stabsearch.search.storage import open_storage
+    from stabsearch.study.runner import run_search
+    from stabsearch.study.storage import open_storage
 
     with os.fdopen(os.dup(0), "rb") as stream:  # the parent writes the job and nothing else
         job: WorkerJob = pickle.load(stream)
@@ -133,7 +133,7 @@ def _start(job: WorkerJob) -> subprocess.Popen:
     """Start one worker in its own session (no terminal signals), with the job on its stdin."""
     root = str(Path(__file__).resolve().parent.parent)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
-    proc = subprocess.Popen([sys.executable, "-m", "stabsearch.search.workers"], stdin=subprocess.PIPE, env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "stabsearch.study.workers"], stdin=subprocess.PIPE, env=env,
                             start_new_session=True)
     assert proc.stdin is not None
     proc.stdin.write(pickle.dumps(job))

@@ -34,18 +34,18 @@ import torch
 from optuna.trial import FrozenTrial, TrialState
 from tqdm import tqdm
 
-from stabsearch.search import interrupts
+from stabsearch.study import interrupts
 from stabsearch.config import OptimConfig
 from stabsearch.analysis.early_warning import EarlyWarning, eps_regime, predict
 from stabsearch.training.loader import ModelModule
-from stabsearch.search.slots import budget_state, claim, counts_toward_budget, heartbeat, recover_lost, requeue, reserve
-from stabsearch.search.records import UNSTABLE, VERDICTS
-from stabsearch.search.sampler import TrialSeededSampler
+from stabsearch.study.slots import budget_state, claim, counts_toward_budget, heartbeat, recover_lost, requeue, reserve
+from stabsearch.study.records import UNSTABLE, VERDICTS
+from stabsearch.study.sampler import TrialSeededSampler
 from stabsearch.schedule import lr_factor
 from stabsearch.analysis.median_rule import is_slow, median_by_step
-from stabsearch.search.space import SearchSpace, sample
+from stabsearch.study.space import SearchSpace, sample
 from stabsearch.analysis.stability import Analysis, StabilityOptions, analyze
-from stabsearch.search.storage import Storage, is_storage_fault
+from stabsearch.study.storage import Storage, is_storage_fault
 from stabsearch.training.telemetry import FIELDS as TELEMETRY_FIELDS
 from stabsearch.training.trainer import Deadline, OutOfTime, Run, StopRun, TrainResult, train_trial
 
@@ -119,7 +119,7 @@ def _quiet_optuna() -> None:
 
 
 def open_search_study(storage: Storage, name: str, module: ModelModule, space: SearchSpace, settings: SearchSettings) -> optuna.Study:
-    """Create the study or load it to resume; each trial is sampled with its own seed (see :mod:`stabsearch.search.sampler`)."""
+    """Create the study or load it to resume; each trial is sampled with its own seed (see :mod:`stabsearch.study.sampler`)."""
     _quiet_optuna()
     study = optuna.create_study(study_name=name, storage=storage.storage, direction="minimize", load_if_exists=True)
     # Seeded by (seed, trial number): a resume draws new points, and workers never draw each other's.
@@ -139,11 +139,11 @@ def run_search(
 ) -> SearchSummary:
     """Run search trials until the study has ``settings.trials`` finished ones, or time runs out.
 
-    Each trial is a slot claimed from the study's queue (see :mod:`stabsearch.search.slots`),
+    Each trial is a slot claimed from the study's queue (see :mod:`stabsearch.study.slots`),
     so several processes can run this on one study. ``reserve_slots=False`` only
     claims slots that are already there. ``on_error`` hears the first trial that
     fails with an error (a user-code error, out of memory), as it happens. SIGINT
-    and SIGTERM end it as interrupted (:mod:`stabsearch.search.interrupts`): the running
+    and SIGTERM end it as interrupted (:mod:`stabsearch.study.interrupts`): the running
     trial is re-queued.
     """
     with interrupts.handling():

@@ -3,18 +3,18 @@
 A single short run on one seed cannot show late instability, so the best
 ``candidates`` search trials are each trained again on ``seeds`` new seeds for
 ``stress`` times the search steps (search runs whose loss already jumped
-tenfold mid-run, :func:`stabsearch.search.recommend.major_spikes`, rank last). If
+tenfold mid-run, :func:`stabsearch.study.recommend.major_spikes`, rank last). If
 every candidate fails, the one with the best worst case is confirmed again
 at a third of its learning rate (and, if that fails too, a ninth): a rescue.
 The best survivor is then probed at 3x (and, if that fails, sqrt(3)x) its
 learning rate on the same seeds, to find how far the edge is; and the
-back-off configuration that :func:`stabsearch.search.recommend.recommend` picks is
+back-off configuration that :func:`stabsearch.study.recommend.recommend` picks is
 confirmed the same way, when it differs. Runs are trials of the same study,
 tagged ``kind=confirm`` with the number of the search trial they check
 (``of``), so ``trials`` and the dashboard show them apart. Finished runs are
 never repeated, so an interrupted confirmation resumes where it stopped.
 
-Each stage's runs are slots, like the search's (:mod:`stabsearch.search.slots`):
+Each stage's runs are slots, like the search's (:mod:`stabsearch.study.slots`):
 WAITING trials that carry their configuration, seed and horizon, reserved
 atomically for the runs no trial has yet, and claimed one at a time. Two
 ``confirm`` processes on one study share the runs instead of repeating them,
@@ -34,14 +34,14 @@ from tqdm import tqdm
 
 from stabsearch.config import OptimConfig
 from stabsearch.training.loader import ModelModule
-from stabsearch.search.recommend import back_off, choose_confirmed, major_spikes, nearest_unstable_lr, probe_outcomes, rescue
-from stabsearch.search.records import study_records, trial_record
-from stabsearch.search import interrupts
-from stabsearch.search.slots import NOT_COUNTED, Slot, claim, heartbeat, recover_lost, requeue, slot_changes
-from stabsearch.search.runner import SearchSettings, open_search_study, run_trial
+from stabsearch.study.recommend import back_off, choose_confirmed, major_spikes, nearest_unstable_lr, probe_outcomes, rescue
+from stabsearch.study.records import study_records, trial_record
+from stabsearch.study import interrupts
+from stabsearch.study.slots import NOT_COUNTED, Slot, claim, heartbeat, recover_lost, requeue, slot_changes
+from stabsearch.study.runner import SearchSettings, open_search_study, run_trial
 from stabsearch.training.trainer import Run
-from stabsearch.search.space import SearchSpace
-from stabsearch.search.storage import Storage
+from stabsearch.study.space import SearchSpace
+from stabsearch.study.storage import Storage
 
 
 #: Rounds of rescue when every candidate fails: the best of them at 1/safety, then 1/safety^2 of its learning rate.

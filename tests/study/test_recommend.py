@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from stabsearch.search.records import TrialRecord
-from stabsearch.search.recommend import NothingToRecommend, major_spikes, probe_failed, recommend, rescue, survived
+from stabsearch.study.records import TrialRecord
+from stabsearch.study.recommend import NothingToRecommend, major_spikes, probe_failed, recommend, rescue, survived
 
 BASE = {"optimizer": "adam", "eps": 1e-8, "beta1": 0.9, "beta2": 0.999, "weight_decay": 0.0,
         "schedule": "constant", "warmup": 0.0}

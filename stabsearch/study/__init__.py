@@ -1,0 +1,14 @@
+"""The search: the space, the study's storage and trial attributes, the runner, workers and confirmation.
+
+This is the layer that talks to Optuna.
+
+- :mod:`~stabsearch.study.space`: the search space and its overrides;
+- :mod:`~stabsearch.study.storage`: opening a study's storage, and refusing a damaged one;
+- :mod:`~stabsearch.study.attrs`, :mod:`~stabsearch.study.records`: reading stored trials back;
+- :mod:`~stabsearch.study.runner`: the search loop;
+- :mod:`~stabsearch.study.sampler`: TPE seeded per trial;
+- :mod:`~stabsearch.study.slots`, :mod:`~stabsearch.study.workers`: sharing a study between workers;
+- :mod:`~stabsearch.study.interrupts`: Ctrl-C and SIGTERM that never land mid-bookkeeping;
+- :mod:`~stabsearch.study.confirm`: re-running the best configurations on new seeds at a longer horizon;
+- :mod:`~stabsearch.study.recommend`: the recommendation and its evidence.
+"""
