@@ -115,9 +115,10 @@ def run(model: str, study: str | None, storage: str | None, trials: int, steps: 
     flags = _study_flags(name, store, storage)
     on_error = lambda trial: _tell(_error_line(trial, flags))  # noqa: E731
     if workers > 1:
+        from stabsearch.study.runner import open_context
         from stabsearch.study.workers import run_workers
 
-        summary = run_workers(workers, model, module, space, store, name, settings, on_error=on_error)
+        summary = run_workers(workers, model, open_context(module, space, store, name, settings, on_error=on_error))
     else:
         summary = run_search(module, space, store, name, settings, on_error=on_error)
     counts = ", ".join(f"{n} {v}" for v, n in sorted(summary.verdicts.items())) or "none"

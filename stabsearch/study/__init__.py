@@ -5,6 +5,7 @@ This is the layer that talks to Optuna.
 - :mod:`~stabsearch.study.space`: the search space and its overrides;
 - :mod:`~stabsearch.study.storage`: opening a study's storage, and refusing a damaged one;
 - :mod:`~stabsearch.study.attrs`, :mod:`~stabsearch.study.records`: reading stored trials back;
+- :mod:`~stabsearch.study.context`: what a search's trials share (study, module, space, storage, settings);
 - :mod:`~stabsearch.study.runner`: the search loop;
 - :mod:`~stabsearch.study.sampler`: TPE seeded per trial;
 - :mod:`~stabsearch.study.slots`, :mod:`~stabsearch.study.workers`: sharing a study between workers;
