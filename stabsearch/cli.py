@@ -89,17 +89,16 @@ def run(model: str, study: str | None, storage: str | None, trials: int, steps: 
     After the search, the best --confirm configurations are re-run on --seeds new
     seeds at --stress times the steps, and so is the backed-off recommendation.
     """
-    result = api.search(
-        model, study=study, storage=storage, trials=trials, steps=steps, seed=seed, device=device, space=space_file,
-        population=population, force_population=force_population, workers=workers, confirm=confirm, seeds=seeds,
-        stress=stress, timeout=timeout, trial_timeout=trial_timeout, warning_penalty=warning_penalty,
+    result = _run(
+        api.search, model, study=study, storage=storage, trials=trials, steps=steps, seed=seed, device=device,
+        space=space_file, population=population, force_population=force_population, workers=workers, confirm=confirm,
+        seeds=seeds, stress=stress, timeout=timeout, trial_timeout=trial_timeout, warning_penalty=warning_penalty,
         early_warning=early_warning, stop_slow=stop_slow, precision=precision, heartbeat=heartbeat, progress=progress,
         log=_echo,
     )
     flags = api.study_flags(result.study, result.storage if storage else None)
     summary = result.search
     if result.outcome == "interrupted" and result.confirmation is None:
-        _ignore_interrupts()  # the trials are re-queued: a Ctrl-C still held down must not cut the exit short
         click.echo("interrupted: the unfinished trial was re-queued; run the same command to resume", err=True)
         sys.exit(130)
     if result.outcome == "failed":
@@ -119,25 +118,28 @@ def _echo(line: str) -> None:
     click.echo(line, err=True)
 
 
+def _run(call, *args, **kwargs) -> api.SearchResult:  # noqa: ANN001, ANN002, ANN003
+    """``call`` (api.search or api.confirm) with SIGINT and SIGTERM handled (:mod:`stabsearch.study.interrupts`).
+
+    After a signal that stopped it, the interrupt stays shielded, and any more are ignored until the exit:
+    the trials are re-queued, and a Ctrl-C still held down must not cut the exit short. A Ctrl-C raised by
+    user code, not a signal, leaves the handlers alone.
+    """
+    from stabsearch.study import interrupts
+
+    with interrupts.handling():
+        result = call(*args, **kwargs)
+        if result.interrupted and interrupts.interrupted():
+            interrupts.ignore_until_exit()
+    return result
+
+
 def _after_confirmation(result: api.SearchResult, flags: str) -> None:
     """The end of ``run`` and ``confirm``: an interrupted confirmation exits 130, else the next command to type."""
     if result.outcome == "interrupted":
-        _ignore_interrupts()
         click.echo("interrupted: run the same command to resume the confirmation", err=True)
         sys.exit(130)
     click.echo(f"next: stabsearch recommend {flags}", err=True)
-
-
-def _ignore_interrupts() -> None:
-    """After a search or confirmation ended by SIGINT or SIGTERM: ignore any more of them until the exit."""
-    import signal
-
-    from stabsearch.study import interrupts
-
-    if not interrupts.interrupted():  # Ctrl-C raised by user code, not a signal: leave the handlers alone
-        return
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 @cli.command()
@@ -154,8 +156,8 @@ def _ignore_interrupts() -> None:
 def confirm(model: str, study: str | None, storage: str | None, seed: int | None, device: str, space_file: str | None,
             confirm: int, seeds: int, stress: float, early_warning: bool, progress: bool) -> None:
     """Confirm a finished search of MODEL on new seeds at a longer horizon (resumes where it stopped)."""
-    result = api.confirm(model, study=study, storage=storage, seed=seed, device=device, space=space_file, confirm=confirm,
-                         seeds=seeds, stress=stress, early_warning=early_warning, progress=progress, log=_echo)
+    result = _run(api.confirm, model, study=study, storage=storage, seed=seed, device=device, space=space_file,
+                  confirm=confirm, seeds=seeds, stress=stress, early_warning=early_warning, progress=progress, log=_echo)
     _after_confirmation(result, api.study_flags(result.study, result.storage if storage else None))
 
 
