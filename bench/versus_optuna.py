@@ -52,12 +52,10 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import stabsearch  # noqa: E402
 from stabsearch import OptimConfig, SearchSpace, load_model_module  # noqa: E402
-from stabsearch.study.confirm import ConfirmSettings, run_confirmation  # noqa: E402
-from stabsearch.study.trial_attrs import study_records  # noqa: E402
 from stabsearch.reporting.curves import read_curve  # noqa: E402
-from stabsearch.study.recommend import recommend  # noqa: E402
-from stabsearch.study.runner import SearchSettings, run_search  # noqa: E402
+from stabsearch.study.trial_attrs import study_records  # noqa: E402
 from stabsearch.study.space import sample  # noqa: E402
 from stabsearch.study.storage import open_storage  # noqa: E402
 
@@ -148,23 +146,20 @@ def diverged(losses, recovered_counts: bool = False) -> bool:  # noqa: ANN001
 
 
 def run_stabsearch(path: str, trials: int, steps: int, seed: int) -> dict:
+    """stabsearch's whole pipeline through its API, with its defaults (on the CPU, as the plain loop runs)."""
     module = load_model_module(str(ROOT / path))
-    space = SearchSpace().override(module.space, source="module")
     with tempfile.TemporaryDirectory() as tmp:
-        store = open_storage(f"sqlite:///{tmp}/bench.db", create=True)
-        settings = SearchSettings(trials=trials, steps=steps, seed=seed, progress=False)
-        run_search(module, space, store, "bench", settings)
-        run_confirmation(module, space, store, "bench", settings, ConfirmSettings())
+        url = f"sqlite:///{tmp}/bench.db"
+        result = stabsearch.search(module, study="bench", storage=url, trials=trials, steps=steps, seed=seed, device="cpu",
+                                   progress=False, report=False, log=lambda line: None)
+        store = open_storage(url)
         study = optuna.load_study(study_name="bench", storage=store.storage)
         curves = {t.number: read_curve(t, store.artifacts_dir) for t in study.get_trials(deepcopy=False)}
         records = study_records(study)
     spent = sum(r.steps_run or 0 for r in records)
     lost = sum(r.steps_run or 0 for r in records if curves.get(r.number) is not None and diverged(curves[r.number][1]))
     strict = sum(r.steps_run or 0 for r in records if curves.get(r.number) is not None and diverged(curves[r.number][1], True))
-    try:
-        config = recommend(records, "bench").config
-    except Exception:
-        config = None
+    config = result.recommendation.config if result.recommendation is not None else None
     return {"config": config, "diverged_steps": lost, "strict_diverged_steps": strict, "total_steps": spent, "module": module,
             "diverged_trials": sum(1 for c in curves.values() if c is not None and diverged(c[1]))}
 

@@ -9,7 +9,14 @@ The layers, with data flowing one way (each subpackage's docstring lists its mod
 - :mod:`stabsearch.reporting`: the HTML report, the exports and optuna-dashboard;
 - :mod:`stabsearch.integrations`: Lightning and transformers;
 - :mod:`stabsearch.config`, :mod:`stabsearch.schedule`: one configuration, shared by all layers;
-- :mod:`stabsearch.cli`: the command line.
+- :mod:`stabsearch.api`: each command as a function, exported here as :func:`search`, :func:`confirm`,
+  :func:`recommend`, :func:`report` and :func:`analyze`;
+- :mod:`stabsearch.cli`: the command line, which parses its options and calls :mod:`stabsearch.api`.
+
+Example:
+    >>> import stabsearch
+    >>> stabsearch.analyze([2.3, 1.0, 0.5, 0.2] * 30).verdict
+    'stable'
 """
 
 import importlib
@@ -24,18 +31,22 @@ _HOMES = {
     "OptimConfig": "stabsearch.config",
     "Recommendation": "stabsearch.study.recommend",
     "Run": "stabsearch.training.trainer",
+    "SearchResult": "stabsearch.api",
     "SearchSpace": "stabsearch.study.space",
     "Spike": "stabsearch.analysis.spikes",
     "StabilityOptions": "stabsearch.analysis.options",
     "StopRun": "stabsearch.training.trainer",
     "TrainResult": "stabsearch.training.trainer",
     "UsageError": "stabsearch.errors",
-    "analyze": "stabsearch.analysis.verdict",
+    "analyze": "stabsearch.api",
     "build_report": "stabsearch.reporting.page",
+    "confirm": "stabsearch.api",
     "load_model_module": "stabsearch.training.loader",
     "lr_factor": "stabsearch.schedule",
     "max_population": "stabsearch.population.memory",
-    "recommend": "stabsearch.study.recommend",
+    "recommend": "stabsearch.api",
+    "report": "stabsearch.api",
+    "search": "stabsearch.api",
     "train_population": "stabsearch.population.driver",
     "train_trial": "stabsearch.training.trainer",
     "why_not_vectorizable": "stabsearch.population.vectorizable",
@@ -61,6 +72,7 @@ __all__ = [  # noqa: F822 (provided by __getattr__)
     "OptimConfig",
     "Recommendation",
     "Run",
+    "SearchResult",
     "SearchSpace",
     "Spike",
     "StabilityOptions",
@@ -69,10 +81,13 @@ __all__ = [  # noqa: F822 (provided by __getattr__)
     "UsageError",
     "analyze",
     "build_report",
+    "confirm",
     "load_model_module",
     "lr_factor",
     "max_population",
     "recommend",
+    "report",
+    "search",
     "train_population",
     "train_trial",
     "why_not_vectorizable",

@@ -17,12 +17,11 @@ from pathlib import Path
 
 import click
 
+from stabsearch import api
+from stabsearch.api import MAX_SEED
 from stabsearch.errors import UsageError
 from stabsearch.reporting.export import FORMATS, format_recommendation
-from stabsearch.inputs import Finite, check_name, printable
-
-#: Largest --seed: seeds derived from it (the sampler's, confirmation runs') stay below numpy's 2**32.
-MAX_SEED = 2**31 - 1
+from stabsearch.inputs import Finite, printable
 
 _STORAGE_HELP = "Study storage: an SQLAlchemy URL or journal:PATH [default: sqlite:///studies/stabsearch.db]"
 
@@ -90,189 +89,57 @@ def run(model: str, study: str | None, storage: str | None, trials: int, steps: 
     After the search, the best --confirm configurations are re-run on --seeds new
     seeds at --stress times the steps, and so is the backed-off recommendation.
     """
-    from stabsearch.study.confirm import ConfirmSettings, run_confirmation
-    from stabsearch.study.runner import SearchSettings, run_search
-    from stabsearch.study.storage import open_storage
-
-    if force_population and population == 1:
-        raise UsageError("--force-population: give --population K (K >= 2) too")
-    module, space, device_ = _load(model, space_file, device)
-    precision = _precision(precision, module, device_)
-    if workers > 1:
-        from stabsearch.study.workers import check_workers
-
-        check_workers(workers, device_)
-    confirm_settings = ConfirmSettings(candidates=confirm, seeds=seeds, stress=stress)
-    settings = SearchSettings(
-        trials=trials, steps=steps or module.steps or 1000, seed=seed, timeout=timeout, trial_timeout=trial_timeout,
-        device=device_, progress=progress, warning_penalty=warning_penalty, heartbeat=heartbeat,
-        population=_population_size(module, device_, _population_for(space, precision, population), force=force_population),
-        stop_slow=stop_slow, early_warning=early_warning, precision=precision, no_decay=module.no_decay,
+    result = _run(
+        api.search, model, study=study, storage=storage, trials=trials, steps=steps, seed=seed, device=device,
+        space=space_file, population=population, force_population=force_population, workers=workers, confirm=confirm,
+        seeds=seeds, stress=stress, timeout=timeout, trial_timeout=trial_timeout, warning_penalty=warning_penalty,
+        early_warning=early_warning, stop_slow=stop_slow, precision=precision, heartbeat=heartbeat, progress=progress,
+        log=_echo,
     )
-    name = check_name(study) if study is not None else module.name
-    store = open_storage(storage, create=True)
-    click.echo(f"study {name!r} in {store.shown}: {settings.trials} trials of {settings.steps} steps on {settings.device}", err=True)
-    flags = _study_flags(name, store, storage)
-    on_error = lambda trial: _tell(_error_line(trial, flags))  # noqa: E731
-    if workers > 1:
-        from stabsearch.study.workers import run_workers
-
-        summary = run_workers(workers, model, module, space, store, name, settings, on_error=on_error)
-    else:
-        summary = run_search(module, space, store, name, settings, on_error=on_error)
-    counts = ", ".join(f"{n} {v}" for v, n in sorted(summary.verdicts.items())) or "none"
-    click.echo(f"{summary.finished}/{settings.trials} trials finished ({counts}); {summary.new_trials} new in {summary.seconds:.1f}s", err=True)
-    for line in summary.worker_errors:
-        click.echo(f"stabsearch: error: {line}; its trial was recovered", err=True)
-    if summary.interrupted:
-        _ignore_interrupts()  # the trials are re-queued: a Ctrl-C still held down must not cut the exit short
+    flags = api.study_flags(result.study, result.storage if storage else None)
+    summary = result.search
+    if result.outcome == "interrupted" and result.confirmation is None:
         click.echo("interrupted: the unfinished trial was re-queued; run the same command to resume", err=True)
         sys.exit(130)
-    if summary.new_trials and summary.new_failed == summary.new_trials:
+    if result.outcome == "failed":
         where = "the error above" if summary.first_error is not None else f"what `stabsearch trials {flags}` shows"
         click.echo(f"every trial this run trained failed ({summary.new_failed} of {summary.new_trials}): fix {where}, "
                    "then run again with a new --study (failed trials count toward --trials)", err=True)
         sys.exit(1)
-    if summary.timed_out:
+    if result.outcome == "timed out":
         click.echo("timeout reached: run the same command to continue", err=True)
         return
-    if summary.worker_errors:
+    if result.outcome == "worker errors":
         sys.exit(1)
-    _confirm_and_report(module, space, store, name, settings, confirm_settings, storage)
+    _after_confirmation(result, flags)
 
 
-def _study_flags(name: str, store, storage: str | None) -> str:  # noqa: ANN001
-    """The options that point a later command at this study, as the user would type them."""
-    return f"--study {name}" + (f" --storage '{store.shown}'" if storage else "")
+def _echo(line: str) -> None:
+    click.echo(line, err=True)
 
 
-def _error_line(trial, flags: str) -> str:  # noqa: ANN001
-    """One line for a failed trial: its error, and the command that shows it in full."""
-    from stabsearch.study.trial_attrs import ERROR
+def _run(call, *args, **kwargs) -> api.SearchResult:  # noqa: ANN001, ANN002, ANN003
+    """``call`` (api.search or api.confirm) with SIGINT and SIGTERM handled (:mod:`stabsearch.study.interrupts`).
 
-    return f"trial {trial.number} failed: {trial.user_attrs.get(ERROR)} (see: stabsearch trials --show {trial.number} {flags})"
-
-
-def _tell(line: str) -> None:
-    """A line on stderr that does not break a progress bar being drawn there."""
-    from tqdm import tqdm
-
-    tqdm.write(line, file=sys.stderr)
-
-
-def _confirm_and_report(module, space, store, name, settings, confirm_settings, storage) -> None:  # noqa: ANN001
-    from stabsearch.study.confirm import run_confirmation
-
-    if confirm_settings.candidates:
-        horizon = round(confirm_settings.stress * settings.steps)
-        click.echo(f"confirming the best {confirm_settings.candidates} on {confirm_settings.seeds} new seeds at {horizon} steps", err=True)
-        done = run_confirmation(module, space, store, name, settings, confirm_settings)
-        click.echo(f"{done.runs} confirmation runs ({done.skipped} already done)", err=True)
-        if done.interrupted:
-            _ignore_interrupts()
-            click.echo("interrupted: run the same command to resume the confirmation", err=True)
-            sys.exit(130)
-    _write_report(store, name)
-    click.echo(f"next: stabsearch recommend {_study_flags(name, store, storage)}", err=True)
-
-
-def _ignore_interrupts() -> None:
-    """After a search or confirmation ended by SIGINT or SIGTERM: ignore any more of them until the exit."""
-    import signal
-
+    After a signal that stopped it, the interrupt stays shielded, and any more are ignored until the exit:
+    the trials are re-queued, and a Ctrl-C still held down must not cut the exit short. A Ctrl-C raised by
+    user code, not a signal, leaves the handlers alone.
+    """
     from stabsearch.study import interrupts
 
-    if not interrupts.interrupted():  # Ctrl-C raised by user code, not a signal: leave the handlers alone
-        return
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    with interrupts.handling():
+        result = call(*args, **kwargs)
+        if result.interrupted and interrupts.interrupted():
+            interrupts.ignore_until_exit()
+    return result
 
 
-def _write_report(store, name: str) -> None:  # noqa: ANN001
-    """After a run: the HTML report, and the same figures and note saved for optuna-dashboard."""
-    from stabsearch.reporting.page import default_report_path, write_report
-    from stabsearch.study.storage import load_study
-
-    path = default_report_path(name)
-    try:  # written where the command started: user code may have changed the directory
-        written = write_report(load_study(store, name), store, _home() / path)
-    except (UsageError, OSError) as exc:
-        click.echo(f"report not written: {exc}", err=True)
-        return
-    if written.dashboard_error:
-        click.echo(f"report: {path} (not saved for the dashboard: {written.dashboard_error})", err=True)
-    else:
-        click.echo(f"report: {path} (figures and note saved for `stabsearch dashboard`)", err=True)
-
-
-def _home() -> Path:
-    """The working directory the command started in."""
-    ctx = click.get_current_context(silent=True)
-    return (ctx.find_root().obj or {}).get("home", Path.cwd()) if ctx is not None else Path.cwd()
-
-
-def _precision(flag: str | None, module, device) -> str:  # noqa: ANN001
-    """``--precision``, else the module's ``PRECISION``, else "32"; fp16 needs a CUDA device (its GradScaler)."""
-    precision = flag or module.precision or "32"
-    if precision == "fp16" and device.type != "cuda":
-        where = "--precision fp16" if flag else f"{module.source}: PRECISION = 'fp16'"
-        raise UsageError(f"{where}: float16 training needs a CUDA device, this run is on {device}; use bf16 there")
-    return precision
-
-
-def _population_for(space, precision: str, requested: int) -> int:  # noqa: ANN001
-    """``requested``, or 1 with a one-line notice when the space clips gradients or the run is not float32."""
-    from stabsearch.population.adam import why_not_population_space
-
-    reason = why_not_population_space(space, precision) if requested > 1 else None
-    if reason is not None:
-        click.echo(f"--population {requested}: training one trial at a time instead ({reason})", err=True)
-        return 1
-    return requested
-
-
-def _population_size(module, device, requested: int, *, force: bool = False) -> int:  # noqa: ANN001
-    """``requested``, or 1 with a one-line notice when the model can't be vectorized or (unless ``force``)
-    a timed population step is no faster than ``requested`` sequential steps; refuse a K that won't fit."""
-    if requested == 1:
-        return 1
-    from stabsearch.population.memory import max_population
-    from stabsearch.population.speed import measure_population_speed
-    from stabsearch.population.vectorizable import _one_line, why_not_vectorizable
-
-    instead = f"--population {requested}: training one trial at a time instead"
-    reason = why_not_vectorizable(module, device)
-    if reason is not None:
-        click.echo(f"{instead} ({reason})", err=True)
-        return 1
-    fits = max_population(module, device)
-    if requested > fits:
-        raise UsageError(f"--population {requested} does not fit in the memory of {device}: at most {fits} members fit")
-    if force:
-        return requested
-    try:
-        speed = measure_population_speed(module, device, requested)
-    except Exception as exc:  # user code or the device, on a path the checks above did not take
-        click.echo(f"{instead} (timing a population step failed: {_one_line(exc)})", err=True)
-        return 1
-    if not speed.pays:
-        click.echo(f"{instead} (a population step took {speed.ratio:.2g}x the time of {requested} sequential steps; "
-                   "--force-population keeps it)", err=True)
-        return 1
-    return requested
-
-
-def _load(model: str, space_file: str | None, device: str):  # noqa: ANN202
-    """Everything a run needs from the user's files, checked before any storage is opened."""
-    from stabsearch.training.device import resolve_device
-    from stabsearch.training.loader import load_model_module
-    from stabsearch.study.space import SearchSpace, load_space_file
-
-    module = load_model_module(model)
-    space = SearchSpace().override(module.space, source=f"{module.source} SPACE")
-    if space_file is not None:
-        space = space.override(load_space_file(space_file), source=f"space file {space_file}")
-    return module, space, resolve_device(device)
+def _after_confirmation(result: api.SearchResult, flags: str) -> None:
+    """The end of ``run`` and ``confirm``: an interrupted confirmation exits 130, else the next command to type."""
+    if result.outcome == "interrupted":
+        click.echo("interrupted: run the same command to resume the confirmation", err=True)
+        sys.exit(130)
+    click.echo(f"next: stabsearch recommend {flags}", err=True)
 
 
 @cli.command()
@@ -289,20 +156,9 @@ def _load(model: str, space_file: str | None, device: str):  # noqa: ANN202
 def confirm(model: str, study: str | None, storage: str | None, seed: int | None, device: str, space_file: str | None,
             confirm: int, seeds: int, stress: float, early_warning: bool, progress: bool) -> None:
     """Confirm a finished search of MODEL on new seeds at a longer horizon (resumes where it stopped)."""
-    from stabsearch.study.confirm import ConfirmSettings
-    from stabsearch.study.runner import SearchSettings
-    from stabsearch.study.storage import open_storage, pick_study_name
-
-    module, space, device_ = _load(model, space_file, device)
-    confirm_settings = ConfirmSettings(candidates=max(1, confirm), seeds=seeds, stress=stress)
-    store = open_storage(storage)
-    name = pick_study_name(store, study or (module.name if module.name in store.study_names() else None))
-    attrs = store.storage.get_study_user_attrs(store.storage.get_study_id_from_name(name))
-    if "steps" not in attrs:
-        raise UsageError(f"study {name!r} was not made by `stabsearch run`: it has no search horizon to stress")
-    settings = SearchSettings(trials=0, steps=int(attrs["steps"]), seed=attrs.get("seed", 0) if seed is None else seed,
-                              device=device_, progress=progress, early_warning=early_warning)
-    _confirm_and_report(module, space, store, name, settings, confirm_settings, storage)
+    result = _run(api.confirm, model, study=study, storage=storage, seed=seed, device=device, space=space_file,
+                  confirm=confirm, seeds=seeds, stress=stress, early_warning=early_warning, progress=progress, log=_echo)
+    _after_confirmation(result, api.study_flags(result.study, result.storage if storage else None))
 
 
 @cli.command()
@@ -444,12 +300,7 @@ def _table(rows: Sequence[dict]) -> str:
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="yaml", show_default=True)
 def recommend(study: str | None, storage: str | None, fmt: str) -> None:
     """Print the recommended optimizer settings, with their evidence."""
-    from stabsearch.study.recommend import recommend as choose
-    from stabsearch.study.storage import load_study, open_storage
-    from stabsearch.study.trial_attrs import study_records
-
-    loaded = load_study(open_storage(storage), study)
-    click.echo(format_recommendation(choose(study_records(loaded), loaded.study_name), fmt), nl=False)
+    click.echo(format_recommendation(api.recommend(study, storage), fmt), nl=False)
 
 
 @cli.command()
@@ -461,16 +312,10 @@ def recommend(study: str | None, storage: str | None, fmt: str) -> None:
 @click.option("--eps", type=Finite(0.0, 1e6, low_open=True), default=None, help="The run's Adam eps, for the advice.")
 def analyze(file: str, fmt: str, classes: int | None, warmup: int, lr: float | None, eps: float | None) -> None:
     """Diagnose the loss log FILE from any run: a CSV with a loss column, or one number per line."""
-    from stabsearch.analysis.loss_log import read_loss_log
     from stabsearch.analysis.diagnosis import RunFacts, diagnose, format_text
-    from stabsearch.analysis.verdict import analyze as analyze_curve
     from stabsearch.config import chance_loss
 
-    log = read_loss_log(file)
-    try:
-        result = analyze_curve(log.losses, steps=log.steps, chance_loss=chance_loss(classes), warmup=warmup)
-    except ValueError as exc:
-        raise UsageError(f"{file}: {exc}") from None
+    result = api.analyze(file, chance_loss=chance_loss(classes), warmup=warmup)
     advice = diagnose(result, RunFacts(lr=lr, eps=eps))
     if fmt == "json":
         click.echo(json.dumps({"file": file, **result.to_dict(), "diagnosis": advice}, indent=2))
@@ -509,14 +354,7 @@ def studies(storage: str | None) -> None:
               help="Also save the figures and a summary note on the study for optuna-dashboard.")
 def report(study: str | None, storage: str | None, output: str | None, to_dashboard: bool) -> None:
     """Write the study's safe-region report: one self-contained HTML file that works offline."""
-    from stabsearch.reporting.page import write_report
-    from stabsearch.study.storage import load_study, open_storage
-
-    store = open_storage(storage)
-    written = write_report(load_study(store, study), store, output or None, dashboard=to_dashboard)
-    if written.dashboard_error:
-        click.echo(f"not saved for the dashboard: {written.dashboard_error}", err=True)
-    click.echo(str(written.path))
+    click.echo(str(api.report(study, storage, output, dashboard=to_dashboard, log=_echo)))
 
 
 @cli.command()

@@ -7,6 +7,7 @@ This is the layer that talks to Optuna.
 - :mod:`~stabsearch.study.trial_attrs`: a trial's stored attributes, written and read back as a
   :mod:`~stabsearch.study.record` (the plain :class:`~stabsearch.study.record.TrialRecord`);
 - :mod:`~stabsearch.study.optuna_internals`: the one module that uses Optuna's private API;
+- :mod:`~stabsearch.study.context`: what a search's trials share (study, module, space, storage, settings);
 - :mod:`~stabsearch.study.runner`: the search loop;
 - :mod:`~stabsearch.study.sampler`: TPE seeded per trial;
 - :mod:`~stabsearch.study.slots`, :mod:`~stabsearch.study.workers`: sharing a study between workers;

@@ -42,7 +42,8 @@ from stabsearch.study.trial_attrs import (
     BACKOFF, CONFIG, CONFIRM, CONFIRM_TAGS, FAILURE, KIND, NOT_COUNTED, OF, PROBE, RESCUE, SEED, STEPS, VERDICT, is_search,
     study_records, trial_record,
 )
-from stabsearch.study.runner import SearchSettings, open_search_study, run_trial
+from stabsearch.study.context import SearchContext
+from stabsearch.study.runner import SearchSettings, open_context, run_trial
 from stabsearch.training.trainer import Run
 from stabsearch.study.space import SearchSpace
 from stabsearch.study.storage import Storage
@@ -137,9 +138,12 @@ def run_confirmation(
         return _confirmation(module, space, storage, study_name, settings, confirm)
 
 
-def _confirmation(module, space, storage, study_name, settings, confirm) -> ConfirmSummary:  # noqa: ANN001
+def _confirmation(
+    module: ModelModule, space: SearchSpace, storage: Storage, study_name: str, settings: SearchSettings, confirm: ConfirmSettings,
+) -> ConfirmSummary:
     summary = ConfirmSummary()
-    study = open_search_study(storage, study_name, module, space, settings)
+    context = open_context(module, space, storage, study_name, settings)
+    study = context.study
     recover_lost(study, settings.heartbeat)
     trials = study.get_trials(deepcopy=False)
     # Best scores first; a search run that already jumped tenfold mid-run would fail confirmation, so it
@@ -151,7 +155,7 @@ def _confirmation(module, space, storage, study_name, settings, confirm) -> Conf
     horizon = max(1, round(confirm.stress * settings.steps))
     seeds = confirmation_seeds(settings.seed, confirm.seeds)
     jobs = [(t, OptimConfig.from_dict(t.user_attrs[CONFIG]), s, {}) for t in best for s in seeds]
-    summary = _run_jobs(study, jobs, module, space, storage, settings, horizon, summary, "confirm")
+    summary = _run_jobs(context, jobs, horizon, summary, "confirm")
     if summary.interrupted:
         return summary
     for _ in range(RESCUE_ROUNDS):  # every candidate failed: back the most promising off and try that
@@ -161,7 +165,7 @@ def _confirmation(module, space, storage, study_name, settings, confirm) -> Conf
         if found is None:
             break
         jobs = [(study.trials[found.source.number], found.config, s, {RESCUE: True}) for s in seeds]
-        summary = _run_jobs(study, jobs, module, space, storage, settings, horizon, summary, f"rescue lr {found.config.lr:.3g}")
+        summary = _run_jobs(context, jobs, horizon, summary, f"rescue lr {found.config.lr:.3g}")
         if summary.interrupted:
             return summary
     chosen = choose_confirmed(study_records(study))
@@ -176,7 +180,7 @@ def _confirmation(module, space, storage, study_name, settings, confirm) -> Conf
         if known is not None and probe.lr >= known:
             continue
         jobs = [(source, probe, s, {PROBE: True}) for s in seeds]
-        summary = _run_jobs(study, jobs, module, space, storage, settings, horizon, summary, f"edge probe x{factor:.3g}")
+        summary = _run_jobs(context, jobs, horizon, summary, f"edge probe x{factor:.3g}")
         if summary.interrupted or probe_outcomes(study_records(study)).get(probe.lr) is False:
             break  # interrupted, or it passed: the margin is proven
     if summary.interrupted:
@@ -184,12 +188,17 @@ def _confirmation(module, space, storage, study_name, settings, confirm) -> Conf
     safe = back_off(study_records(study), config, confirm.safety)
     if safe != config:
         jobs = [(source, safe, s, {BACKOFF: True}) for s in seeds]
-        summary = _run_jobs(study, jobs, module, space, storage, settings, horizon, summary, "back-off")
+        summary = _run_jobs(context, jobs, horizon, summary, "back-off")
     return summary
 
 
-def _run_jobs(study, jobs, module, space, storage, settings, horizon, summary, label):  # noqa: ANN001, ANN202
-    """Run the stage's ``jobs`` as slots, and wait for those other processes hold; returns ``summary``."""
+def _run_jobs(
+    context: SearchContext, jobs: list[tuple[FrozenTrial, OptimConfig, int, dict]], horizon: int, summary: ConfirmSummary,
+    label: str,
+) -> ConfirmSummary:
+    """Run the stage's ``jobs`` (source trial, configuration, seed, tags) as slots of ``horizon`` steps,
+    and wait for those other processes hold; returns ``summary``."""
+    study, settings = context.study, context.settings
     slots = {_key(c.to_dict(), s, horizon): _slot(src, c, s, horizon, tags) for src, c, s, tags in jobs}
     done = _done(study.get_trials(deepcopy=False))
     summary.skipped += sum(k in done for k in slots)
@@ -209,7 +218,7 @@ def _run_jobs(study, jobs, module, space, storage, settings, horizon, summary, l
             a = internals.stored_trial(trial).user_attrs
             attrs = {k: a[k] for k in CONFIRM_TAGS}
             with heartbeat(study, internals.trial_id(trial), settings.heartbeat, progress=Run.steps_logged):
-                run_trial(study, trial, module, space, storage, settings, kind=CONFIRM, seed=a[SEED], steps=horizon,
+                run_trial(context, trial, kind=CONFIRM, seed=a[SEED], steps=horizon,
                           config=OptimConfig.from_dict(a[CONFIG]), attrs=attrs)
             trial = None
             summary.runs += 1

@@ -38,6 +38,7 @@ class _State:
     active = False
     depth = 0  # nesting of deferred() blocks
     shielded = False  # the interrupt is being handled: later signals are only recorded
+    ignore_after = False  # the block ends with the signals ignored, not with the previous handlers
     received: list[int] = []
 
 
@@ -60,14 +61,14 @@ def handling() -> Iterator[None]:
         yield
         return
     previous = {s: signal.getsignal(s) for s in _SIGNALS}
-    _State.active, _State.depth, _State.shielded, _State.received = True, 0, False, []
+    _State.active, _State.depth, _State.shielded, _State.received, _State.ignore_after = True, 0, False, [], False
     for s in _SIGNALS:
         signal.signal(s, _handler)
     try:
         yield
     finally:
         for s, h in previous.items():
-            signal.signal(s, h)
+            signal.signal(s, signal.SIG_IGN if _State.ignore_after else h)
         _State.active = False
 
 
@@ -90,3 +91,10 @@ def deferred() -> Iterator[None]:
 def shield() -> None:
     """Called where the interrupt is caught: later signals are only recorded (the cleanup runs to its end)."""
     _State.shielded = True
+
+
+def ignore_until_exit() -> None:
+    """Ignore SIGINT and SIGTERM from now on, also after :func:`handling` ends (a command about to exit)."""
+    _State.ignore_after = True
+    for s in _SIGNALS:
+        signal.signal(s, signal.SIG_IGN)

@@ -34,6 +34,7 @@ from optuna.trial import FrozenTrial, TrialState
 from tqdm import tqdm
 
 from stabsearch.study import interrupts
+from stabsearch.study.context import SearchContext
 from stabsearch.config import OptimConfig, chance_loss
 from stabsearch.analysis.early_warning import EarlyWarning, eps_regime, predict
 from stabsearch.training.loader import ModelModule
@@ -138,6 +139,14 @@ def open_search_study(storage: Storage, name: str, module: ModelModule, space: S
     return study
 
 
+def open_context(
+    module: ModelModule, space: SearchSpace, storage: Storage, study_name: str, settings: SearchSettings,
+    *, on_error: ErrorCallback | None = None,
+) -> SearchContext:
+    """Open the study (create it, or load it to resume) and bundle what its trials share."""
+    return SearchContext(open_search_study(storage, study_name, module, space, settings), module, space, storage, settings, on_error)
+
+
 def run_search(
     module: ModelModule, space: SearchSpace, storage: Storage, study_name: str, settings: SearchSettings,
     *, reserve_slots: bool = True, on_error: ErrorCallback | None = None,
@@ -161,7 +170,8 @@ def _search(
 ) -> SearchSummary:
     started = time.perf_counter()
     deadline = Deadline.after(settings.timeout, "study")
-    study = open_search_study(storage, study_name, module, space, settings)
+    context = open_context(module, space, storage, study_name, settings, on_error=on_error)
+    study = context.study
     recover_lost(study, settings.heartbeat)
     existing = study.get_trials(deepcopy=False)
     verdicts: collections.Counter[str] = collections.Counter(
@@ -189,16 +199,16 @@ def _search(
                 break  # the remaining slots are held by other workers
             with heartbeat(study, [internals.trial_id(t) for t in held], settings.heartbeat, progress=Run.steps_logged):
                 if len(held) == 1:
-                    done = [run_trial(study, held[0], module, space, storage, settings, deadline=deadline)]
+                    done = [run_trial(context, held[0], deadline=deadline)]
                 else:
-                    done = run_population(study, held, module, space, storage, settings, deadline=deadline)
+                    done = run_population(context, held, deadline=deadline)
             storage.check()  # user code may have deleted or replaced the database file
             for trial, verdict in zip(held, done):
                 summary.new_trials += 1
                 verdicts[verdict] += 1
                 if verdict == "failed":
                     summary.new_failed += 1
-                    report_first_error(summary, internals.stored_trial(trial), on_error)
+                    report_first_error(summary, internals.stored_trial(trial), context.on_error)
             held = []
             bar.update(len(done))
             bar.set_postfix_str(verdict_counts(verdicts))
@@ -231,10 +241,7 @@ def _claim_up_to(study: optuna.Study, settings: SearchSettings, size: int, reser
     return held
 
 
-def run_population(
-    study: optuna.Study, trials: list[optuna.Trial], module: ModelModule, space: SearchSpace,
-    storage: Storage, settings: SearchSettings, *, deadline: Deadline | None = None,
-) -> list[str]:
+def run_population(context: SearchContext, trials: list[optuna.Trial], *, deadline: Deadline | None = None) -> list[str]:
     """Train ``trials`` at once as one vectorized population, then finish each like a sequential trial.
 
     Time limits end the whole population as they end a trial (see :func:`run_trial`).
@@ -242,11 +249,12 @@ def run_population(
     from stabsearch.population.adam import why_not_population_configs
     from stabsearch.population.driver import train_population
 
+    study, module, settings = context.study, context.module, context.settings
     steps, seed = settings.steps, settings.seed
     with interrupts.deferred():  # a trial's configuration is drawn whole, or not at all
-        configs = [prepare_trial(t, space, settings, kind=SEARCH, seed=seed, steps=steps, attrs={"population": len(trials)}) for t in trials]
+        configs = [prepare_trial(t, context.space, settings, kind=SEARCH, seed=seed, steps=steps, attrs={"population": len(trials)}) for t in trials]
     if why_not_population_configs(configs) is not None:  # clipping or mixed precision: one at a time, never ignored
-        return [run_trial(study, t, module, space, storage, settings, config=c, deadline=deadline) for t, c in zip(trials, configs)]
+        return [run_trial(context, t, config=c, deadline=deadline) for t, c in zip(trials, configs)]
     try:
         results = train_population(
             module, configs, steps=steps, seed=seed, device=settings.device, options=settings.options,
@@ -268,7 +276,7 @@ def run_population(
                 _fail(trial, exc)
         return ["failed"] * len(trials)
     with interrupts.deferred():  # a trial being told is told to the end
-        return [finish_trial(study, t, module, storage, settings, c, steps, r) for t, c, r in zip(trials, configs, results)]
+        return [finish_trial(context, t, c, steps, r) for t, c, r in zip(trials, configs, results)]
 
 
 def verdict_counts(verdicts: collections.Counter[str]) -> str:
@@ -299,12 +307,8 @@ def _abandon(study: optuna.Study, trial: optuna.Trial) -> None:
 
 
 def run_trial(
-    study: optuna.Study,
+    context: SearchContext,
     trial: optuna.Trial,
-    module: ModelModule,
-    space: SearchSpace,
-    storage: Storage,
-    settings: SearchSettings,
     *,
     kind: str = "search",
     seed: int | None = None,
@@ -315,16 +319,17 @@ def run_trial(
 ) -> str:
     """Train one trial and tell its result; returns its verdict.
 
-    Search trials sample their configuration from ``space``; confirmation runs
+    Search trials sample their configuration from ``context.space``; confirmation runs
     pass ``config``, a new ``seed`` and a longer ``steps``, and are tagged by ``kind``.
     Past ``deadline`` (the study's ``--timeout``) the trial stops at its next
     logged step, is re-queued as interrupted, and :class:`OutOfTime` is
     raised; past ``settings.trial_timeout`` it ends FAIL "timed out".
     """
+    study, module, settings = context.study, context.module, context.settings
     steps = steps or settings.steps
     seed = settings.seed if seed is None else seed
     with interrupts.deferred():  # a trial's configuration is drawn whole, or not at all
-        config = prepare_trial(trial, space, settings, kind=kind, seed=seed, steps=steps, config=config, attrs=attrs)
+        config = prepare_trial(trial, context.space, settings, kind=kind, seed=seed, steps=steps, config=config, attrs=attrs)
     every = max(50, steps // _REPORTS_PER_TRIAL)  # a few storage writes per trial, none for tiny runs
     medians = finished_medians(study, steps) if kind == SEARCH and settings.stop_slow else {}
     warmup = config.warmup_steps(steps)
@@ -361,7 +366,7 @@ def run_trial(
             _fail(trial, exc)
         return "failed"
     with interrupts.deferred():  # a trial being told is told to the end
-        return finish_trial(study, trial, module, storage, settings, config, steps, result, stopped_slow=stopped_at)
+        return finish_trial(context, trial, config, steps, result, stopped_slow=stopped_at)
 
 
 def finished_medians(study: optuna.Study, steps: int) -> dict[int, float]:
@@ -385,25 +390,26 @@ def prepare_trial(
 
 
 def finish_trial(
-    study: optuna.Study, trial: optuna.Trial, module: ModelModule, storage: Storage, settings: SearchSettings,
-    config: OptimConfig, steps: int, result: TrainResult, stopped_slow: int | None = None,
+    context: SearchContext, trial: optuna.Trial, config: OptimConfig, steps: int, result: TrainResult,
+    stopped_slow: int | None = None,
 ) -> str:
     """Analyse a finished run, store it on the trial and tell Optuna; returns the verdict.
 
     ``stopped_slow`` is the step where the median rule stopped the run: unless
     its curve already diverged, its verdict is ``slow``, and it ends PRUNED.
     """
+    study, settings = context.study, context.settings
     try:
         if result.steps_run == 0:
             raise RuntimeError("the training loop logged no losses; call run.log(loss) once per step")
-        analysis = analyze_result(result, module, config, steps, settings.options)
+        analysis = analyze_result(result, context.module, config, steps, settings.options)
     except Exception as exc:
         _fail(trial, exc)
         return "failed"
     warning = early_warning(result, config, steps) if settings.early_warning else NO_WARNING
     penalty = settings.warning_penalty if warning.predicted_unstable and analysis.verdict != "diverged" else 0.0
     score = analysis.score + penalty
-    artifact = upload_curve(trial, storage, result)
+    artifact = upload_curve(trial, context.storage, result)
     write_result(trial, result, analysis, warning, score=score, penalty=penalty,
                  telemetry=telemetry_summary(result.telemetry), curve_artifact=artifact)
     if analysis.verdict in UNSTABLE and (stopped_slow is None or analysis.verdict == "diverged"):

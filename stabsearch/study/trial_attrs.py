@@ -32,7 +32,7 @@ from stabsearch.study.record import VERDICTS, TrialRecord
 
 if TYPE_CHECKING:
     from stabsearch.analysis.early_warning import EarlyWarning
-    from stabsearch.analysis.stability import Analysis
+    from stabsearch.analysis.verdict import Analysis
     from stabsearch.training.trainer import TrainResult
 
 # --- names ----------------------------------------------------------------------------------------

@@ -42,7 +42,8 @@ from tqdm import tqdm
 from stabsearch.study import interrupts
 from stabsearch.errors import UsageError
 from stabsearch.study.slots import budget_state, counts_toward_budget, end_timed_out, recover_lost, stalled
-from stabsearch.study.runner import ErrorCallback, SearchSettings, SearchSummary, open_search_study, report_first_error, verdict_counts
+from stabsearch.study.context import SearchContext
+from stabsearch.study.runner import ErrorCallback, SearchSettings, SearchSummary, report_first_error, verdict_counts
 from stabsearch.study.space import SearchSpace
 from stabsearch.study.trial_attrs import FAILED, VERDICT
 
@@ -156,21 +157,22 @@ class _Pool:
         self.procs[i] = _start(self.jobs[i])
 
 
-def run_workers(n: int, model: str, module, space: SearchSpace, storage, study_name: str, settings: SearchSettings,  # noqa: ANN001
-                on_error: ErrorCallback | None = None) -> SearchSummary:
-    """Run the search in ``n`` worker processes and wait for them.
+def run_workers(n: int, model: str, context: SearchContext) -> SearchSummary:
+    """Run the search of ``context`` (opened by :func:`stabsearch.study.runner.open_context`) in ``n`` worker
+    processes that each load the model module ``model`` (a path or module name), and wait for them.
 
     The summary's ``worker_errors`` lists the workers that died on their own.
-    ``on_error`` hears the first trial that fails with an error, as the
+    ``context.on_error`` hears the first trial that fails with an error, as the
     parent sees it in the storage (within a second of the worker's tell).
     """
     with interrupts.handling():
-        return _supervise(n, model, module, space, storage, study_name, settings, on_error)
+        return _supervise(n, model, context)
 
 
-def _supervise(n, model, module, space, storage, study_name, settings, on_error) -> SearchSummary:  # noqa: ANN001
+def _supervise(n: int, model: str, context: SearchContext) -> SearchSummary:
     started = time.perf_counter()
-    study = open_search_study(storage, study_name, module, space, settings)
+    study, space, storage, settings, on_error = context.study, context.space, context.storage, context.settings, context.on_error
+    study_name = study.study_name
     recover_lost(study, settings.heartbeat)
     initial = budget_state(study)[0]
     jobs = [WorkerJob(model, space, storage.url, study_name, settings, dev) for dev in worker_devices(settings.device, n)]

@@ -12,6 +12,7 @@ from stabsearch.analysis import median_rule
 from stabsearch.study.trial_attrs import study_records
 from stabsearch.reporting.curves import read_curve
 from stabsearch.study.runner import SearchSettings, finish_trial, run_search
+from stabsearch.study.context import SearchContext
 from stabsearch.analysis.median_rule import is_slow, median_by_step
 from stabsearch.study.storage import open_storage
 
@@ -90,7 +91,8 @@ def test_a_stopped_trial_whose_curve_already_diverged_is_called_diverged(tmp_pat
     losses = np.r_[np.linspace(1.0, 0.8, 48), np.full(16, 50.0)]  # 64 steps, the last block far above the start
     result = TrainResult(losses=losses, diverged_at=None, seconds=0.1)
     settings = SearchSettings(trials=1, steps=200, progress=False)
-    verdict = finish_trial(study, trial, module, store, settings, OptimConfig(lr=0.5), 200, result, stopped_slow=50)
+    context = SearchContext(study, module, SearchSpace(), store, settings)
+    verdict = finish_trial(context, trial, OptimConfig(lr=0.5), 200, result, stopped_slow=50)
     frozen = study.trials[0]
     assert verdict == "diverged" and frozen.user_attrs["verdict"] == "diverged"
     assert frozen.state == TrialState.PRUNED and "stopped_slow_at" not in frozen.user_attrs
@@ -113,7 +115,8 @@ def test_a_cut_curve_that_looks_spiky_is_slow_not_spiky(tmp_path):
     study = optuna.create_study(study_name="c", storage=store.storage)
     result = TrainResult(losses=losses, diverged_at=None, seconds=0.1)
     settings = SearchSettings(trials=1, steps=1000, progress=False)
-    verdict = finish_trial(study, study.ask(), module, store, settings, OptimConfig(lr=1e-3), 1000, result, stopped_slow=50)
+    context = SearchContext(study, module, SearchSpace(), store, settings)
+    verdict = finish_trial(context, study.ask(), OptimConfig(lr=1e-3), 1000, result, stopped_slow=50)
     assert verdict == "slow" and study.trials[0].state == TrialState.PRUNED
 
 

@@ -9,7 +9,7 @@ import sqlalchemy
 from optuna.trial import TrialState
 
 from stabsearch.analysis.early_warning import EarlyWarning
-from stabsearch.analysis.stability import analyze
+from stabsearch.analysis.verdict import analyze
 from stabsearch.config import OptimConfig
 from stabsearch.study import optuna_internals
 from stabsearch.study.storage import open_storage

@@ -390,6 +390,7 @@ def test_the_parent_ends_a_worker_whose_trial_logs_no_step_for_the_trial_timeout
     from stabsearch.study.runner import SearchSettings
     from stabsearch.study.space import SearchSpace
     from stabsearch.study.storage import open_storage
+    from stabsearch.study.runner import open_context
     from stabsearch.study.workers import run_workers
 
     url, _, name = store
@@ -399,7 +400,7 @@ def test_the_parent_ends_a_worker_whose_trial_logs_no_step_for_the_trial_timeout
     space = SearchSpace().override(module.space, source="hang SPACE")
     settings = dataclasses.replace(SearchSettings(trials=2, steps=40, progress=False, heartbeat=0.2), trial_timeout=3.0)
     started = time.time()
-    summary = run_workers(2, module_path("hang"), module, space, open_storage(url, create=True), name, settings)
+    summary = run_workers(2, module_path("hang"), open_context(module, space, open_storage(url, create=True), name, settings))
     assert time.time() - started < DEADLINE
     trials = trials_of(url, name)
     assert summary.finished == 2 and not summary.worker_errors and not summary.interrupted
