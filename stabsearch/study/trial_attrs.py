@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import traceback as tracebacks
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import optuna

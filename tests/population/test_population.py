@@ -24,7 +24,6 @@ from stabsearch.population.driver import train_population
 from stabsearch.population.memory import LiveBytes, _estimate_cpu, _step_peak, max_population, population_memory
 from stabsearch.population.stacking import _Bound, _plan
 from stabsearch.population.vectorizable import why_not_vectorizable
-from stabsearch.training.loader import ModelModule
 from stabsearch.training.trainer import batch_stream, seed_everything
 
 CPU = torch.device("cpu")

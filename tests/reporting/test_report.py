@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import html
 import json
-import math
 import re
 import shutil
 import sys
@@ -21,7 +20,6 @@ import numpy as np
 import optuna
 import pytest
 from optuna.artifacts import FileSystemArtifactStore
-from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState
 
 from stabsearch.config import OptimConfig
@@ -32,7 +30,6 @@ from stabsearch.reporting.figures import map_pairs
 from stabsearch.reporting.instability import instability_probability
 from stabsearch.reporting.page import build_report, default_report_path, safe_filename, write_report
 from stabsearch.reporting.summary import summarize, summary_html, summary_markdown
-from stabsearch.study.space import SearchSpace
 from stabsearch.study.storage import Storage, open_storage
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import optuna
-from optuna.artifacts import FileSystemArtifactStore
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState
 
