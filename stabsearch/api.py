@@ -27,6 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from stabsearch.config import PRECISIONS
 from stabsearch.errors import UsageError
 
 if TYPE_CHECKING:
@@ -47,7 +48,6 @@ MAX_SEED = 2**31 - 1
 #: Steps per trial when neither ``steps`` nor the module's ``STEPS`` says.
 DEFAULT_STEPS = 1000
 #: Training precisions: float32, bfloat16 autocast, float16 autocast with a GradScaler.
-PRECISIONS = ("32", "bf16", "fp16")
 
 #: How a :func:`search` or :func:`confirm` ended.
 Outcome = Literal["complete", "interrupted", "failed", "timed out", "worker errors"]
@@ -204,8 +204,10 @@ def search(
     store = open_storage(storage, create=True)
     log(f"study {name!r} in {store.shown}: {settings.trials} trials of {settings.steps} steps on {settings.device}")
     if on_error is None:
+        from stabsearch.study.trial_attrs import ERROR
+
         flags = study_flags(name, store.shown if storage else None)
-        on_error = lambda trial: _tell(f"trial {trial.number} failed: {trial.user_attrs.get('error')} "  # noqa: E731
+        on_error = lambda trial: _tell(f"trial {trial.number} failed: {trial.user_attrs.get(ERROR)} "  # noqa: E731
                                        f"(see: stabsearch trials --show {trial.number} {flags})")
     if workers > 1:
         from stabsearch.study.workers import run_workers
@@ -281,10 +283,12 @@ def confirm(
     confirm_settings = ConfirmSettings(candidates=max(1, confirm), seeds=seeds, stress=stress)
     store = open_storage(storage)
     name = pick_study_name(store, study or (module.name if module.name in store.study_names() else None))
+    from stabsearch.study.trial_attrs import STUDY_SEED, STUDY_STEPS
+
     attrs = store.storage.get_study_user_attrs(store.storage.get_study_id_from_name(name))
-    if "steps" not in attrs:
+    if STUDY_STEPS not in attrs:
         raise UsageError(f"study {name!r} was not made by `stabsearch run`: it has no search horizon to stress")
-    settings = SearchSettings(trials=0, steps=int(attrs["steps"]), seed=attrs.get("seed", 0) if seed is None else seed,
+    settings = SearchSettings(trials=0, steps=int(attrs[STUDY_STEPS]), seed=attrs.get(STUDY_SEED, 0) if seed is None else seed,
                               device=device_, progress=progress, early_warning=early_warning)
     return _confirm_and_report(module, space_, store, name, settings, confirm_settings, report, home, log)
 

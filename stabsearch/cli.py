@@ -19,6 +19,7 @@ import click
 
 from stabsearch import api
 from stabsearch.api import MAX_SEED
+from stabsearch.config import PRECISIONS
 from stabsearch.errors import UsageError
 from stabsearch.reporting.export import FORMATS, format_recommendation
 from stabsearch.inputs import Finite, printable
@@ -74,7 +75,7 @@ def cli() -> None:
               help="Train the --population even where its timed step is slower than K sequential steps.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Worker processes sharing the study (one per GPU when there are several); at most two per CPU core.")
-@click.option("--precision", type=click.Choice(["32", "bf16", "fp16"]), default=None,
+@click.option("--precision", type=click.Choice(PRECISIONS), default=None,
               help="Train at float32, bfloat16 autocast or float16 autocast with a GradScaler [default: the module's PRECISION, else 32].")
 @click.option("--heartbeat", type=Finite(0.01, 3600.0), default=10.0, show_default=True,
               metavar="SECONDS", help="Heartbeat interval; a trial silent for 6 beats is recovered as 'worker lost'.")
@@ -328,6 +329,7 @@ def analyze(file: str, fmt: str, classes: int | None, warmup: int, lr: float | N
 def studies(storage: str | None) -> None:
     """List the studies in a storage, with their trial counts."""
     from stabsearch.study.optuna_internals import study_id
+    from stabsearch.study.trial_attrs import STUDY_MODEL
     from stabsearch.study.storage import open_storage
 
     store = open_storage(storage)
@@ -341,7 +343,7 @@ def studies(storage: str | None) -> None:
         rows.append({
             "study": printable(s.study_name), "trials": len(states), "complete": states.count("COMPLETE"),
             "pruned": states.count("PRUNED"), "failed": states.count("FAIL"), "running": states.count("RUNNING"),
-            "model": s.user_attrs.get("model", ""),
+            "model": s.user_attrs.get(STUDY_MODEL, ""),
         })
     click.echo(_table(rows))
 
@@ -379,8 +381,7 @@ def dashboard(storage: str | None, host: str, port: int) -> None:
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point: run the CLI and map errors to exit statuses."""
     try:
-        cli.main(args=list(argv) if argv is not None else None, prog_name="stabsearch", standalone_mode=False,
-                 obj={"home": Path.cwd()})
+        cli.main(args=list(argv) if argv is not None else None, prog_name="stabsearch", standalone_mode=False)
     except UsageError as exc:
         click.echo(f"stabsearch: error: {exc}", err=True)
         sys.exit(2)

@@ -42,8 +42,8 @@ def reference_loss(losses: ArrayLike, head: int = 5, cap: float = 2.0) -> float:
     only the first value is measured before any update: a learning rate
     that explodes within a few steps must not lift the base to the
     exploded level and hide the very divergence it is meant to reveal
-    (a GPT-2 at lr 0.62 that goes 4.4 -> 49 -> 27.8 and stays there has a
-    base of at most 8.8, not 28). ``StabilityOptions.start_cap`` (2) is
+    (a curve that goes 4.4 -> 49 -> 27.8 and stays there has a base of at
+    most 8.8, not 28). ``StabilityOptions.start_cap`` (2) is
     the default; the README's "How a trial is judged" says how it was chosen.
 
     Args:

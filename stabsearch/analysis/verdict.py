@@ -20,8 +20,8 @@ relapses), :mod:`~stabsearch.analysis.objective`, with the thresholds in
   :func:`~stabsearch.analysis.divergence.reference_loss`, the median of the
   first ``head`` values each capped at ``start_cap`` (2) times the first: an
   easy first batch does not set the bar under the run's real starting level,
-  and an explosion in the first steps cannot lift it (a GPT-2 at lr 0.62
-  going 4.4 -> 49 -> 27.8 and staying there diverges; a cap of 10x would set
+  and an explosion in the first steps cannot lift it (a curve going
+  4.4 -> 49 -> 27.8 and staying there diverges; a cap of 10x would set
   the bar at 28.4). A loss that stays above where the run started is as bad
   as diverging. The margin is for mini-batch noise: with none, a run that
   sits at its starting loss soon shows 5 noisy values in a row above it. It
@@ -40,8 +40,8 @@ relapses), :mod:`~stabsearch.analysis.objective`, with the thresholds in
     ``ln K``;
   - **rebound**: the run rose ``rebound_factor`` (10) times above its first
     loss in its first half and ended less than ``slow_progress`` (5%) below
-    it: an explosion that fell back into a collapse (a classifier at lr 1
-    going 2.32 -> 4,324 and settling at 2.29-2.41);
+    it: an explosion that fell back into a collapse (a 10-class classifier's
+    curve going 2.32 -> 4,324 and settling at 2.29-2.41);
   - **no progress**: the end level
     (:func:`~stabsearch.analysis.plateau.end_level`, the median of the last
     quarter) at or above ``(1 - progress_tolerance)`` (98%) of the first loss

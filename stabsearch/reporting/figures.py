@@ -35,7 +35,7 @@ from stabsearch.reporting.instability import BANDWIDTH, instability_probability
 from stabsearch.reporting.style import VERDICT_COLORS, esc, fmt, sig
 from stabsearch.study.recommend import UNSTABLE, Recommendation
 from stabsearch.study.record import TrialRecord
-from stabsearch.study.trial_attrs import is_search
+from stabsearch.study.trial_attrs import STUDY_SPACE, is_search
 
 #: Points per side of the grid the instability shading is estimated on.
 GRID = 60
@@ -412,7 +412,7 @@ def map_pairs(records: Sequence[TrialRecord]) -> list[tuple[str, str]]:
 def build_figures(study: optuna.Study, records: Sequence[TrialRecord], artifacts_dir: Path,
                   recommendation: Recommendation | None) -> dict[str, go.Figure]:
     """Every figure of the report, keyed by an id that is also a valid optuna-dashboard graph id."""
-    space = study.user_attrs.get("space") or {}
+    space = study.user_attrs.get(STUDY_SPACE) or {}
     figures: dict[str, go.Figure] = {}
     for x, y in map_pairs(records):
         figures[f"safe-region_{x}-x-{y}"] = safe_region_figure(records, x, y, space, recommendation)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from stabsearch.reporting.style import VERDICT_ORDER, duration, esc, fmt
 from stabsearch.study.recommend import UNSTABLE, Recommendation
 from stabsearch.study.record import TrialRecord
-from stabsearch.study.trial_attrs import SECONDS, typed_attr
+from stabsearch.study.trial_attrs import SECONDS, STUDY_MODEL, STUDY_SPACE, STUDY_STEPS, typed_attr
 
 if TYPE_CHECKING:
     import optuna
@@ -90,9 +90,9 @@ def summarize(study: optuna.Study, records: Sequence[TrialRecord], storage: Any,
     return Summary(
         study=study.study_name,
         storage=storage.shown,
-        model=attrs.get("model"),
-        steps_per_trial=attrs.get("steps"),
-        searched=_space_lines(attrs.get("space") or {}),
+        model=attrs.get(STUDY_MODEL),
+        steps_per_trial=attrs.get(STUDY_STEPS),
+        searched=_space_lines(attrs.get(STUDY_SPACE) or {}),
         search_trials=sum(r.kind == "search" for r in finished),
         confirm_runs=sum(r.kind == "confirm" for r in finished),
         unfinished=len(records) - len(finished),

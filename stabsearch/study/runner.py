@@ -42,6 +42,7 @@ from stabsearch.study import optuna_internals as internals
 from stabsearch.study.slots import abandon, budget_state, claim, counts_toward_budget, heartbeat, recover_lost, reserve
 from stabsearch.study.record import UNSTABLE, VERDICTS
 from stabsearch.study.trial_attrs import (
+    STUDY_MODEL, STUDY_SEED, STUDY_SPACE, STUDY_STEPS,
     ERROR, FAILED, SEARCH, STEPS, VERDICT, is_search, mark_failed, mark_stopped_slow, run_attrs, write_result,
 )
 from stabsearch.study.sampler import TrialSeededSampler
@@ -130,12 +131,12 @@ def open_search_study(storage: Storage, name: str, module: ModelModule, space: S
     study = optuna.create_study(study_name=name, storage=storage.storage, direction="minimize", load_if_exists=True)
     # Seeded by (seed, trial number): a resume draws new points, and workers never draw each other's.
     study.sampler = TrialSeededSampler(settings.seed)
-    if "model" not in study.user_attrs:
+    if STUDY_MODEL not in study.user_attrs:
         study.set_metric_names(["score"])
-        study.set_user_attr("model", module.source)
-        study.set_user_attr("steps", settings.steps)
-        study.set_user_attr("seed", settings.seed)
-        study.set_user_attr("space", space.to_dict())
+        study.set_user_attr(STUDY_MODEL, module.source)
+        study.set_user_attr(STUDY_STEPS, settings.steps)
+        study.set_user_attr(STUDY_SEED, settings.seed)
+        study.set_user_attr(STUDY_SPACE, space.to_dict())
     return study
 
 

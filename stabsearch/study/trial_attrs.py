@@ -55,6 +55,9 @@ SCORE, STOPPED_SLOW_AT, SECONDS = "score", "stopped_slow_at", "seconds"
 CURVE_ARTIFACT = "curve_artifact"
 #: The system attribute holding the violated constraints (late spikes, predicted blow-up), as optuna-dashboard reads it.
 CONSTRAINTS = "constraints"
+#: The study's own attributes, set by the first `stabsearch run`: the model module, the search horizon,
+#: the base seed and the searched space (``SearchSpace.to_dict()``).
+STUDY_MODEL, STUDY_STEPS, STUDY_SEED, STUDY_SPACE = "model", "steps", "seed", "space"
 #: Failures that do not use up a slot: the trial is re-run instead.
 NOT_COUNTED = frozenset({"interrupted", "worker lost"})
 
