@@ -54,7 +54,7 @@ def max_rise(losses: list[float]) -> float:
 
 
 def final(losses: list[float]) -> float:
-    """Median of the last 5% of the losses (DESIGN.md section 6)."""
+    """Median of the last 5% of the losses (docs/design.md, Score)."""
     tail = sorted(losses[-max(1, len(losses) // 20) :])
     return tail[len(tail) // 2]
 

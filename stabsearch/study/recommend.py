@@ -236,8 +236,19 @@ def rescue(records: Sequence[TrialRecord], safety: float) -> Candidate | None:
     found = candidates(records)
     if not found or any(survived(c.runs) for c in found):
         return None
-    best = min(found, key=lambda c: c.worst)
+    # A candidate whose backed-off setting already ran was rescued before: that rescue is a candidate now, and
+    # the next round backs it off again (a third, then a ninth), rather than proposing the same third twice
+    # (diverged runs tie on score, so the best worst case alone may pick the original again).
+    fresh = [c for c in found if not any(_same_setting(other.config, c.config, c.config.lr / safety) for other in found)]
+    if not fresh:
+        return None
+    best = min(fresh, key=lambda c: c.worst)
     return dataclasses.replace(best, config=dataclasses.replace(best.config, lr=best.config.lr / safety))
+
+
+def _same_setting(config: OptimConfig, base: OptimConfig, lr: float) -> bool:
+    """Whether ``config`` is ``base`` at learning rate ``lr`` (to float precision: stored values round-trip JSON)."""
+    return math.isclose(config.lr, lr, rel_tol=1e-9) and dataclasses.replace(config, lr=lr) == dataclasses.replace(base, lr=lr)
 
 
 def recommend(records: Sequence[TrialRecord], study: str, *, safety: float = 3.0, tolerance: float = 0.5) -> Recommendation:

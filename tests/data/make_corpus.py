@@ -22,7 +22,7 @@ Two kinds of curve:
   injected events. The labels are *by construction*: an event's step is the
   step where the injected spike starts, and ``diverged_at`` is the first
   non-finite value or where the noise-free curve rises above its starting
-  loss (DESIGN section 6: a loss above L0 is divergence; ``crossing``).
+  loss (docs/design.md, Diverged: a loss above L0 is divergence; ``crossing``).
   Values are written with 7 significant digits and the functions return
   exactly the rounded values, so ``tests/test_corpus.py`` can check that
   regenerating a hand-made curve gives the stored file byte for byte.
@@ -94,7 +94,7 @@ def crossing(noiseless: np.ndarray, steps: np.ndarray, start: float) -> int:
     """Step where the noise-free curve first rises above ``start`` (its own starting value).
 
     The true divergence step of a hand-made curve that rises past its start:
-    DESIGN's rule (a loss above L0) applied to the curve without its noise.
+    The rule of docs/design.md (a loss above L0) applied to the curve without its noise.
     """
     above = np.flatnonzero(np.asarray(noiseless) > start)
     return int(steps[above[0]])
@@ -312,7 +312,7 @@ def slow_late_rise() -> Curve:
     return Curve("slow_late_rise", x, steps_of(n), label(
         "stable", [], "2.25*exp(-t/250)+0.05 times lognormal sigma=0.2 (seed 301), times 12^((t-1500)/1500) from step "
         "1500: the loss creeps up 12x (to about 0.6, below the 2.3 start) over the second half. Not a spike event "
-        "(no sudden rise), not divergence (never above L0), not a plateau: per DESIGN the verdict is stable and the "
+        "(no sudden rise), not divergence (never above L0), not a plateau: per docs/design.md the verdict is stable and the "
         "score's late-rise term (final loss against the best of the second half) is what penalises it"))
 
 
@@ -327,7 +327,7 @@ def slow_rise_to_divergence() -> Curve:
     return Curve("slow_rise_to_divergence", x, st, label(
         "diverged", [], "2.2*exp(-t/200)+0.1 times lognormal sigma=0.1 (seed 302), times 100^((t-1000)/2000) from step "
         "1000: a slow rise that passes the starting loss; diverged_at is where the noise-free curve rises above its "
-        "start (2.3), DESIGN's rule without the noise; no spike event", diverged_at=crossing(noiseless, st, L0)))
+        "start (2.3), the rule of docs/design.md without the noise; no spike event", diverged_at=crossing(noiseless, st, L0)))
 
 
 def diverged_nan() -> Curve:
@@ -549,10 +549,10 @@ class ObjectiveRun:
 OBJECTIVE_RUNS: tuple[ObjectiveRun, ...] = (
     ObjectiveRun("adam_late_blowup", "FAILING", 0, note=(
         "two blow-ups from ~1e-14 to ~1e-3 at 1840 and 2383, both recover; the rise at the very end (to 7e-9 at "
-        "step 2999) is under the absolute floor (1e-3 * L0): harmless by DESIGN, not an event")),
+        "step 2999) is under the absolute floor (1e-3 * L0): harmless by the rules of docs/design.md, not an event")),
     ObjectiveRun("adam_late_blowup", "FAILING", 1, note=(
         "blow-ups at 1722 and 2640; an earlier one at 1137 peaks at 2.8e-5, under the absolute floor "
-        "(1e-3 * L0 = 1e-3), so by DESIGN it is harmless and not labelled, though it is the same mechanism")),
+        "(1e-3 * L0 = 1e-3), so by the rules of docs/design.md it is harmless and not labelled, though it is the same mechanism")),
     ObjectiveRun("adam_late_blowup", "STABLE", 0, note="falls smoothly to ~3e-13, no event"),
     ObjectiveRun("adam_late_blowup", "FAILING", 0, overrides=(("lr", 1e-2),), tag="lr1e-2", note=(
         "lr 1e-2: a blow-up every 150-400 steps from step ~240 on, each recovering")),
@@ -565,7 +565,7 @@ OBJECTIVE_RUNS: tuple[ObjectiveRun, ...] = (
     ObjectiveRun("softmax_chance", "FAILING", 1, overrides=(("lr", 1.0),), tag="lr1", note=(
         "lr 1.0: the loss explodes at step 1 (1.86 -> 1376 -> 2145 -> 708 -> 49 -> 3.6), falls back, and sits near "
         "chance for the rest of the run (median 1.85, 3% above ln 6: the output bias jitters at this lr) with both "
-        "ReLU layers dead: a collapse (plateau, by the dead-layer rule), not divergence (DESIGN: 5 values in a row "
+        "ReLU layers dead: a collapse (plateau, by the dead-layer rule), not divergence (docs/design.md: 5 values in a row "
         "above max(L0, ln K), L0 the median of the first values; the explosion lasts 4). The 1000x jump at step 1 "
         "is a true event by the rule above, kept in the label, though a detector that needs history before a "
         "value (stabsearch's needs 10 values) cannot flag it")),
@@ -576,7 +576,7 @@ OBJECTIVE_RUNS: tuple[ObjectiveRun, ...] = (
 
 EVENT_FACTOR = 10.0  # a true event: the loss above 10x ...
 EVENT_LOOKBACK = 200  # ... the median of the previous 200 values,
-EVENT_FLOOR = 1e-3  # ... and above it by more than 1e-3 * L0 (DESIGN: wiggles near zero are no spikes)
+EVENT_FLOOR = 1e-3  # ... and above it by more than 1e-3 * L0 (docs/design.md: wiggles near zero are no spikes)
 EVENT_MERGE = 100  # flags closer than 100 steps are one event
 RECOVER_FACTOR = 1.15  # recovered: the 5-value running median back below 1.15x the level before the event
 SMOOTH = 11  # divergence: the centred 11-value median ...
@@ -591,7 +591,7 @@ def run_divergence(x: np.ndarray, steps: np.ndarray, *, chance: float | None, wa
     of the first 11: the first value is the only one measured before any
     update, so a run that explodes at once does not lift its own L0.
 
-    DESIGN's rule ("above max(L0, chance)"), read offline: the trainer stops a
+    the rule of docs/design.md ("above max(L0, chance)"), read offline: the trainer stops a
     diverged run, so a diverged log ends above its start, while noise near the
     start comes back down. The 20% margin keeps a run that sits at its
     starting loss from being called diverged."""
@@ -646,9 +646,9 @@ def run_events(x: np.ndarray, steps: np.ndarray) -> list[tuple[int, bool]]:
 
 def label_run(losses: np.ndarray, steps: np.ndarray, *, classes: int | None, warmup: int,
               dead_layer: bool = False) -> dict:
-    """Verdict, events and divergence of a trained run, by the rules above and DESIGN's verdict order:
+    """Verdict, events and divergence of a trained run, by the rules above and docs/design.md's verdict order:
     diverged, then plateau (over the last 25% of the run the centred 11-value median stays within 2% of
-    ln K: stuck at chance, whatever the mini-batch jitter; or, DESIGN's other collapse rule, the trainer
+    ln K: stuck at chance, whatever the mini-batch jitter; or, the other collapse rule of docs/design.md, the trainer
     found a hidden ReLU layer completely dead at the end of the run: ``dead_layer``), then spiky (an event
     in the second half, or one that never recovered), else stable."""
     x = np.asarray(losses, dtype=np.float64)

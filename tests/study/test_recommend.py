@@ -1,4 +1,4 @@
-"""The safe recommendation (DESIGN section 9) on hand-made trial records: no Optuna, no training."""
+"""The safe recommendation (docs/design.md, Confirmation and back-off) on hand-made trial records: no Optuna, no training."""
 
 from __future__ import annotations
 
