@@ -19,8 +19,7 @@ Example:
     'stable'
 """
 
-import importlib
-from typing import Any
+from stabsearch._lazy import lazy_names
 
 # Names are imported on first use (PEP 562), as Optuna's own package does: ``import stabsearch`` and the
 # pure analysis (``stabsearch.analyze``) load no torch, Optuna, plotly or pandas, and the command line
@@ -53,17 +52,7 @@ _HOMES = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module 'stabsearch' has no attribute {name!r}")
-    value = getattr(importlib.import_module(home), name)
-    globals()[name] = value  # later lookups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_HOMES])
+__getattr__, __dir__ = lazy_names(__name__, _HOMES)
 
 
 __all__ = [  # noqa: F822 (provided by __getattr__)

@@ -17,8 +17,8 @@ The public names of these modules are importable from the package itself
 imported on first use of one of its names.
 """
 
-import importlib
-from typing import Any
+from stabsearch._lazy import lazy_names
+
 
 # name -> the module that defines it (PEP 562, as stabsearch/__init__.py does). No module is named like a
 # name it defines: importing stabsearch.analysis.X binds X on this package, which would shadow a name X.
@@ -57,17 +57,7 @@ _HOMES = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module 'stabsearch.analysis' has no attribute {name!r}")
-    value = getattr(importlib.import_module(home), name)
-    globals()[name] = value  # later lookups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_HOMES])
+__getattr__, __dir__ = lazy_names(__name__, _HOMES)
 
 
 __all__ = sorted(_HOMES)  # pyright: ignore[reportUnsupportedDunderAll]

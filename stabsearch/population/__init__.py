@@ -15,8 +15,8 @@
 The names below are imported on first use (PEP 562), so importing this package loads no torch.
 """
 
-import importlib
-from typing import Any
+from stabsearch._lazy import lazy_names
+
 
 _HOMES = {
     "AdamSettings": "stabsearch.population.adam",
@@ -39,17 +39,7 @@ _HOMES = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module 'stabsearch.population' has no attribute {name!r}")
-    value = getattr(importlib.import_module(home), name)
-    globals()[name] = value  # later lookups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_HOMES])
+__getattr__, __dir__ = lazy_names(__name__, _HOMES)
 
 
 __all__ = sorted(_HOMES)  # noqa: F822 (provided by __getattr__)

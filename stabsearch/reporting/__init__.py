@@ -13,8 +13,8 @@ The names below are imported on first use (PEP 562), so ``import stabsearch.repo
 Optuna.
 """
 
-import importlib
-from typing import Any
+from stabsearch._lazy import lazy_names
+
 
 _HOMES = {
     "FORMATS": "stabsearch.reporting.export",
@@ -40,17 +40,7 @@ _HOMES = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module 'stabsearch.reporting' has no attribute {name!r}")
-    value = getattr(importlib.import_module(home), name)
-    globals()[name] = value  # later lookups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_HOMES])
+__getattr__, __dir__ = lazy_names(__name__, _HOMES)
 
 
 __all__ = sorted(_HOMES)  # noqa: PLE0605 (provided by __getattr__)
