@@ -19,19 +19,11 @@ import uuid
 import optuna
 import pytest
 
-from tests.support import module_path
+from tests.support import CLI_ENV, module_path, stabsearch
 
 PG = os.environ.get("STABSEARCH_TEST_POSTGRES")
 needs_pg = pytest.mark.skipif(not PG, reason="STABSEARCH_TEST_POSTGRES is not set (.ci/run sets it)")
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-
-
-def stabsearch(*args, cwd, check=True, timeout=600):
-    r = subprocess.run([sys.executable, "-m", "stabsearch", *map(str, args)], cwd=cwd, env=ENV,
-                       capture_output=True, text=True, timeout=timeout)
-    if check:
-        assert r.returncode == 0, r.stderr
-    return r
+ENV = CLI_ENV
 
 
 def study_trials(storage, name):

@@ -22,10 +22,10 @@ from pathlib import Path
 import optuna
 import pytest
 
-from tests.support import module_path
+from tests.support import CLI_ENV, module_path, stabsearch
 
 PG = os.environ.get("STABSEARCH_TEST_POSTGRES")
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+ENV = CLI_ENV
 DEADLINE = 120.0
 
 
@@ -39,14 +39,6 @@ def store(request, tmp_path):
         return PG, ["--storage", PG, "--study", name], name
     (tmp_path / "studies").mkdir()
     return f"sqlite:///{tmp_path}/studies/stabsearch.db", ["--study", name], name
-
-
-def stabsearch(*args, cwd, check=True, timeout=600):
-    r = subprocess.run([sys.executable, "-m", "stabsearch", *map(str, args)], cwd=cwd, env=ENV,
-                       capture_output=True, text=True, timeout=timeout)
-    if check:
-        assert r.returncode == 0, r.stderr
-    return r
 
 
 def start(*args, cwd, **kwargs):
