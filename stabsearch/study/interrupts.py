@@ -11,7 +11,8 @@ that was ending the interrupted trial, and leaves it RUNNING. While
   one) a signal is held and raised when the block ends;
 - :func:`check` raises one that was received but never handled (Python
   swallows an exception raised inside a weakref callback or ``__del__``), so
-  loops that call it at safe points never lose a Ctrl-C.
+  loops that call it at safe points never lose a Ctrl-C; such a swallowed
+  interrupt prints no "Exception ignored" traceback either.
 
 Example::
 
@@ -27,6 +28,7 @@ Example::
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -40,12 +42,20 @@ class _State:
     shielded = False  # the interrupt is being handled: later signals are only recorded
     ignore_after = False  # the block ends with the signals ignored, not with the previous handlers
     received: list[int] = []
+    unraisable_hook = staticmethod(sys.unraisablehook)  # the hook to hand other unraisable errors to
 
 
 def _handler(signum: int, _frame: object) -> None:
     _State.received.append(signum)
     if not _State.shielded and not _State.depth:
         raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def _unraisable(info: "sys.UnraisableHookArgs") -> None:
+    """An interrupt raised inside a finalizer is not an error to print: :func:`check` raises it again later."""
+    if isinstance(info.exc_value, KeyboardInterrupt) and _State.received:
+        return
+    _State.unraisable_hook(info)
 
 
 def check() -> None:
@@ -64,11 +74,13 @@ def handling() -> Iterator[None]:
     _State.active, _State.depth, _State.shielded, _State.received, _State.ignore_after = True, 0, False, [], False
     for s in _SIGNALS:
         signal.signal(s, _handler)
+    _State.unraisable_hook, sys.unraisablehook = sys.unraisablehook, _unraisable
     try:
         yield
     finally:
         for s, h in previous.items():
             signal.signal(s, signal.SIG_IGN if _State.ignore_after else h)
+        sys.unraisablehook = _State.unraisable_hook
         _State.active = False
 
 
