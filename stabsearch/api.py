@@ -45,6 +45,15 @@ if TYPE_CHECKING:
 
 #: Largest ``seed``: seeds derived from it (the sampler's, confirmation runs') stay below numpy's 2**32.
 MAX_SEED = 2**31 - 1
+#: The bounds of the numeric arguments of :func:`search` and :func:`confirm`, which the command line's
+#: options read too: name -> (lowest, highest or None, whether the lowest itself is excluded).
+LIMITS: dict[str, tuple[float, float | None, bool]] = {
+    "trials": (1, 1_000_000, False), "steps": (1, 10**12, False), "seed": (0, MAX_SEED, False),
+    "population": (1, 1024, False), "workers": (1, None, False),
+    "confirm": (0, 100, False), "seeds": (1, 100, False), "stress": (1.0, 100.0, False),
+    "timeout": (0.0, 1e8, True), "trial_timeout": (0.0, 1e8, True),
+    "warning_penalty": (0.0, 100.0, False), "heartbeat": (0.01, 3600.0, False),
+}
 #: Steps per trial when neither ``steps`` nor the module's ``STEPS`` says.
 DEFAULT_STEPS = 1000
 #: Training precisions: float32, bfloat16 autocast, float16 autocast with a GradScaler.
@@ -167,16 +176,16 @@ def search(
         stabsearch.errors.UsageError: trials=0: must be an integer from 1 to 1000000
     """
     log = log or _stderr
-    _check_int("trials", trials, 1, 1_000_000)
-    _check_int("steps", steps, 1, 10**12, optional=True)
-    _check_int("seed", seed, 0, MAX_SEED)
-    _check_int("population", population, 1, 1024)
-    _check_int("workers", workers, 1, None)
+    _check_int("trials", trials)
+    _check_int("steps", steps, optional=True)
+    _check_int("seed", seed)
+    _check_int("population", population)
+    _check_int("workers", workers)
     _check_confirm(confirm, seeds, stress)
-    _check_number("timeout", timeout, 0.0, 1e8, low_open=True, optional=True)
-    _check_number("trial_timeout", trial_timeout, 0.0, 1e8, low_open=True, optional=True)
-    _check_number("warning_penalty", warning_penalty, 0.0, 100.0)
-    _check_number("heartbeat", heartbeat, 0.01, 3600.0)
+    _check_number("timeout", timeout, optional=True)
+    _check_number("trial_timeout", trial_timeout, optional=True)
+    _check_number("warning_penalty", warning_penalty)
+    _check_number("heartbeat", heartbeat)
     if precision is not None and precision not in PRECISIONS:
         raise UsageError(f"precision={precision!r}: must be one of {', '.join(map(repr, PRECISIONS))}")
     if force_population and population == 1:
@@ -272,7 +281,7 @@ def confirm(
         stabsearch.errors.UsageError: stress=0.5: must be a finite number in [1, 100]
     """
     log = log or _stderr
-    _check_int("seed", seed, 0, MAX_SEED, optional=True)
+    _check_int("seed", seed, optional=True)
     _check_confirm(confirm, seeds, stress)
     from stabsearch.study.confirm import ConfirmSettings
     from stabsearch.study.runner import SearchSettings
@@ -550,7 +559,8 @@ def _report_after_run(store: Storage, name: str, home: Path, log: Log) -> Path |
     return written.path
 
 
-def _check_int(name: str, value: Any, low: int, high: int | None, *, optional: bool = False) -> None:
+def _check_int(name: str, value: Any, *, optional: bool = False) -> None:
+    low, high, _ = LIMITS[name]
     if value is None and optional:
         return
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low or (high is not None and value > high):
@@ -558,7 +568,8 @@ def _check_int(name: str, value: Any, low: int, high: int | None, *, optional: b
         raise UsageError(f"{name}={_short(value)}: must be an integer {span}")
 
 
-def _check_number(name: str, value: Any, low: float, high: float, *, low_open: bool = False, optional: bool = False) -> None:
+def _check_number(name: str, value: Any, *, optional: bool = False) -> None:
+    low, high, low_open = LIMITS[name]
     if value is None and optional:
         return
     ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
@@ -567,9 +578,9 @@ def _check_number(name: str, value: Any, low: float, high: float, *, low_open: b
 
 
 def _check_confirm(candidates: Any, seeds: Any, stress: Any) -> None:
-    _check_int("confirm", candidates, 0, 100)
-    _check_int("seeds", seeds, 1, 100)
-    _check_number("stress", stress, 1.0, 100.0)
+    _check_int("confirm", candidates)
+    _check_int("seeds", seeds)
+    _check_number("stress", stress)
 
 
 def _short(value: Any) -> str:

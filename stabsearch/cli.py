@@ -18,7 +18,7 @@ from pathlib import Path
 import click
 
 from stabsearch import api
-from stabsearch.api import MAX_SEED
+from stabsearch.api import LIMITS
 from stabsearch.config import PRECISIONS
 from stabsearch.errors import UsageError
 from stabsearch.reporting.export import FORMATS, format_recommendation
@@ -35,12 +35,24 @@ def _study_option(f):  # noqa: ANN001, ANN202
     return click.option("--study", default=None, metavar="NAME", help="Study name [default: the storage's only study].")(f)
 
 
+def _count(name: str) -> click.IntRange:
+    """The click type of an integer argument of the API, with the API's bounds (:data:`~stabsearch.api.LIMITS`)."""
+    low, high, _ = LIMITS[name]
+    return click.IntRange(low, high)
+
+
+def _real(name: str) -> Finite:
+    """The click type of a real argument of the API, with the API's bounds."""
+    low, high, low_open = LIMITS[name]
+    return Finite(low, high, low_open=low_open)
+
+
 def _confirm_options(f):  # noqa: ANN001, ANN202
-    f = click.option("--stress", type=Finite(1.0, 100.0), default=2.0, show_default=True,
+    f = click.option("--stress", type=_real("stress"), default=2.0, show_default=True,
                      help="Confirmation horizon, in multiples of the search steps.")(f)
-    f = click.option("--seeds", type=click.IntRange(1, 100), default=3, show_default=True,
+    f = click.option("--seeds", type=_count("seeds"), default=3, show_default=True,
                      help="New seeds each confirmed configuration is re-run on.")(f)
-    return click.option("--confirm", type=click.IntRange(0, 100), default=3, show_default=True,
+    return click.option("--confirm", type=_count("confirm"), default=3, show_default=True,
                         help="How many of the best configurations to confirm (0: none).")(f)
 
 
@@ -54,30 +66,30 @@ def cli() -> None:
 @click.argument("model", metavar="MODEL")
 @click.option("--study", default=None, metavar="NAME", help="Study name [default: the model module's name].")
 @_storage_option
-@click.option("--trials", type=click.IntRange(1, 1_000_000), default=20, show_default=True, help="Finished search trials the study should have (a rerun resumes).")
-@click.option("--steps", type=click.IntRange(1, 10**12), default=None, help="Steps per trial [default: the module's STEPS, else 1000].")
-@click.option("--timeout", type=Finite(0.0, 1e8, low_open=True), default=None, metavar="SECONDS",
+@click.option("--trials", type=_count("trials"), default=20, show_default=True, help="Finished search trials the study should have (a rerun resumes).")
+@click.option("--steps", type=_count("steps"), default=None, help="Steps per trial [default: the module's STEPS, else 1000].")
+@click.option("--timeout", type=_real("timeout"), default=None, metavar="SECONDS",
               help="Stop the search after this long: the running trial stops at its next step and is re-queued.")
-@click.option("--trial-timeout", type=Finite(0.0, 1e8, low_open=True), default=None, metavar="SECONDS",
+@click.option("--trial-timeout", type=_real("trial_timeout"), default=None, metavar="SECONDS",
               help="A trial still training after this long ends FAIL 'timed out' (counted, not retried).")
-@click.option("--seed", type=click.IntRange(0, MAX_SEED), default=0, show_default=True, help="Seeds the sampler, the model and the data.")
+@click.option("--seed", type=_count("seed"), default=0, show_default=True, help="Seeds the sampler, the model and the data.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--space", "space_file", type=click.Path(dir_okay=False), default=None, metavar="FILE", help="YAML file of search-space overrides.")
-@click.option("--warning-penalty", type=Finite(0.0, 100.0), default=1.0, show_default=True,
+@click.option("--warning-penalty", type=_real("warning_penalty"), default=1.0, show_default=True,
               help="Decades added to the score of a trial predicted to blow up later (0: off).")
 @click.option("--early-warning/--no-early-warning", default=True, show_default=True,
               help="Probe each trial's sharpness at its end and warn of a later eps blow-up (--no-early-warning: no probe at all).")
 @click.option("--stop-slow/--no-stop-slow", default=True, show_default=True,
               help="Stop a search trial whose loss is above the median of the finished trials' at the same step.")
-@click.option("--population", type=click.IntRange(min=1, max=1024), default=1, show_default=True, metavar="K",
+@click.option("--population", type=_count("population"), default=1, show_default=True, metavar="K",
               help="Train K trials at once as one vectorized population (torch.func.vmap), 1024 at most, if a timed step says it is faster.")
 @click.option("--force-population", is_flag=True, default=False,
               help="Train the --population even where its timed step is slower than K sequential steps.")
-@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+@click.option("--workers", type=_count("workers"), default=1, show_default=True,
               help="Worker processes sharing the study (one per GPU when there are several); at most two per CPU core.")
 @click.option("--precision", type=click.Choice(PRECISIONS), default=None,
               help="Train at float32, bfloat16 autocast or float16 autocast with a GradScaler [default: the module's PRECISION, else 32].")
-@click.option("--heartbeat", type=Finite(0.01, 3600.0), default=10.0, show_default=True,
+@click.option("--heartbeat", type=_real("heartbeat"), default=10.0, show_default=True,
               metavar="SECONDS", help="Heartbeat interval; a trial silent for 6 beats is recovered as 'worker lost'.")
 @_confirm_options
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
@@ -147,7 +159,7 @@ def _after_confirmation(result: api.SearchResult, flags: str) -> None:
 @click.argument("model", metavar="MODEL")
 @_study_option
 @_storage_option
-@click.option("--seed", type=click.IntRange(0, MAX_SEED), default=None, help="Base seed [default: the study's].")
+@click.option("--seed", type=_count("seed"), default=None, help="Base seed [default: the study's].")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--space", "space_file", type=click.Path(dir_okay=False), default=None, metavar="FILE", help="YAML file of search-space overrides.")
 @_confirm_options
