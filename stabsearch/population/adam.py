@@ -75,8 +75,15 @@ def why_not_population_space(space: Any, precision: str) -> str | None:
     return None
 
 
-def check_settings(configs: Sequence[OptimConfig], steps: int) -> None:
-    """Raise ``ValueError`` or ``TypeError``, naming the bad value, unless ``configs`` can train ``steps`` steps together.
+def check_steps(steps: int) -> None:
+    """Raise ``ValueError`` unless ``steps`` is an integer >= 1 (a run's horizon)."""
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+
+
+def check_settings(configs: Sequence[OptimConfig], steps: int | Sequence[int]) -> None:
+    """Raise ``ValueError`` or ``TypeError``, naming the bad value, unless ``configs`` can train together,
+    for ``steps`` steps (one horizon for all, or one per member).
 
     Example:
         >>> check_settings([OptimConfig()], steps=0)
@@ -84,8 +91,13 @@ def check_settings(configs: Sequence[OptimConfig], steps: int) -> None:
         ...
         ValueError: steps must be an integer >= 1, got 0
     """
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+    if isinstance(steps, (list, tuple)):
+        if len(steps) != len(configs):
+            raise ValueError(f"steps holds {len(steps)} horizons for {len(configs)} configs")
+        for s in steps:
+            check_steps(s)
+    else:
+        check_steps(steps)
     if len(configs) == 0:
         raise ValueError("configs is empty; a population needs at least one member")
     for c in configs:
@@ -97,18 +109,23 @@ def check_settings(configs: Sequence[OptimConfig], steps: int) -> None:
 
 
 class AdamSettings:
-    """Per-member settings as ``[K]`` float64 arrays, and the per-step tables of one block of steps.
+    """Per-member settings as ``[K]`` float64 arrays, and the per-step tables of a block of steps.
+
+    Each member has its own horizon and its own step count: a member that
+    joined a running population later is at an earlier step of its schedule.
 
     Args:
         configs: one per member, in the order of the stacks' rows (see :func:`check_settings`).
-        steps: the run's horizon, which the lr schedules and warmups are fractions of.
+        steps: the run's horizon, which the lr schedules and warmups are fractions of; one for all
+            members, or one per member.
         device: where the tables go.
     """
 
-    def __init__(self, configs: Sequence[OptimConfig], steps: int, device: torch.device) -> None:
+    def __init__(self, configs: Sequence[OptimConfig], steps: int | Sequence[int], device: torch.device) -> None:
+        steps = list(steps) if isinstance(steps, (list, tuple)) else steps
         check_settings(configs, steps)
         self.configs = list(configs)
-        self.steps = steps
+        self.horizons = list(steps) if isinstance(steps, list) else [steps] * len(self.configs)
         self.device = device
         f64 = lambda values: np.asarray(values, dtype=np.float64)  # noqa: E731
         self.lr = f64([c.lr for c in configs])
@@ -125,31 +142,35 @@ class AdamSettings:
             "eps": f64([c.eps for c in configs]),
             "l2": self.l2,
         }
-        # Members that share a schedule share one column of lr_factor calls.
-        self.schedules: dict[tuple[int, str, float], list[int]] = {}
-        for i, c in enumerate(configs):
-            self.schedules.setdefault((c.warmup_steps(steps), c.schedule, c.min_lr_factor), []).append(i)
+        self.schedules = [(h, c.warmup_steps(h), c.schedule, c.min_lr_factor) for c, h in zip(self.configs, self.horizons)]
         self.use_l2 = bool(np.any(self.l2 != 0))
         self.use_decay = bool(np.any(self.decoupled_wd != 0))
 
-    def block(self, start: int, stop: int) -> dict[str, np.ndarray]:
-        """float64 ``[stop - start, K]`` tables of the step size, bias correction and decay of each step.
+    def block(self, starts: int | Sequence[int] | np.ndarray, n: int) -> dict[str, np.ndarray]:
+        """float64 ``[n, K]`` tables of the step size, bias correction and decay of ``n`` steps.
 
-        The same float64 arithmetic torch.optim does in Python (``LambdaLR``'s
-        ``base_lr * factor``, ``lr / (1 - beta1**t)``, ``(1 - beta2**t)**0.5``,
-        ``1 - lr * wd``); the cast to the parameter's dtype comes last, as there.
+        Member ``j`` takes its steps ``starts[j] .. starts[j] + n - 1`` (0-based;
+        an int: every member at that step). The same float64 arithmetic
+        torch.optim does in Python (``LambdaLR``'s ``base_lr * factor``,
+        ``lr / (1 - beta1**t)``, ``(1 - beta2**t)**0.5``, ``1 - lr * wd``); the
+        cast to the parameter's dtype comes last, as there.
 
         Example:
-            >>> settings = AdamSettings([OptimConfig(lr=0.1, beta1=0.5)], steps=10, device=torch.device("cpu"))
-            >>> settings.block(0, 2)["neg_step_size"][:, 0].tolist()  # -lr / (1 - beta1^t), t = 1, 2
-            [-0.2, -0.13333333333333333]
+            >>> settings = AdamSettings([OptimConfig(lr=0.1, beta1=0.5)] * 2, steps=10, device=torch.device("cpu"))
+            >>> np.round(settings.block([0, 1], 2)["neg_step_size"], 6).tolist()  # -lr / (1 - beta1^t): t = 1, 2 and 2, 3
+            [[-0.2, -0.133333], [-0.133333, -0.114286]]
         """
-        factor = np.empty((stop - start, len(self.configs)))
-        for (warmup, schedule, min_factor), members in self.schedules.items():
-            column = [lr_factor(t, self.steps, warmup, schedule, min_factor) for t in range(start, stop)]
+        k = len(self.configs)
+        starts = np.broadcast_to(np.asarray(starts, dtype=np.int64), (k,))
+        factor = np.empty((n, k))
+        columns: dict[tuple[tuple[int, int, str, float], int], list[int]] = {}  # one lr_factor column per schedule and step
+        for j, (key, start) in enumerate(zip(self.schedules, starts.tolist())):
+            columns.setdefault((key, start), []).append(j)
+        for ((horizon, warmup, schedule, min_factor), start), members in columns.items():
+            column = [lr_factor(t, horizon, warmup, schedule, min_factor) for t in range(start, start + n)]
             factor[:, members] = np.asarray(column)[:, None]
         lr = self.lr[None, :] * factor
-        count = np.arange(start + 1, stop + 1, dtype=np.float64)[:, None]  # Adam's step count after the increment
+        count = (starts[None, :] + np.arange(1, n + 1)[:, None]).astype(np.float64)  # Adam's step count after the increment
         return {
             "neg_step_size": -(lr / (1.0 - self.beta1[None, :] ** count)),
             "bias2_sqrt": (1.0 - self.beta2[None, :] ** count) ** 0.5,
@@ -232,6 +253,9 @@ def _decayed_rows(bound: _Bound, names: list[str], no_decay: bool) -> list[int]:
 class StackedAdam:
     """The Adam state of K stacked members and their settings on the device; :meth:`step` steps them all.
 
+    Members come and go between blocks of steps: :meth:`resize` keeps some
+    rows and appends new ones with a fresh Adam state.
+
     Args:
         params: the stacked parameters by name, ``[K, ...]`` each, K the number of ``settings.configs``.
         settings: the members' settings.
@@ -241,32 +265,36 @@ class StackedAdam:
     def __init__(self, params: Params, settings: AdamSettings, decayed: Sequence[int] | None = None) -> None:
         if not isinstance(settings, AdamSettings):
             raise TypeError(f"settings must be AdamSettings, got {type(settings).__name__}")
-        k = len(settings.configs)
-        for name, p in params.items():
-            if p.dim() == 0 or p.shape[0] != k:
-                raise ValueError(f"params[{name!r}] of shape {tuple(p.shape)} does not stack the {k} members of settings")
-        self.settings = settings
+        self._check_rows(params, settings)
         self.decayed = list(range(len(params))) if decayed is None else list(decayed)
         if any(not 0 <= i < len(params) for i in self.decayed):
             raise ValueError(f"decayed={self.decayed!r} indexes beyond the {len(params)} params")
         self.exp_avg = {n: torch.zeros_like(p) for n, p in params.items()}
         self.exp_avg_sq = {n: torch.zeros_like(p) for n, p in params.items()}
-        self.denom = [torch.empty_like(p) for p in params.values()]  # work tensors: fresh ones every step cost page faults
         self.kinds = [(p.dtype, p.dim()) for p in params.values()]
-        members = np.arange(k)
-        self._constants = self._to_device({key: v[None, :] for key, v in settings.constants.items()}, members)
-        self._fixed = self._columns(self._constants, 0)
+        self._use(settings)
+
+    @staticmethod
+    def _check_rows(params: Params, settings: AdamSettings) -> None:
+        k = len(settings.configs)
+        for name, p in params.items():
+            if p.dim() == 0 or p.shape[0] != k:
+                raise ValueError(f"params[{name!r}] of shape {tuple(p.shape)} does not stack the {k} members of settings")
+
+    def _use(self, settings: AdamSettings) -> None:
+        self.settings = settings
+        self.denom = [torch.empty_like(v) for v in self.exp_avg.values()]  # work tensors: fresh ones every step cost page faults
+        self._fixed = self._columns(self._to_device({key: v[None, :] for key, v in settings.constants.items()}), 0)
         self._table: dict[torch.dtype, dict[str, torch.Tensor]] = {}
-        self._table_start = 0
 
     @property
     def device(self) -> torch.device:
         return self.settings.device
 
-    def _to_device(self, arrays: dict[str, np.ndarray], members: np.ndarray) -> dict[torch.dtype, dict[str, torch.Tensor]]:
-        """float64 arrays ``[rows, K]`` as tensors of each parameter dtype, columns of the live members."""
+    def _to_device(self, arrays: dict[str, np.ndarray]) -> dict[torch.dtype, dict[str, torch.Tensor]]:
+        """float64 arrays ``[rows, K]`` as tensors of each parameter dtype."""
         return {
-            dtype: {k: torch.from_numpy(np.ascontiguousarray(v[:, members])).to(self.device, dtype) for k, v in arrays.items()}
+            dtype: {k: torch.from_numpy(np.ascontiguousarray(v)).to(self.device, dtype) for k, v in arrays.items()}
             for dtype in {dtype for dtype, _ in self.kinds}
         }
 
@@ -281,31 +309,27 @@ class StackedAdam:
                 out.setdefault(key, []).append(views[key, dtype, ndim])
         return out
 
-    def load_block(self, start: int, stop: int, members: np.ndarray | None = None) -> None:
-        """Move the per-step tables of steps ``start .. stop - 1`` to the device (once per block).
+    def load_block(self, starts: int | Sequence[int] | np.ndarray, n: int) -> None:
+        """Move the per-step tables of the next ``n`` steps to the device (once per block); row ``j`` is at step ``starts[j]``."""
+        self._table = self._to_device(self.settings.block(starts, n))
 
-        ``members``: the configs the rows still hold (all, until :meth:`keep` drops some).
-        """
-        members = np.arange(len(self.settings.configs)) if members is None else members
-        self._table = self._to_device(self.settings.block(start, stop), members)
-        self._table_start = start
-
-    def step(self, params: list[torch.Tensor], grads: list[torch.Tensor], t: int) -> None:
-        """Step ``t`` (0-based, within the loaded block) of every member: :func:`stacked_adam` on this state."""
+    def step(self, params: list[torch.Tensor], grads: list[torch.Tensor], i: int) -> None:
+        """Step ``i`` of the loaded block for every member: :func:`stacked_adam` on this state."""
         stacked_adam(
             params, grads, list(self.exp_avg.values()), list(self.exp_avg_sq.values()), self.denom,
-            fixed=self._fixed, per_step=self._columns(self._table, t - self._table_start),
+            fixed=self._fixed, per_step=self._columns(self._table, i),
             decayed=self.decayed, l2=self.settings.use_l2, decoupled=self.settings.use_decay,
         )
 
-    def keep(self, index: torch.Tensor) -> None:
-        """Keep only these rows of the state and the tables (``index``: a long tensor on the device)."""
+    def resize(self, keep: torch.Tensor, settings: AdamSettings, joining: int = 0) -> None:
+        """Keep the rows ``keep`` (a long tensor on the device) as they are, then append ``joining`` rows of fresh
+        (zero) state; ``settings`` describes the rows after the change, in order. Load a block before the next step."""
+        if not isinstance(settings, AdamSettings):
+            raise TypeError(f"settings must be AdamSettings, got {type(settings).__name__}")
+        if len(settings.configs) != keep.numel() + joining:
+            raise ValueError(f"settings hold {len(settings.configs)} members for {keep.numel()} kept and {joining} joining")
         for state in (self.exp_avg, self.exp_avg_sq):
             for name in state:
-                state[name] = state[name].detach().index_select(0, index)
-        for tables in (self._constants, self._table):
-            for per_dtype in tables.values():
-                for key in per_dtype:
-                    per_dtype[key] = per_dtype[key].index_select(1, index)
-        self.denom = [torch.empty_like(v) for v in self.exp_avg.values()]
-        self._fixed = self._columns(self._constants, 0)
+                kept = state[name].detach().index_select(0, keep)
+                state[name] = torch.cat([kept, kept.new_zeros((joining, *kept.shape[1:]))]) if joining else kept
+        self._use(settings)

@@ -16,13 +16,16 @@ Members are independent. Nothing reduces across members; each member's
 losses are read off the device in blocks (16 steps on the CPU, 64 on a GPU,
 as :class:`stabsearch.training.trainer.Run` does), and a member that may have
 diverged is judged by a ``Run`` itself
-(:class:`~stabsearch.population.divergence.DivergenceWatch`). A member that
+(:class:`~stabsearch.population.curve.MemberCurve`). A member that
 diverged is frozen at the end of that block, the very step where
 ``train_trial`` would have stopped it, with the same curve: it is cut out of the stacks (an index
 select, no arithmetic on it), so its parameters and Adam state stop
 changing, its NaN cannot reach anyone, and it costs nothing afterwards. The
 run ends early once every member is frozen. BatchNorm works: its running
 statistics are stacked per member and updated by each member's forward.
+:func:`train_population` trains K configurations from one start to one end;
+:class:`~stabsearch.population.trainer.PopulationTrainer`, which it runs on,
+also takes members that come and go, each on its own seed and horizon.
 
 The vmapped forward runs under :class:`stabsearch.population.rewrites.CheaperBatching`,
 which computes a shared-input linear layer as one large matmul and
@@ -59,7 +62,6 @@ Example::
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -68,16 +70,14 @@ import torch
 from torch.func import functional_call, vmap
 
 from stabsearch.analysis.options import StabilityOptions
-from stabsearch.config import OptimConfig, chance_loss
+from stabsearch.config import OptimConfig
 from stabsearch.population.adam import AdamSettings, StackedAdam, _decayed_rows, check_settings
-from stabsearch.population.divergence import DivergenceWatch
 from stabsearch.population.rewrites import CheaperBatching
-from stabsearch.population.sharpness import SharpnessProbe, probe_sharpness
-from stabsearch.population.stacking import Params, _Bound, _Plan, _plan, _stack
-from stabsearch.population.timing import _pick_linear_rewrite, fastest
+from stabsearch.population.stacking import Params, _Bound, _Plan, _stack
+from stabsearch.population.timing import fastest
 from stabsearch.training.loader import ModelModule
 from stabsearch.training.telemetry import NEAR_EPS, SAMPLE_PER_TENSOR, relu_dead_units
-from stabsearch.training.trainer import Deadline, OutOfTime, Run, TrainResult, batch_stream, one_line, seed_everything
+from stabsearch.training.trainer import Deadline, Run, TrainResult, one_line
 
 
 def _block(device: torch.device) -> int:
@@ -86,18 +86,30 @@ def _block(device: torch.device) -> int:
 
 
 class _Population:
-    """K stacked copies of one model and their Adam state; :meth:`step` trains all of them once."""
+    """K stacked models and their Adam state; :meth:`step` trains all of them once.
 
-    def __init__(self, bound: _Bound, plan: _Plan, settings: AdamSettings) -> None:
+    Rows are members. Built from ``states`` (one dict of trainable
+    parameters and written buffers per member), else K copies of
+    ``bound``'s own. :meth:`resize` drops rows and appends new ones (fresh
+    Adam state) between blocks of steps.
+    """
+
+    def __init__(self, bound: _Bound, plan: _Plan, settings: AdamSettings, states: Sequence[Params] | None = None) -> None:
         self.bound = bound
+        self.plan = plan
         self.settings = settings
-        self.members = np.arange(len(settings.configs))  # which config each row of the stacks holds
-        self.params, self.buffers = _stack(bound, plan, len(settings.configs))
+        self.members = np.arange(len(settings.configs))  # row j holds settings.configs[j]
+        if states is None:
+            self.params, self.buffers = _stack(bound, plan, len(settings.configs))
+        else:
+            self.params = {n: torch.stack([s[n] for s in states]).detach().requires_grad_(True) for n in plan.trainable}
+            self.buffers = {n: torch.stack([s[n] for s in states]).detach() for n in plan.mutable}
         # Weight decay applies to all parameters, or to all but biases and norms (no_decay).
         decayed = _decayed_rows(bound, list(self.params), settings.configs[0].no_decay)
         self.adam = StackedAdam(self.params, settings, decayed)
         self.grads = [torch.empty_like(p) for p in self.params.values()]  # see gradients
         self.forward = vmap(self._loss, in_dims=(0, 0, None))
+        self._forwards: dict[str, Callable[..., torch.Tensor]] = {}  # by the in_dims of stacked batches
         self.linear_rewrite = True  # see choose_linear_rewrite
 
     def choose_linear_rewrite(self, batch: Any, repeats: int = 3) -> bool:
@@ -135,8 +147,12 @@ class _Population:
     def _loss(self, params: Params, buffers: Params, batch: Any) -> torch.Tensor:
         return functional_call(self.bound, (params, buffers), (batch,)).reshape(())
 
-    def gradients(self, batch: Any) -> tuple[list[torch.Tensor], torch.Tensor]:
+    def gradients(self, batch: Any, in_dims: Any = None) -> tuple[list[torch.Tensor], torch.Tensor]:
         """Each member's gradients (in ``params`` order) and its loss, ``[K]``, on ``batch``.
+
+        ``in_dims`` is ``None`` for one batch all members share, else vmap's
+        ``in_dims`` of a batch stacked per member
+        (:func:`~stabsearch.population.stacking.stack_batches`).
 
         One vmapped forward and plain autograd on the sum of the K losses:
         every member's ops touch only its own rows, so ``d sum / d member``
@@ -151,8 +167,9 @@ class _Population:
         step's own fresh tensors and used as they are (the step overwrites them).
         """
         params = list(self.params.values())
+        forward = self.forward if in_dims is None else self._batched_forward(in_dims)
         with CheaperBatching(linear=self.linear_rewrite):
-            losses = self.forward(self.params, self.buffers, batch)
+            losses = forward(self.params, self.buffers, batch)
         grads = torch.autograd.grad(losses.sum(), params, allow_unused=True, materialize_grads=True)
         out, seen = [], set()
         for g, work in zip(grads, self.grads):
@@ -161,41 +178,58 @@ class _Population:
             out.append(g if own else work.copy_(g))
         return out, losses.detach()
 
-    def load_block(self, start: int, stop: int) -> None:
-        """Move the per-step tables of steps ``start .. stop - 1`` to the device (once per block)."""
-        self.adam.load_block(start, stop, self.members)
+    def _batched_forward(self, in_dims: Any) -> Callable[..., torch.Tensor]:
+        key = repr(in_dims)
+        if key not in self._forwards:
+            self._forwards[key] = vmap(self._loss, in_dims=(0, 0, in_dims))
+        return self._forwards[key]
 
-    def step(self, batch: Any, t: int) -> torch.Tensor:
-        """One Adam/AdamW step of every member on ``batch`` (step ``t``, 0-based); returns the ``[K]`` losses."""
-        grads, losses = self.gradients(batch)
-        self.adam.step(list(self.params.values()), grads, t)
+    def load_block(self, starts: int | Sequence[int] | np.ndarray, n: int) -> None:
+        """Move the per-step tables of the next ``n`` steps to the device (once per block); row ``j`` is at step ``starts[j]``."""
+        self.adam.load_block(starts, n)
+
+    def step(self, batch: Any, i: int, in_dims: Any = None) -> torch.Tensor:
+        """One Adam/AdamW step of every member on ``batch`` (step ``i`` of the loaded block); returns the ``[K]`` losses."""
+        grads, losses = self.gradients(batch, in_dims)
+        self.adam.step(list(self.params.values()), grads, i)
         return losses
 
-    def keep(self, rows: np.ndarray) -> None:
-        """Keep only these rows of the stacks (the members still training); the others are frozen as they are."""
-        index = torch.as_tensor(rows, dtype=torch.long, device=self.device)
-        for state in (self.params, self.buffers):
-            for name in state:
-                state[name] = state[name].detach().index_select(0, index)
+    def resize(self, keep: Sequence[int] | np.ndarray, settings: AdamSettings, states: Sequence[Params] = ()) -> None:
+        """Keep rows ``keep`` as they are, then append one row per new state, with a fresh Adam state.
+
+        ``settings`` describes the rows after the change, in order. A row
+        dropped is frozen as it was: no arithmetic touches it again.
+        """
+        index = torch.as_tensor(np.asarray(keep, dtype=np.int64), dtype=torch.long, device=self.device)
+        for stacks, names in ((self.params, self.plan.trainable), (self.buffers, self.plan.mutable)):
+            for name in names:
+                kept = stacks[name].detach().index_select(0, index)
+                stacks[name] = torch.cat([kept, *(s[name].detach().to(kept.device)[None] for s in states)]) if states else kept
         self.params = {n: t.requires_grad_(True) for n, t in self.params.items()}
-        self.adam.keep(index)
+        self.adam.resize(index, settings, len(states))
+        self.settings = settings
         self.grads = [torch.empty_like(p) for p in self.params.values()]
-        self.members = self.members[rows]
+        self.members = np.arange(len(settings.configs))
 
     @torch.no_grad()
-    def v_telemetry(self, t: int) -> list[dict[str, float]]:
-        """After step ``t``: each row's ``v_over_eps`` and ``eps_share``, sampled as ``adam_telemetry`` samples them.
+    def v_telemetry(self, rows: Sequence[int] | np.ndarray, counts: Sequence[int] | np.ndarray) -> list[dict[str, float]]:
+        """Each of ``rows``' ``v_over_eps`` and ``eps_share`` after its step ``counts[j] - 1``, sampled as
+        ``adam_telemetry`` samples them.
 
         A row whose weights or second moments hold a NaN or infinity gets
         ``finite = 0.0``: it diverged, whatever its loss says.
         """
-        k = self.members.size
-        count = float(t + 1)
-        bc2 = torch.as_tensor(1.0 - self.settings.beta2[self.members] ** count, device=self.device, dtype=torch.float32)
-        eps = torch.as_tensor(self.settings.constants["eps"][self.members], device=self.device, dtype=torch.float32)
+        rows = np.asarray(rows, dtype=np.int64)
+        k = rows.size
+        index = torch.as_tensor(rows, dtype=torch.long, device=self.device)
+        every = k == self.members.size and bool(np.all(rows == np.arange(k)))
+        pick = (lambda t: t) if every else (lambda t: t.index_select(0, index))  # noqa: E731
+        count = np.asarray(counts, dtype=np.float64)
+        bc2 = torch.as_tensor(1.0 - self.settings.beta2[rows] ** count, device=self.device, dtype=torch.float32)
+        eps = torch.as_tensor(self.settings.constants["eps"][rows], device=self.device, dtype=torch.float32)
         ratios = []
         for v in self.adam.exp_avg_sq.values():
-            flat = v.reshape(k, -1)
+            flat = pick(v).reshape(k, -1)
             stride = max(1, flat.shape[1] // SAMPLE_PER_TENSOR)
             ratios.append((flat[:, ::stride].float() / bc2[:, None]).sqrt() / eps[:, None])
         ratio = torch.cat(ratios, dim=1)
@@ -205,9 +239,9 @@ class _Population:
         finite = torch.ones(k, dtype=torch.bool, device=self.device)
         for state in (self.params, self.adam.exp_avg_sq):
             for tensor in state.values():
-                finite &= torch.isfinite(tensor.detach().reshape(k, -1)).all(dim=1)
-        rows = zip(median.tolist(), near.tolist(), finite.tolist())
-        return [{"step": t, "v_over_eps": float(m), "eps_share": float(n), "finite": float(f)} for m, n, f in rows]
+                finite &= torch.isfinite(pick(tensor.detach()).reshape(k, -1)).all(dim=1)
+        out = zip(count.tolist(), median.tolist(), near.tolist(), finite.tolist())
+        return [{"step": int(c) - 1, "v_over_eps": float(m), "eps_share": float(n), "finite": float(f)} for c, m, n, f in out]
 
     def member_state(self, row: int) -> dict[str, torch.Tensor]:
         """One row of the stacks: the parameters and stacked buffers of one member, by name in ``bound``."""
@@ -216,11 +250,16 @@ class _Population:
 
 def _check(module: ModelModule, configs: Sequence[OptimConfig], steps: int) -> None:
     """Raise, naming what is wrong, unless ``module`` and ``configs`` can train as one population."""
+    _check_module(module)
+    check_settings(configs, steps)
+
+
+def _check_module(module: ModelModule) -> None:
+    """Raise ``ValueError`` unless ``module`` has the parts a population trains (not its own loop)."""
     if module.train is not None:
         raise ValueError(f"{module.source}: its own train(run) loop cannot be trained as a population")
     if module.model is None or module.batches is None or module.loss is None:
         raise ValueError(f"{module.source}: a population needs model(), batches(seed) and loss(model, batch)")
-    check_settings(configs, steps)
 
 
 def train_population(
@@ -258,77 +297,19 @@ def train_population(
         >>> [(r.steps_run, r.diverged_at) for r in runs]  # the second diverged at step 1, seen after a block of 16
         [(200, None), (16, 1)]
     """
+    from stabsearch.population.trainer import PopulationTrainer
+
     _check(module, configs, steps)
-    assert module.model is not None and module.loss is not None
-    options = options or StabilityOptions()
-    chance = chance_loss(module.classes)
-    seed_everything(seed)
-    started = time.perf_counter()  # like train_trial: building the model counts, the final evaluations don't
-    model = module.model().to(device)
-    model.train()
-    batches = batch_stream(module, seed, device)
-    first = next(batches)
-    bound = _Bound(model, module.loss)
-    population = _Population(bound, _plan(bound, first), AdamSettings(configs, steps, device))
-    _pick_linear_rewrite(population, first)
-    watch = DivergenceWatch(configs, steps, chance, options)
-    limits = sorted((d for d in deadlines if d is not None), key=lambda d: d.at)
-    block, every = _block(device), max(50, steps // 20)  # Run's block and telemetry_every
-    telemetry: list[list[dict[str, float]]] = [[] for _ in configs]
-    hidden: dict[int, int] = {}  # row -> step where a sample found non-finite weights in this block
-    batch, pending = first, []
-    for t in range(steps):
-        if t % block == 0:
-            population.load_block(t, min(steps, t + block))
-        if t > 0:
-            batch = next(batches)
-        pending.append(population.step(batch, t))
-        if (t + 1) % every == 0:
-            _sample(population, t, telemetry, hidden)
-        if len(pending) == block or t == steps - 1:
-            _end_block(population, watch, pending, hidden)
-            pending, hidden = [], {}
-            if population.members.size == 0:
-                break
-            if limits and time.monotonic() >= limits[0].at:
-                raise OutOfTime(limits[0].limit, limits[0].seconds)
-    seconds = (time.perf_counter() - started) / len(configs)
-    probe = probe_sharpness(population, batch, seed, wanted=sharpness, share=len(configs))
-    return [_result(module, population, watch, i, telemetry[i], batch, seconds, probe) for i in range(len(configs))]
-
-
-def _sample(population: _Population, t: int, telemetry: list[list[dict[str, float]]], hidden: dict[int, int]) -> None:
-    """Append each member's sample of Adam's state after step ``t``; note the rows whose weights are non-finite."""
-    for row, (i, sample) in enumerate(zip(population.members.tolist(), population.v_telemetry(t))):
-        if not sample.pop("finite"):  # Run.sample_telemetry's rule: a divergence at this step
-            hidden.setdefault(row, t)
-        telemetry[i].append(sample)
-
-
-def _end_block(population: _Population, watch: DivergenceWatch, pending: list[torch.Tensor], hidden: dict[int, int]) -> None:
-    """Read the block's losses off the device, as Run reads them, and cut the members that diverged out of the stacks."""
-    values = torch.stack(pending).float().cpu().numpy().astype(np.float64)
-    diverged = watch.add_nonfinite(hidden, population.members, watch.add(values, population.members))
-    if diverged:
-        population.keep(np.setdiff1d(np.arange(population.members.size), diverged))
-
-
-def _result(module: ModelModule, population: _Population, watch: DivergenceWatch, i: int,
-            telemetry: list[dict[str, float]], batch: Any, seconds: float, probe: SharpnessProbe) -> TrainResult:
-    """Member ``i``'s ``TrainResult``; a member still training is finished on its model rebuilt from the stacks."""
-    result = TrainResult(losses=watch.curve(i), diverged_at=watch.diverged_at[i], seconds=seconds, telemetry=telemetry)
-    result.checks = {"telemetry": "ran: v_over_eps and eps_share only (a population member)" if telemetry else "skipped: no sample was due"}
-    if result.diverged_at is None:
-        row = int(np.flatnonzero(population.members == i)[0])
-        result.checks.update(_finish(module, population.bound, population.member_state(row), batch, result))
-        result.checks["sharpness"] = probe.check
-        if probe.wanted:
-            result.sharpness, result.sharpness_seconds = float(probe.values[row]), probe.seconds
-    else:
-        result.checks.update(dict.fromkeys(("evaluate", "dead_units", "sharpness"), "skipped: the run diverged"))
-        if i in watch.nonfinite:
-            result.checks["divergence"] = f"non-finite weights at step {watch.nonfinite[i]}, while the loss was finite"
-    return result
+    trainer = PopulationTrainer(module, device=device, options=options, sharpness=sharpness, deadlines=deadlines)
+    for i, config in enumerate(configs):
+        trainer.add(config, steps=steps, seed=seed, key=i)
+    results: dict[int, TrainResult] = {}
+    while len(trainer):
+        for i, result in trainer.advance():
+            if isinstance(result, BaseException):
+                raise result
+            results[i] = result
+    return [results[i] for i in range(len(configs))]
 
 
 def _finish(module: ModelModule, bound: _Bound, state: dict[str, torch.Tensor], batch: Any, result: TrainResult) -> dict[str, str]:

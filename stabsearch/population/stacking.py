@@ -4,7 +4,8 @@ The model and its loss are bound into one module (:class:`_Bound`) so that
 ``torch.func.functional_call`` can swap in one member's tensors; one plain
 forward and backward on the first batch (:func:`_plan`) finds the parameters
 that get a gradient and the buffers the forward writes (BatchNorm's running
-statistics); :func:`_stack` makes K copies of exactly those.
+statistics); :func:`_stack` makes K copies of exactly those, and
+:func:`stack_batches` stacks one batch per member where members see different batches.
 
 Example:
     >>> bound = _Bound(torch.nn.Linear(3, 2), lambda model, x: model(x).sum())
@@ -19,7 +20,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -85,3 +86,28 @@ def _stack(bound: _Bound, plan: _Plan, k: int) -> tuple[Params, Params]:
         {n: params[n].detach().requires_grad_(True) for n in plan.trainable},
         {n: buffers[n].detach() for n in plan.mutable},
     )
+
+
+def stack_batches(batches: Sequence[Any]) -> tuple[Any, Any]:
+    """One batch per member stacked along a new dim 0, and vmap's ``in_dims`` for it (``None`` for non-tensors).
+
+    Tensors are stacked; lists, tuples, namedtuples and dicts are walked
+    (their structure kept); anything else is taken from the first batch and
+    shared. The members' batches must have the same structure and shapes.
+
+    Example:
+        >>> stacked, dims = stack_batches([{"x": torch.zeros(4, 3), "n": 4}, {"x": torch.ones(4, 3), "n": 4}])
+        >>> tuple(stacked["x"].shape), dims
+        ((2, 4, 3), {'x': 0, 'n': None})
+    """
+    first = batches[0]
+    if isinstance(first, torch.Tensor):
+        return torch.stack(list(batches)), 0
+    if isinstance(first, (list, tuple)):
+        parts = [stack_batches([b[i] for b in batches]) for i in range(len(first))]
+        make = (lambda xs: type(first)(*xs)) if hasattr(first, "_fields") else type(first)  # noqa: E731
+        return make([p for p, _ in parts]), make([d for _, d in parts])
+    if isinstance(first, dict):
+        parts = {k: stack_batches([b[k] for b in batches]) for k in first}
+        return {k: p for k, (p, _) in parts.items()}, {k: d for k, (_, d) in parts.items()}
+    return first, None

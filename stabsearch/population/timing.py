@@ -27,12 +27,16 @@ _LINEAR_REWRITE: dict[tuple, bool] = {}
 
 
 def _shape_key(population: _Population, batch: Any) -> tuple:
-    """What the timing depends on: the stacked parameters' shapes and dtypes, the batch's, the device and threads."""
+    """What the timing depends on: a member's parameter shapes and dtypes, K (to the next power of two: a
+    population that drains at the end of a search is not timed again at every size), the batch's shapes,
+    the device and threads."""
     leaves = tree_leaves(batch)
+    k = population.members.size
     return (
         str(population.device),
         torch.get_num_threads(),
-        tuple((n, tuple(p.shape), p.dtype) for n, p in population.params.items()),
+        1 << max(0, (k - 1).bit_length()),
+        tuple((n, tuple(p.shape[1:]), p.dtype) for n, p in population.params.items()),
         tuple((tuple(t.shape), t.dtype) if isinstance(t, torch.Tensor) else type(t).__name__ for t in leaves),
     )
 

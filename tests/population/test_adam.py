@@ -39,38 +39,55 @@ def gradients(model, generator):
             for p in model.parameters()]
 
 
-def train_both(configs, *, no_decay=False, drop=None):
+def train_both(configs, *, no_decay=False, drop=None, join=None):
     """Step each member's own model with torch.optim and all members stacked with StackedAdam, on the same
-    gradients; ``drop=(step, row)`` cuts that row out of the stacks before that step. Returns the worst
-    relative gap of each member still in the stacks, over all steps."""
+    gradients; ``drop=(step, row)`` cuts that row out of the stacks before that step, ``join=(step, config)``
+    appends a member with a fresh state there, at its own step 0. Returns the worst relative gap of each member
+    still in the stacks, over all steps, and those members."""
     configs = [dataclasses.replace(c, no_decay=no_decay) for c in configs]
+    if join is not None:
+        configs.append(dataclasses.replace(join[1], no_decay=no_decay))
     base = net()
     alone = [copy.deepcopy(base) for _ in configs]
     optimizers = [build_optimizer(m, c) for m, c in zip(alone, configs)]
     schedulers = [build_scheduler(o, c, STEPS) for o, c in zip(optimizers, configs)]
     names = [n for n, _ in base.named_parameters()]
-    stacked = {n: torch.stack([p.detach()] * len(configs)).requires_grad_(True) for n, p in base.named_parameters()}
+    members = np.arange(len(configs) - (join is not None))
+    starts = np.zeros(len(configs), dtype=np.int64)  # the step each member joined at
+    stacked = {n: torch.stack([p.detach()] * members.size).requires_grad_(True) for n, p in base.named_parameters()}
     decayed = _decayed_rows(_Bound(base, lambda m, b: m(b)), [f"model.{n}" for n in names], no_decay)
-    adam = StackedAdam(stacked, AdamSettings(configs, STEPS, CPU), decayed)
-    members = np.arange(len(configs))
+    adam = StackedAdam(stacked, AdamSettings([configs[i] for i in members], STEPS, CPU), decayed)
     generator = torch.Generator().manual_seed(1)
     worst = np.zeros(len(configs))
     for t in range(STEPS):
+        changed = False
         if drop is not None and t == drop[0]:
             rows = np.setdiff1d(np.arange(members.size), [drop[1]])
             index = torch.as_tensor(rows)
             stacked = {n: p.detach().index_select(0, index).requires_grad_(True) for n, p in stacked.items()}
-            adam.keep(index)
             members = members[rows]
-        if t % 16 == 0:
-            adam.load_block(t, min(STEPS, t + 16), members)
-        grads = [gradients(base, generator) for _ in configs]  # one set per member, whether it still trains or not
+            adam.resize(index, AdamSettings([configs[i] for i in members], STEPS, CPU))
+            changed = True
+        if join is not None and t == join[0]:
+            new = len(configs) - 1
+            starts[new] = t
+            fresh = dict(base.named_parameters())
+            stacked = {n: torch.cat([p.detach(), fresh[n].detach()[None]]).requires_grad_(True) for n, p in stacked.items()}
+            adam.resize(torch.arange(members.size), AdamSettings([configs[i] for i in [*members, new]], STEPS, CPU), 1)
+            members = np.append(members, new)
+            changed = True
+        if t % 16 == 0 or changed:
+            adam.load_block(t - starts[members], min(16 - t % 16, STEPS - t))
+            loaded = t
+        grads = [gradients(base, generator) for _ in configs]  # one set per member, whether it trains or not
         for i, (model, optimizer, scheduler) in enumerate(zip(alone, optimizers, schedulers)):
+            if i not in members or t - starts[i] >= STEPS:
+                continue
             for p, g in zip(model.parameters(), grads[i]):
                 p.grad = g.clone()
             optimizer.step()
             scheduler.step()
-        adam.step(list(stacked.values()), [torch.stack([grads[i][j] for i in members]) for j in range(len(names))], t)
+        adam.step(list(stacked.values()), [torch.stack([grads[i][j] for i in members]) for j in range(len(names))], t - loaded)
         for row, i in enumerate(members):
             for p, (name, q) in zip(stacked.values(), alone[i].named_parameters()):
                 gap = ((p[row] - q).abs() / q.abs().clamp(min=1e-12)).max().item()
@@ -85,9 +102,16 @@ def test_each_member_steps_as_torch_optim_steps_it_alone(no_decay):
 
 
 def test_a_member_cut_out_of_the_stacks_leaves_the_others_on_their_own_schedules():
-    worst, members = train_both(CONFIGS, drop=(21, 1))  # mid-block: the loaded tables lose a column too
+    worst, members = train_both(CONFIGS, drop=(21, 1))  # mid-block: the loaded tables are loaded anew
     assert members.tolist() == [0, 2]
     assert (worst[members] <= RTOL).all(), worst
+
+
+def test_a_member_that_joins_later_steps_from_its_own_step_zero_as_torch_optim_steps_it():
+    late = dataclasses.replace(CONFIGS[1], schedule="cosine", warmup=0.1)  # its schedule and bias correction start at 0
+    worst, members = train_both(CONFIGS[:2], join=(21, late))
+    assert members.tolist() == [0, 1, 2]
+    assert (worst <= RTOL).all(), worst
 
 
 def test_a_nan_gradient_stays_in_its_member():
