@@ -43,7 +43,7 @@ from stabsearch.population.stacking import Params, _Bound, _Plan, _plan, stack_b
 from stabsearch.population.streams import BatchStream, RngState, own_rng, rng_state
 from stabsearch.population.timing import _pick_linear_rewrite
 from stabsearch.training.loader import ModelModule
-from stabsearch.training.trainer import Deadline, OutOfTime, StopRun, TrainResult, batch_stream, seed_everything
+from stabsearch.training.trainer import Deadline, OutOfTime, Run, StopRun, TrainResult, batch_stream, seed_everything
 
 Result = TrainResult | BaseException
 """What a member leaves with: its result, or the exception its ``evaluate`` raised."""
@@ -227,7 +227,8 @@ class PopulationTrainer:
                 if all(b is batches[0] for b in batches):
                     pending.append(self.population.step(batches[0], i))
                 else:
-                    pending.append(self.population.step(*stack_batches(batches), i))
+                    stacked, in_dims = stack_batches(batches)
+                    pending.append(self.population.step(stacked, i, in_dims))
                 due = np.flatnonzero((starts + i + 1) % every == 0)
                 if due.size:
                     self._sample(due, starts[due] + i + 1)
@@ -237,6 +238,7 @@ class PopulationTrainer:
             m.last_batch = b
         values = torch.stack(pending).float().cpu().numpy().astype(np.float64)  # as Run reads them
         self.steps_trained += n * len(rows)
+        Run.logged += n * len(rows)  # what a worker's heartbeat reads as progress
         seconds = (time.perf_counter() - started) / len(rows)
         results = self._leave([j for j, m in enumerate(rows) if self._after_block(m, values[:, j], seconds)])
         for stream in self.streams.values():

@@ -43,7 +43,7 @@ from stabsearch.study.trial_attrs import (
     study_records, trial_record,
 )
 from stabsearch.study.context import SearchContext
-from stabsearch.study.runner import SearchSettings, open_context, run_trial
+from stabsearch.study.runner import SearchSettings, open_context, run_population, run_trial
 from stabsearch.training.trainer import Run
 from stabsearch.study.space import SearchSpace
 from stabsearch.study.storage import Storage
@@ -204,6 +204,11 @@ def _run_jobs(
     summary.skipped += sum(k in done for k in slots)
     bar = tqdm(total=len(slots), initial=sum(k in done for k in slots), unit="run", desc=label,
                disable=None if settings.progress else True, dynamic_ncols=True)
+    if _as_population(context, jobs):
+        try:
+            return _run_population(context, slots, summary, bar)
+        finally:
+            bar.close()
     trial = None
     try:
         while True:
@@ -215,11 +220,8 @@ def _run_jobs(
                 if not _wait_for_others(study, slots, settings):
                     break
                 continue
-            a = internals.stored_trial(trial).user_attrs
-            attrs = {k: a[k] for k in CONFIRM_TAGS}
             with heartbeat(study, internals.trial_id(trial), settings.heartbeat, progress=Run.steps_logged):
-                run_trial(context, trial, kind=CONFIRM, seed=a[SEED], steps=horizon,
-                          config=OptimConfig.from_dict(a[CONFIG]), attrs=attrs)
+                run_trial(context, trial, kind=CONFIRM, **_slot_run(trial))
             trial = None
             summary.runs += 1
             bar.update(1)
@@ -232,6 +234,65 @@ def _run_jobs(
     finally:
         bar.close()
     return summary
+
+
+def _as_population(context: SearchContext, jobs: list[tuple[FrozenTrial, OptimConfig, int, dict]]) -> bool:
+    """Whether the stage's runs train as one population: ``--population`` is on, and their seeds build the same
+    frozen parameters and constant buffers."""
+    settings = context.settings
+    if settings.population < 2 or len(jobs) < 2:
+        return False
+    from stabsearch.population.trainer import seeds_share_frozen_state
+
+    return seeds_share_frozen_state(context.module, [seed for _, _, seed, _ in jobs], settings.device)
+
+
+def _run_population(context: SearchContext, slots: dict[str, Slot], summary: ConfirmSummary, bar: tqdm) -> ConfirmSummary:
+    """The stage's runs as one population of up to ``--population`` members, each on its own seed (its own
+    initial weights and batches), each claimed as a slot when a member's place frees and told as it ends:
+    the resume semantics of runs one at a time (runs told are done; those interrupted run again)."""
+    study, settings = context.study, context.settings
+
+    def claim_next() -> optuna.Trial | None:
+        _reserve_runs(study, slots)
+        return claim(study, settings.heartbeat, accept=lambda t: _trial_key(t) in slots and t.state == TrialState.WAITING)
+
+    def done(trial: optuna.Trial, verdict: str) -> None:
+        summary.runs += 1
+        bar.update(1)
+
+    held: list[optuna.Trial] = []
+    try:
+        while True:
+            interrupts.check()
+            with interrupts.deferred():  # a slot is claimed and held, or not claimed at all
+                while len(held) < settings.population and (trial := claim_next()) is not None:
+                    held.append(trial)
+            if not held:
+                if not _wait_for_others(study, slots, settings):
+                    break
+                continue
+            beating = {internals.trial_id(t) for t in held}
+            with heartbeat(study, beating, settings.heartbeat, progress=Run.steps_logged):
+                if len(held) == 1:
+                    run_trial(context, held[0], kind=CONFIRM, **_slot_run(held[0]))
+                    done(held[0], "")
+                else:
+                    run_population(context, held, kind=CONFIRM, refill=claim_next, on_done=done, beating=beating)
+            held = []
+    except KeyboardInterrupt:
+        interrupts.shield()
+        summary.interrupted = True
+        with interrupts.deferred():
+            for trial in held:
+                abandon(study, trial, "interrupted")
+    return summary
+
+
+def _slot_run(trial: optuna.Trial) -> dict:
+    """``run_trial``'s arguments for the confirmation slot ``trial``: its seed, horizon, configuration and tags."""
+    a = internals.stored_trial(trial).user_attrs
+    return {"seed": a[SEED], "steps": a[STEPS], "config": OptimConfig.from_dict(a[CONFIG]), "attrs": {k: a[k] for k in CONFIRM_TAGS}}
 
 
 def _wait_for_others(study: optuna.Study, slots: dict, settings: SearchSettings) -> bool:

@@ -43,7 +43,7 @@ from stabsearch.study.slots import abandon, budget_state, claim, counts_toward_b
 from stabsearch.study.record import UNSTABLE, VERDICTS
 from stabsearch.study.trial_attrs import (
     STUDY_MODEL, STUDY_SEED, STUDY_SPACE, STUDY_STEPS,
-    ERROR, FAILED, SEARCH, STEPS, VERDICT, is_search, mark_failed, mark_stopped_slow, run_attrs, write_result,
+    CONFIG, CONFIRM_TAGS, ERROR, FAILED, SEARCH, SEED, STEPS, VERDICT, is_search, mark_failed, mark_stopped_slow, run_attrs, write_result,
 )
 from stabsearch.study.sampler import TrialSeededSampler
 from stabsearch.schedule import lr_factor
@@ -198,21 +198,25 @@ def _search(
                 if recover_lost(study, settings.heartbeat):
                     continue
                 break  # the remaining slots are held by other workers
-            with heartbeat(study, [internals.trial_id(t) for t in held], settings.heartbeat, progress=Run.steps_logged):
-                if len(held) == 1:
-                    done = [run_trial(context, held[0], deadline=deadline)]
-                else:
-                    done = run_population(context, held, deadline=deadline)
-            storage.check()  # user code may have deleted or replaced the database file
-            for trial, verdict in zip(held, done):
+
+            def account(trial: optuna.Trial, verdict: str) -> None:
                 summary.new_trials += 1
                 verdicts[verdict] += 1
                 if verdict == "failed":
                     summary.new_failed += 1
                     report_first_error(summary, internals.stored_trial(trial), context.on_error)
+                bar.update(1)
+                bar.set_postfix_str(verdict_counts(verdicts))
+
+            beating = {internals.trial_id(t) for t in held}  # a population's refills join, its members leave
+            with heartbeat(study, beating, settings.heartbeat, progress=Run.steps_logged):
+                if len(held) == 1:
+                    account(held[0], run_trial(context, held[0], deadline=deadline))
+                else:
+                    refill = _refill(study, settings, started, reserve_slots)
+                    run_population(context, held, deadline=deadline, refill=refill, on_done=account, beating=beating)
+            storage.check()  # user code may have deleted or replaced the database file
             held = []
-            bar.update(len(done))
-            bar.set_postfix_str(verdict_counts(verdicts))
     except OutOfTime:  # --timeout reached inside a trial: it was re-queued
         summary.timed_out = True
     except KeyboardInterrupt:
@@ -242,42 +246,141 @@ def _claim_up_to(study: optuna.Study, settings: SearchSettings, size: int, reser
     return held
 
 
-def run_population(context: SearchContext, trials: list[optuna.Trial], *, deadline: Deadline | None = None) -> list[str]:
-    """Train ``trials`` at once as one vectorized population, then finish each like a sequential trial.
+def _refill(study: optuna.Study, settings: SearchSettings, started: float, reserve_slots: bool) -> Callable[[], optuna.Trial | None]:
+    """Claim the next slot for a population's freed member: reserved one at a time, none past ``--timeout``."""
 
-    Time limits end the whole population as they end a trial (see :func:`run_trial`).
+    def claim_next() -> optuna.Trial | None:
+        if settings.timeout is not None and time.perf_counter() - started >= settings.timeout:
+            return None
+        trial = claim(study, settings.heartbeat)
+        if trial is None and reserve_slots and reserve(study, settings.trials, at_most=1):
+            trial = claim(study, settings.heartbeat)
+        return trial
+
+    return claim_next
+
+
+@dataclasses.dataclass
+class _Member:
+    """A population member's trial, what it trains, its median rule and its own time limit."""
+
+    trial: optuna.Trial
+    config: OptimConfig
+    steps: int
+    rule: SlowRule
+    limit: Deadline | None
+
+
+def run_population(
+    context: SearchContext, trials: list[optuna.Trial], *, kind: str = SEARCH, deadline: Deadline | None = None,
+    refill: Callable[[], optuna.Trial | None] | None = None, on_done: Callable[[optuna.Trial, str], None] | None = None,
+    beating: set[int] | None = None,
+) -> list[str]:
+    """Train ``trials`` as one vectorized population, each finished like a sequential trial; returns the verdicts
+    in the order the members left.
+
+    Search trials (``kind`` ``search``) draw their configuration when they
+    join and train ``settings.steps`` steps on ``settings.seed``;
+    confirmation runs (``kind`` ``confirm``: slots of
+    :mod:`stabsearch.study.confirm`) train the configuration, seed and
+    horizon their slot carries, each on its own seed (its own initial weights
+    and batches), and are never stopped by the median rule.
+
+    Each member reports and is stopped by the median rule as :func:`run_trial`
+    reports and stops a trial, on the medians of the finished trials (read
+    once, then each member this population completes adds its reports). A
+    member that leaves (finished, diverged, slow, failed) is told at once,
+    ``on_done`` hears it, and its slot goes to the trial ``refill()`` claims,
+    whose configuration the sampler draws only then, having seen every trial
+    told so far; its id joins ``beating`` (the ids the caller's heartbeat
+    stamps) and leaves it when it ends. Past ``deadline`` (the study's
+    ``--timeout``) every member still training is re-queued and
+    :class:`OutOfTime` raised; past ``settings.trial_timeout`` a member ends
+    FAIL "timed out", as a trial alone does.
     """
     from stabsearch.population.adam import why_not_population_configs
-    from stabsearch.population.driver import train_population
+    from stabsearch.population.trainer import PopulationTrainer
 
-    study, module, settings = context.study, context.module, context.settings
-    steps, seed = settings.steps, settings.seed
-    with interrupts.deferred():  # a trial's configuration is drawn whole, or not at all
-        configs = [prepare_trial(t, context.space, settings, kind=SEARCH, seed=seed, steps=steps, attrs={"population": len(trials)}) for t in trials]
-    if why_not_population_configs(configs) is not None:  # clipping or mixed precision: one at a time, never ignored
-        return [run_trial(context, t, config=c, deadline=deadline) for t, c in zip(trials, configs)]
+    study, settings = context.study, context.settings
+    size = len(trials)
+    beating = set() if beating is None else beating
+    trainer = PopulationTrainer(context.module, device=settings.device, options=settings.options,
+                                sharpness=settings.early_warning, deadlines=(deadline,))
+    live: dict[int, _Member] = {}
+    verdicts: list[str] = []
+    stop_slow = settings.stop_slow and kind == SEARCH
+    reports = finished_reports(study, settings.steps) if stop_slow else []
+
+    def join(trial: optuna.Trial) -> None:
+        with interrupts.deferred():  # a trial's configuration is drawn whole, or not at all
+            if kind == SEARCH:
+                seed, steps, config, attrs = settings.seed, settings.steps, None, {}
+            else:  # a confirmation slot: what to run is on the trial
+                a = internals.stored_trial(trial).user_attrs
+                seed, steps, config, attrs = a[SEED], a[STEPS], OptimConfig.from_dict(a[CONFIG]), {k: a[k] for k in CONFIRM_TAGS}
+            config = prepare_trial(trial, context.space, settings, kind=kind, seed=seed, steps=steps, config=config,
+                                   attrs={**attrs, "population": size})
+        if why_not_population_configs([config]) is not None:  # clipping or mixed precision: alone, never ignored
+            leave(trial, run_trial(context, trial, kind=kind, seed=seed, steps=steps, config=config, deadline=deadline))
+            return
+        rule = SlowRule(trial, steps, config.warmup_steps(steps), median_by_step(reports) if stop_slow else {})
+        live[trial.number] = _Member(trial, config, steps, rule, Deadline.after(settings.trial_timeout, "trial"))
+        trainer.add(config, steps=steps, seed=seed, key=trial.number, on_progress=rule, progress_every=report_every(steps))
+
+    def leave(trial: optuna.Trial, verdict: str, *, refilled: bool = True) -> None:
+        member = live.pop(trial.number, None)
+        if member is not None and verdict not in UNSTABLE and verdict not in ("slow", "failed"):  # told COMPLETE
+            reports.append(dict(member.rule.reported))
+        beating.discard(internals.trial_id(trial))
+        verdicts.append(verdict)
+        if on_done is not None:
+            on_done(trial, verdict)
+        if refilled and refill is not None:
+            with interrupts.deferred():  # a slot is claimed and held, or not claimed at all
+                new = refill()
+                if new is not None:
+                    beating.add(internals.trial_id(new))
+                    live_trials.append(new)
+            if new is not None:
+                join(new)
+
+    live_trials = list(trials)  # every trial this population holds or held: what an interrupt re-queues
     try:
-        results = train_population(
-            module, configs, steps=steps, seed=seed, device=settings.device, options=settings.options,
-            sharpness=settings.early_warning, deadlines=(deadline, Deadline.after(settings.trial_timeout, "trial")),
-        )
-    except OutOfTime as out:
         for trial in trials:
-            _out_of_time(study, trial, out)
-        if out.limit == "study":
-            raise
-        return ["failed"] * len(trials)
-    except KeyboardInterrupt:
+            join(trial)
+        while len(trainer):
+            for number, result in trainer.advance():
+                member = live[number]
+                with interrupts.deferred():  # a trial being told is told to the end
+                    if isinstance(result, BaseException):  # evaluate(model) raised: user code
+                        _fail(member.trial, result)
+                        verdict = "failed"
+                    else:
+                        verdict = finish_trial(context, member.trial, member.config, member.steps, result,
+                                               stopped_slow=member.rule.stopped_at)
+                leave(member.trial, verdict)
+            now = time.monotonic()
+            for member in [m for m in live.values() if m.limit is not None and now >= m.limit.at]:
+                trainer.drop(member.trial.number)
+                _out_of_time(study, member.trial, OutOfTime("trial", member.limit.seconds))
+                leave(member.trial, "failed")
+    except OutOfTime as out:  # the study's --timeout: every member still training is re-queued
+        for member in live.values():
+            _out_of_time(study, member.trial, out)
         raise
-    except BaseException as exc:  # user code: these trials fail, the study goes on
+    except KeyboardInterrupt:
+        interrupts.shield()  # a second Ctrl-C or SIGTERM must not cut the re-queueing short
+        for trial in live_trials:
+            _abandon(study, trial)
+        raise
+    except BaseException as exc:  # user code in the model or loss: the members still training fail, the study goes on
         if is_storage_fault(exc, disk=False):
             raise  # a report to the storage failed: not the user's error; the trials stay RUNNING, recoverable
-        with interrupts.deferred():
-            for trial in trials:
-                _fail(trial, exc)
-        return ["failed"] * len(trials)
-    with interrupts.deferred():  # a trial being told is told to the end
-        return [finish_trial(context, t, c, steps, r) for t, c, r in zip(trials, configs, results)]
+        for member in list(live.values()):
+            with interrupts.deferred():
+                _fail(member.trial, exc)
+            leave(member.trial, "failed", refilled=False)
+    return verdicts
 
 
 def verdict_counts(verdicts: collections.Counter[str]) -> str:
@@ -331,26 +434,13 @@ def run_trial(
     seed = settings.seed if seed is None else seed
     with interrupts.deferred():  # a trial's configuration is drawn whole, or not at all
         config = prepare_trial(trial, context.space, settings, kind=kind, seed=seed, steps=steps, config=config, attrs=attrs)
-    every = max(50, steps // _REPORTS_PER_TRIAL)  # a few storage writes per trial, none for tiny runs
     medians = finished_medians(study, steps) if kind == SEARCH and settings.stop_slow else {}
-    warmup = config.warmup_steps(steps)
-    best, stopped_at = math.inf, None
-
-    def on_progress(step: int, loss: float) -> None:
-        nonlocal best, stopped_at
-        interrupts.check()  # an interrupt Python swallowed (in a weakref callback, say) still stops the trial
-        if step < steps:
-            value = math.log10(max(loss, 1e-300))
-            trial.report(value, step)
-            best = min(best, value)
-            if step >= warmup and is_slow(best, step, medians):
-                stopped_at = step
-                raise StopRun("slower than the median of the finished trials")
+    on_progress = SlowRule(trial, steps, config.warmup_steps(steps), medians)
 
     try:
         result = train_trial(
             module, config, steps=steps, seed=seed, device=settings.device,
-            options=settings.options, on_progress=on_progress, progress_every=every, sharpness=settings.early_warning,
+            options=settings.options, on_progress=on_progress, progress_every=report_every(steps), sharpness=settings.early_warning,
             deadlines=(deadline, Deadline.after(settings.trial_timeout, "trial")),
         )
     except OutOfTime as out:
@@ -367,16 +457,52 @@ def run_trial(
             _fail(trial, exc)
         return "failed"
     with interrupts.deferred():  # a trial being told is told to the end
-        return finish_trial(context, trial, config, steps, result, stopped_slow=stopped_at)
+        return finish_trial(context, trial, config, steps, result, stopped_slow=on_progress.stopped_at)
+
+
+def report_every(steps: int) -> int:
+    """Steps between a trial's reports: a few storage writes per trial, none for tiny runs."""
+    return max(50, steps // _REPORTS_PER_TRIAL)
+
+
+class SlowRule:
+    """A trial's progress reports (``trial.report``, in decades) and the median rule, as one ``on_progress``.
+
+    ``medians`` are the finished trials' (:func:`finished_medians`; empty:
+    never stopped). Past the trial's warmup, a best reported value above the
+    median at the same step stops the run (:class:`StopRun`); ``stopped_at``
+    is then that step, and ``reported`` holds what was reported.
+    """
+
+    def __init__(self, trial: optuna.Trial, steps: int, warmup: int, medians: dict[int, float]) -> None:
+        self.trial, self.steps, self.warmup, self.medians = trial, steps, warmup, medians
+        self.best = math.inf
+        self.stopped_at: int | None = None
+        self.reported: dict[int, float] = {}
+
+    def __call__(self, step: int, loss: float) -> None:
+        interrupts.check()  # an interrupt Python swallowed (in a weakref callback, say) still stops the trial
+        if step < self.steps:
+            value = math.log10(max(loss, 1e-300))
+            self.trial.report(value, step)
+            self.reported[step] = value
+            self.best = min(self.best, value)
+            if step >= self.warmup and is_slow(self.best, step, self.medians):
+                self.stopped_at = step
+                raise StopRun("slower than the median of the finished trials")
 
 
 def finished_medians(study: optuna.Study, steps: int) -> dict[int, float]:
     """Per report step, the median value of the study's finished search trials of ``steps`` steps."""
-    finished = [
-        t.intermediate_values for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    return median_by_step(finished_reports(study, steps))
+
+
+def finished_reports(study: optuna.Study, steps: int) -> list[dict[int, float]]:
+    """The reports (``intermediate_values``) of the study's finished search trials of ``steps`` steps."""
+    return [
+        dict(t.intermediate_values) for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         if is_search(t) and t.user_attrs.get(STEPS) == steps
     ]
-    return median_by_step(finished)
 
 
 def prepare_trial(

@@ -293,14 +293,17 @@ def beat(study: optuna.Study, trial_id: int) -> None:
 
 
 @contextmanager
-def heartbeat(study: optuna.Study, trial_ids: int | list[int], interval: float,
+def heartbeat(study: optuna.Study, trial_ids: int | list[int] | set[int], interval: float,
               progress: Callable[[], int] | None = None) -> Iterator[None]:
     """Stamp the trials' heartbeat every ``interval`` seconds while the block runs.
 
+    A ``set`` of ids is read live at each beat: the caller adds the trials
+    that join (a population's refills) and removes those that end.
     ``progress()`` is a counter the training loop advances (steps logged);
     each beat that sees it moved also stamps ``stabsearch:progress``.
     """
-    ids = [trial_ids] if isinstance(trial_ids, int) else list(trial_ids)
+    ids = trial_ids if isinstance(trial_ids, set) else [trial_ids] if isinstance(trial_ids, int) else list(trial_ids)
+    name = min(ids, default="")
     stop = threading.Event()
     last = progress() if progress else None
 
@@ -309,7 +312,7 @@ def heartbeat(study: optuna.Study, trial_ids: int | list[int], interval: float,
         while not stop.wait(interval):
             now = progress() if progress else None
             try:
-                for trial_id in ids:
+                for trial_id in tuple(ids):  # a snapshot: the caller may change a live set meanwhile
                     beat(study, trial_id)
                     if now != last:
                         internals.set_trial_system_attr(study, trial_id, PROGRESS_KEY, time.time())
@@ -317,7 +320,7 @@ def heartbeat(study: optuna.Study, trial_ids: int | list[int], interval: float,
                 return
             last = now
 
-    thread = threading.Thread(target=loop, name=f"heartbeat-{ids[0] if ids else ''}", daemon=True)
+    thread = threading.Thread(target=loop, name=f"heartbeat-{name}", daemon=True)
     thread.start()
     try:
         yield

@@ -563,3 +563,103 @@ def test_clipping_and_mixed_precision_are_refused_not_ignored():
         train_population(TINY, [OptimConfig(max_grad_norm=1.0)] * 2, steps=5, seed=0, device=CPU)
     with pytest.raises(ValueError, match="bf16"):
         train_population(TINY, [OptimConfig(precision="bf16")] * 2, steps=5, seed=0, device=CPU)
+
+
+# --------------------------------------------------------------------------- members that come and go
+
+
+def test_a_refilled_slot_trains_as_train_trial(linear_rewrite):
+    # The blow-up leaves after its first block; its slot is refilled at once with a member at its own step 0
+    # (fresh weights from the seed, fresh Adam state, its own horizon and schedule) while the other member is at
+    # step 16: from then on they take different batches of the same stream (stacked, in_dims=0). A member of
+    # another seed joins later still, with its own model and batches.
+    from stabsearch.population.trainer import PopulationTrainer
+
+    blowup, first, refill, other_seed = OptimConfig(lr=50.0, eps=1e-10), CONFIGS[0], CONFIGS[1], CONFIGS[2]
+    trainer = PopulationTrainer(MLP, device=CPU)
+    trainer.add(blowup, steps=200, seed=0, key="blowup")
+    trainer.add(first, steps=200, seed=0, key="first")
+    results, joined = {}, {}
+    while len(trainer):
+        for key, result in trainer.advance():
+            results[key] = result
+            if key == "blowup":
+                trainer.add(refill, steps=150, seed=0, key="refill")
+                joined["refill"] = trainer.steps_trained
+            if key == "refill":
+                trainer.add(other_seed, steps=100, seed=3, key="other seed")
+    assert results["blowup"].steps_run == 16 and joined["refill"] == 32
+    assert results["first"].steps_run == 200 and results["refill"].steps_run == 150
+    for key, config, steps, seed in [("blowup", blowup, 200, 0), ("first", first, 200, 0), ("refill", refill, 150, 0),
+                                      ("other seed", other_seed, 100, 3)]:
+        assert_same_run(results[key], train_trial(MLP, config, steps=steps, seed=seed, device=CPU, sharpness=False))
+
+
+def test_a_member_stopped_by_its_progress_callback_leaves_as_a_stopped_train_trial():
+    from stabsearch.population.trainer import PopulationTrainer
+    from stabsearch.training.trainer import StopRun
+
+    def stop_at(limit, heard):
+        def on_progress(step, loss):
+            heard.append((step, loss))
+            if step >= limit:
+                raise StopRun("slow")
+        return on_progress
+
+    trainer = PopulationTrainer(MLP, device=CPU, sharpness=True)
+    heard_pop, heard_seq = [], []
+    trainer.add(CONFIGS[0], steps=300, seed=0, key="stopped", on_progress=stop_at(100, heard_pop), progress_every=50)
+    trainer.add(CONFIGS[1], steps=300, seed=0, key="goes on")
+    results = {}
+    while len(trainer):
+        results.update(trainer.advance())
+    seq = train_trial(MLP, CONFIGS[0], steps=300, seed=0, device=CPU, on_progress=stop_at(100, heard_seq), progress_every=50)
+    assert [s for s, _ in heard_pop] == [s for s, _ in heard_seq] == [50, 100]
+    assert [v for _, v in heard_pop] == pytest.approx([v for _, v in heard_seq], rel=1e-4)
+    stopped = results["stopped"]
+    assert stopped.steps_run == seq.steps_run == 112  # the end of the block whose read reported step 100
+    assert stopped.sharpness == pytest.approx(seq.sharpness, rel=1e-3)
+    seq.sharpness = None
+    stopped.sharpness = None
+    assert_same_run(stopped, seq)
+    assert results["goes on"].steps_run == 300
+
+
+def test_a_member_whose_evaluate_raises_fails_alone():
+    from stabsearch.population.trainer import PopulationTrainer
+
+    calls = []
+
+    def evaluate(model):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("held-out set missing")
+        return held_out(model)
+
+    module = dataclasses.replace(MLP, evaluate=evaluate)
+    trainer = PopulationTrainer(module, device=CPU)
+    trainer.add(CONFIGS[0], steps=32, seed=0, key="short")
+    trainer.add(CONFIGS[1], steps=64, seed=0, key="long")
+    results = {}
+    while len(trainer):
+        results.update(trainer.advance())
+    assert isinstance(results["short"], RuntimeError) and "held-out set missing" in str(results["short"])
+    assert results["long"].steps_run == 64 and results["long"].final_eval is not None
+
+
+def test_seeds_with_other_frozen_weights_cannot_share_a_population():
+    from stabsearch.population.trainer import PopulationTrainer, seeds_share_frozen_state
+
+    def frozen_projection():
+        net = mlp()
+        net[0].weight.requires_grad_(False)  # drawn from the seed, never trained: shared, not stacked
+        return net
+
+    module = make_module(frozen_projection, cross_entropy, classes=3)
+    assert seeds_share_frozen_state(MLP, [0, 1, 2], CPU)
+    assert not seeds_share_frozen_state(module, [0, 1], CPU)
+    assert seeds_share_frozen_state(module, [5, 5], CPU)
+    trainer = PopulationTrainer(module, device=CPU)
+    trainer.add(CONFIGS[0], steps=16, seed=0)
+    with pytest.raises(ValueError, match=r"seed 1 builds another 'model\.0\.weight' than the population's"):
+        trainer.add(CONFIGS[0], steps=16, seed=1)
