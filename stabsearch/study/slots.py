@@ -278,7 +278,7 @@ def claim(study: optuna.Study, interval: float = DEFAULT_INTERVAL,
 
     None when there is none left.
     """
-    for frozen in internals.all_trials(study, states=(TrialState.WAITING,)):
+    for frozen in internals.waiting_trials(study):
         trial_id = internals.trial_id(frozen)
         if not accept(frozen) or not _take(study, trial_id):
             continue
