@@ -163,6 +163,27 @@ def locked_study(rdb: RDBStorage, study: optuna.Study) -> Iterator[Any]:
         yield session
 
 
+def trial_states(session: Any, study: optuna.Study, keys: Sequence[str]) -> list[Any]:
+    """Every trial of ``study`` as ``state`` and the ``user_attrs`` among ``keys``, read in ``session``.
+
+    Two narrow queries instead of building every trial with all it holds:
+    what counting the study's slots needs (see :func:`stabsearch.study.slots.reserve`).
+    """
+    import types
+
+    from optuna.storages._rdb import models
+    from sqlalchemy import select
+
+    t, a, sid = models.TrialModel, models.TrialUserAttributeModel, study._study_id
+    trials = {tid: types.SimpleNamespace(state=state, user_attrs={})
+              for tid, state in session.execute(select(t.trial_id, t.state).where(t.study_id == sid))}
+    query = select(a.trial_id, a.key, a.value_json).join(t, t.trial_id == a.trial_id).where(t.study_id == sid, a.key.in_(list(keys)))
+    for tid, key, value in session.execute(query):
+        if tid in trials:
+            trials[tid].user_attrs[key] = json.loads(value)
+    return list(trials.values())
+
+
 def add_waiting_trials(
     session: Any, study: optuna.Study,
     trials: Iterable[tuple[Mapping[str, Any], Mapping[str, Any], Mapping[str, Any], Mapping[str, BaseDistribution]]],

@@ -150,6 +150,10 @@ class _Changes:
     def trials(self) -> list[FrozenTrial]:
         return internals.all_trials(self.study)
 
+    def budget(self) -> tuple[int, int, int]:
+        """(finished, running, waiting) search trials, as :func:`budget_state` counts them."""
+        return _budget(self.trials())
+
     def add(self, slots: list[Slot]) -> None:
         storage = internals.storage_of(self.study)
         for s in slots:
@@ -175,6 +179,9 @@ class _RDBChanges(_Changes):
     def __init__(self, study: optuna.Study, session: Any) -> None:
         super().__init__(study)
         self.session = session
+
+    def budget(self) -> tuple[int, int, int]:
+        return _budget(internals.trial_states(self.session, self.study, (KIND, FAILURE)))  # what _budget reads
 
     def add(self, slots: list[Slot]) -> None:
         internals.add_waiting_trials(self.session, self.study,
@@ -219,7 +226,7 @@ def reserve(study: optuna.Study, target: int, at_most: int | None = None) -> int
     Returns how many it queued.
     """
     with slot_changes(study) as changes:
-        finished, running, waiting = _budget(changes.trials())
+        finished, running, waiting = changes.budget()
         missing = max(0, target - finished - running - waiting)
         if at_most is not None:
             missing = min(missing, at_most)
