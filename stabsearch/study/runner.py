@@ -329,7 +329,8 @@ def run_population(
 
     def leave(trial: optuna.Trial, verdict: str, *, refilled: bool = True) -> None:
         member = live.pop(trial.number, None)
-        if member is not None and verdict not in UNSTABLE and verdict not in ("slow", "failed"):  # told COMPLETE
+        told_complete = verdict != "failed" and verdict not in UNSTABLE and member is not None and member.rule.stopped_at is None
+        if stop_slow and told_complete:  # finished_medians reads the COMPLETE trials' reports (their verdict may be slow)
             reports.append(dict(member.rule.reported))
         beating.discard(internals.trial_id(trial))
         verdicts.append(verdict)
