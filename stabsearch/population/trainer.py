@@ -87,9 +87,9 @@ class PopulationTrainer:
 
     Every member must build the same frozen parameters and constant buffers
     (those are shared, not stacked); :func:`seeds_share_frozen_state` checks
-    it for a set of seeds. Past one of ``deadlines`` :meth:`advance` raises
-    :class:`~stabsearch.training.trainer.OutOfTime`; the members still
-    training are the caller's to end (:attr:`keys`).
+    it for a set of seeds. Called past one of ``deadlines``, :meth:`advance`
+    raises :class:`~stabsearch.training.trainer.OutOfTime` before it trains
+    another block; the members still training are the caller's to end (:attr:`keys`).
 
     Args:
         module: a model module with ``model()``, ``batches(seed)`` and ``loss(model, batch)``.
@@ -213,6 +213,8 @@ class PopulationTrainer:
         self._change(set())
         if not self.rows:
             return []
+        if self.limits and time.monotonic() >= self.limits[0].at:  # before the block: what left was already returned
+            raise OutOfTime(self.limits[0].limit, self.limits[0].seconds)
         assert self.population is not None
         started = time.perf_counter()
         rows = self.rows
@@ -243,8 +245,6 @@ class PopulationTrainer:
         results = self._leave([j for j, m in enumerate(rows) if self._after_block(m, values[:, j], seconds)])
         for stream in self.streams.values():
             stream.forget_below(min((m.curve.count for m in self.rows if m.stream is stream), default=0))
-        if self.limits and time.monotonic() >= self.limits[0].at:
-            raise OutOfTime(self.limits[0].limit, self.limits[0].seconds)
         return results
 
     def _sample(self, due: np.ndarray, counts: np.ndarray) -> None:

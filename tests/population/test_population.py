@@ -663,3 +663,21 @@ def test_seeds_with_other_frozen_weights_cannot_share_a_population():
     trainer.add(CONFIGS[0], steps=16, seed=0)
     with pytest.raises(ValueError, match=r"seed 1 builds another 'model\.0\.weight' than the population's"):
         trainer.add(CONFIGS[0], steps=16, seed=1)
+
+
+def test_past_its_deadline_a_population_stops_before_the_next_block_and_what_left_keeps_its_result(monkeypatch):
+    from stabsearch.population import trainer as population_trainer
+    from stabsearch.population.trainer import PopulationTrainer
+    from stabsearch.training.trainer import Deadline, OutOfTime
+
+    now = [0.0]
+    monkeypatch.setattr(population_trainer.time, "monotonic", lambda: now[0])  # the clock the deadline is read on
+    trainer = PopulationTrainer(MLP, device=CPU, deadlines=(Deadline(at=10.0, limit="study", seconds=10.0),))
+    trainer.add(OptimConfig(lr=50.0, eps=1e-10), steps=200, seed=0, key="blowup")
+    trainer.add(CONFIGS[0], steps=200, seed=0, key="goes on")
+    left = trainer.advance()  # the first block: the blow-up leaves with its result
+    assert [key for key, _ in left] == ["blowup"] and left[0][1].diverged_at == 1
+    now[0] = 10.0  # the study's --timeout passes
+    with pytest.raises(OutOfTime):
+        trainer.advance()
+    assert trainer.keys == ["goes on"] and trainer.steps_trained == 32  # no block trained past the deadline
