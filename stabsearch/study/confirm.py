@@ -39,11 +39,11 @@ from stabsearch.study import interrupts
 from stabsearch.study import optuna_internals as internals
 from stabsearch.study.slots import Slot, abandon, claim, heartbeat, recover_lost, slot_changes
 from stabsearch.study.trial_attrs import (
-    BACKOFF, CONFIG, CONFIRM, CONFIRM_TAGS, FAILURE, KIND, NOT_COUNTED, OF, PROBE, RESCUE, SEED, STEPS, VERDICT, is_search,
+    BACKOFF, CONFIG, CONFIRM, FAILURE, KIND, NOT_COUNTED, OF, PROBE, RESCUE, SEED, STEPS, VERDICT, is_search,
     study_records, trial_record,
 )
 from stabsearch.study.context import SearchContext
-from stabsearch.study.runner import SearchSettings, open_context, run_population, run_trial
+from stabsearch.study.runner import SearchSettings, open_context, run_population, run_trial, slot_run
 from stabsearch.training.trainer import Run
 from stabsearch.study.space import SearchSpace
 from stabsearch.study.storage import Storage
@@ -221,7 +221,7 @@ def _run_jobs(
                     break
                 continue
             with heartbeat(study, internals.trial_id(trial), settings.heartbeat, progress=Run.steps_logged):
-                run_trial(context, trial, kind=CONFIRM, **_slot_run(trial))
+                run_trial(context, trial, kind=CONFIRM, **slot_run(trial))
             trial = None
             summary.runs += 1
             bar.update(1)
@@ -275,7 +275,7 @@ def _run_population(context: SearchContext, slots: dict[str, Slot], summary: Con
             beating = {internals.trial_id(t) for t in held}
             with heartbeat(study, beating, settings.heartbeat, progress=Run.steps_logged):
                 if len(held) == 1:
-                    run_trial(context, held[0], kind=CONFIRM, **_slot_run(held[0]))
+                    run_trial(context, held[0], kind=CONFIRM, **slot_run(held[0]))
                     done(held[0], "")
                 else:
                     run_population(context, held, kind=CONFIRM, refill=claim_next, on_done=done, beating=beating)
@@ -287,12 +287,6 @@ def _run_population(context: SearchContext, slots: dict[str, Slot], summary: Con
             for trial in held:
                 abandon(study, trial, "interrupted")
     return summary
-
-
-def _slot_run(trial: optuna.Trial) -> dict:
-    """``run_trial``'s arguments for the confirmation slot ``trial``: its seed, horizon, configuration and tags."""
-    a = internals.stored_trial(trial).user_attrs
-    return {"seed": a[SEED], "steps": a[STEPS], "config": OptimConfig.from_dict(a[CONFIG]), "attrs": {k: a[k] for k in CONFIRM_TAGS}}
 
 
 def _wait_for_others(study: optuna.Study, slots: dict, settings: SearchSettings) -> bool:

@@ -316,8 +316,8 @@ def run_population(
             if kind == SEARCH:
                 seed, steps, config, attrs = settings.seed, settings.steps, None, {}
             else:  # a confirmation slot: what to run is on the trial
-                a = internals.stored_trial(trial).user_attrs
-                seed, steps, config, attrs = a[SEED], a[STEPS], OptimConfig.from_dict(a[CONFIG]), {k: a[k] for k in CONFIRM_TAGS}
+                run = slot_run(trial)
+                seed, steps, config, attrs = run["seed"], run["steps"], run["config"], run["attrs"]
             config = prepare_trial(trial, context.space, settings, kind=kind, seed=seed, steps=steps, config=config,
                                    attrs={**attrs, "population": size})
         if why_not_population_configs([config]) is not None:  # clipping or mixed precision: alone, never ignored
@@ -459,6 +459,13 @@ def run_trial(
         return "failed"
     with interrupts.deferred():  # a trial being told is told to the end
         return finish_trial(context, trial, config, steps, result, stopped_slow=on_progress.stopped_at)
+
+
+def slot_run(trial: optuna.Trial) -> dict[str, Any]:
+    """``run_trial``'s ``seed``, ``steps``, ``config`` and ``attrs`` (its tags) for the confirmation slot ``trial``,
+    as the slot carries them."""
+    a = internals.stored_trial(trial).user_attrs
+    return {"seed": a[SEED], "steps": a[STEPS], "config": OptimConfig.from_dict(a[CONFIG]), "attrs": {k: a[k] for k in CONFIRM_TAGS}}
 
 
 def report_every(steps: int) -> int:
