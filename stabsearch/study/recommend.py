@@ -36,6 +36,8 @@ BETA2_DECADES = 0.5
 #: (after warmup and the first SETTLED_FRACTION of its steps), recovered or not.
 MAJOR_SPIKE_DECADES = 1.0
 SETTLED_FRACTION = 0.1
+#: A configuration's settings but its learning rate (see :func:`_setting`): what a candidate and its probes share.
+Setting = tuple[tuple[str, Any], ...]
 
 
 class NothingToRecommend(UsageError):
@@ -116,7 +118,7 @@ def nearest_unstable_lr(records: Sequence[TrialRecord], config: OptimConfig) -> 
     """The smallest learning rate above ``config.lr`` that went unstable at similar eps and beta2.
 
     Failed edge probes (:func:`probe_failed`) and candidates that failed
-    confirmation (:func:`survived`) count as unstable too.
+    confirmation (:func:`survived`) at similar eps and beta2 count as unstable too.
     """
     lrs = [
         float(r.params["lr"])
@@ -124,7 +126,8 @@ def nearest_unstable_lr(records: Sequence[TrialRecord], config: OptimConfig) -> 
         if r.verdict in UNSTABLE and not r.probe and "lr" in r.params
         and float(r.params["lr"]) > config.lr and similar(r.params, config)
     ]
-    lrs += [lr for lr, failed in probe_outcomes(records).items() if lr > config.lr and failed]
+    lrs += [lr for (setting, lr), failed in _probe_results(records).items()
+            if lr > config.lr and failed and similar(dict(setting), config)]
     lrs += [
         lr for (_, lr), runs in confirmation_groups(records).items()
         if lr > config.lr and not survived(runs) and similar(runs[0].params, config)
@@ -132,12 +135,32 @@ def nearest_unstable_lr(records: Sequence[TrialRecord], config: OptimConfig) -> 
     return min(lrs) if lrs else None
 
 
-def probes(records: Sequence[TrialRecord]) -> dict[float, list[TrialRecord]]:
-    """Finished edge-probe runs by learning rate."""
+def _setting(config: OptimConfig) -> Setting:
+    """Every setting of ``config`` but its learning rate, as a key."""
+    return tuple((k, v) for k, v in sorted(config.to_dict().items()) if k != "lr")
+
+
+def _run_setting(run: TrialRecord) -> Setting | None:
+    """:func:`_setting` of the configuration ``run`` trained, or ``None`` when it cannot be read."""
+    try:
+        return _setting(OptimConfig.from_dict(run.params))
+    except (TypeError, ValueError):
+        return None
+
+
+def probes(records: Sequence[TrialRecord], config: OptimConfig | None = None) -> dict[float, list[TrialRecord]]:
+    """Finished edge-probe runs by learning rate; with ``config``, only those of its settings (at any learning rate).
+
+    Candidates are probed at their own settings with a higher learning
+    rate, so a probe belongs to the candidate whose settings it shares;
+    the population confirmation probes every candidate at once.
+    """
+    wanted = None if config is None else _setting(config)
     out: dict[float, list[TrialRecord]] = defaultdict(list)
     for r in records:
-        if r.probe and r.state in FINISHED and r.failure != "interrupted":
-            out[float(r.params["lr"])].append(r)
+        if r.probe and r.state in FINISHED and r.failure != "interrupted" and "lr" in r.params:
+            if wanted is None or _run_setting(r) == wanted:
+                out[float(r.params["lr"])].append(r)
     return dict(out)
 
 
@@ -149,20 +172,37 @@ def probe_failed(runs: Sequence[TrialRecord], reference: float | None = None) ->
     return reference is not None and worst > reference + 1.0
 
 
-def probe_outcomes(records: Sequence[TrialRecord]) -> dict[float, bool]:
-    """Whether each probed learning rate failed, judged against its candidate's confirmation runs."""
+def _probe_results(records: Sequence[TrialRecord]) -> dict[tuple[Setting, float], bool]:
+    """Whether each probe failed, by (settings but the learning rate, probed learning rate), judged against its
+    candidate's confirmation runs."""
     groups = confirmation_groups(records)
-    outcomes = {}
+    runs_of: dict[tuple[Setting, float], list[TrialRecord]] = defaultdict(list)
     for lr, runs in probes(records).items():
+        for r in runs:
+            setting = _run_setting(r)
+            if setting is not None:
+                runs_of[setting, lr].append(r)
+    outcomes = {}
+    for key, runs in runs_of.items():
         worst = [max(r.score for r in g) for (of, _), g in groups.items()
                  if of == runs[0].of and survived(g) and all(r.score is not None for r in g)]
-        outcomes[lr] = probe_failed(runs, min(worst, default=None))
+        outcomes[key] = probe_failed(runs, min(worst, default=None))
+    return outcomes
+
+
+def probe_outcomes(records: Sequence[TrialRecord], config: OptimConfig | None = None) -> dict[float, bool]:
+    """Whether each probed learning rate failed (with ``config``: each of the probes of its settings)."""
+    wanted = None if config is None else _setting(config)
+    outcomes: dict[float, bool] = {}
+    for (setting, lr), failed in _probe_results(records).items():
+        if wanted is None or setting == wanted:
+            outcomes[lr] = outcomes.get(lr, False) or failed
     return outcomes
 
 
 def highest_passing_lr(records: Sequence[TrialRecord], config: OptimConfig, below: float | None) -> float:
-    """The highest learning rate, from ``config.lr`` up to ``below``, that passed an edge probe."""
-    passed = [lr for lr, failed in probe_outcomes(records).items() if not failed and (below is None or lr < below)]
+    """The highest learning rate, from ``config.lr`` up to ``below``, that passed an edge probe of ``config``'s settings."""
+    passed = [lr for lr, failed in probe_outcomes(records, config).items() if not failed and (below is None or lr < below)]
     return max([config.lr, *passed])
 
 
@@ -303,7 +343,7 @@ def recommend(records: Sequence[TrialRecord], study: str, *, safety: float = 3.0
         "basin_lr": _basin(stable, best, worst, tolerance),
         "nearest_unstable_lr": edge,
         "highest_stable_lr": highest_passing_lr(records, best, edge) if runs else None,
-        "edge_probes": {f"{lr:.3g}": "failed" if failed else "passed" for lr, failed in sorted(probe_outcomes(records).items())},
+        "edge_probes": {f"{lr:.3g}": "failed" if failed else "passed" for lr, failed in sorted(probe_outcomes(records, best).items())},
         "margin_decades": None if edge is None else round(math.log10(edge / config.lr), 3),
         "proven_margin_decades": round(math.log10(highest_passing_lr(records, best, edge) / config.lr), 3) if runs else None,
         "at_cliff": edge is not None and best.lr * safety > edge,

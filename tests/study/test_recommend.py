@@ -128,3 +128,23 @@ def test_a_slow_trial_is_no_candidate_ahead_of_a_stable_one():
     assert rec.evidence["trial"] == 1 and rec.evidence["stable_trials"] == 1
     with pytest.raises(NothingToRecommend, match=r"none of its 2 trials trained stably \(2 slow\)"):
         recommend([record(0, 1e-6, verdict="slow", score=-0.1), record(1, 1e-5, verdict="slow", score=-0.2)], "s")
+
+
+def test_a_probe_belongs_to_the_candidate_whose_settings_it_shares():
+    # A population probes every candidate. Candidate 0 is chosen; candidate 1 (eps two decades away) failed its
+    # probe at 2e-2 and passed one at 1.5e-2: neither is evidence about candidate 0's edge.
+    search = [record(0, 1e-2, score=-3.0), record(1, 5e-3, score=-2.8, eps=1e-6)]
+    chosen = confirmations(0, 1e-2, 10, score=-2.9)
+    other = confirmations(1, 5e-3, 20, score=-2.7, eps=1e-6)
+    other_failed = confirmations(1, 2e-2, 30, spikes_on_first=(spike(700, 1.2),), probe=True, eps=1e-6)
+    other_passed = confirmations(1, 1.5e-2, 40, score=-2.7, probe=True, eps=1e-6)
+    rec = recommend(search + chosen + other + other_failed + other_passed, "s")
+    assert rec.evidence["trial"] == 0 and rec.evidence["edge_probes"] == {}
+    assert rec.evidence["nearest_unstable_lr"] is None and rec.config.lr == pytest.approx(1e-2)
+    # At similar eps and beta2 a failed probe of another candidate marks the cliff, as its search trial would;
+    # its passed probe still proves nothing about this candidate.
+    near_failed = confirmations(1, 2e-2, 30, spikes_on_first=(spike(700, 1.2),), probe=True, eps=2e-8)
+    near_passed = confirmations(1, 1.5e-2, 40, score=-2.7, probe=True, eps=2e-8)
+    rec = recommend(search + chosen + other + near_failed + near_passed, "s")
+    assert rec.evidence["nearest_unstable_lr"] == pytest.approx(2e-2) and rec.evidence["edge_probes"] == {}
+    assert rec.config.lr == pytest.approx(1e-2 / 3)  # 3x below its own 1e-2; the other's pass would give 1.5e-2 / 3
