@@ -7,7 +7,9 @@ tenfold mid-run, :func:`stabsearch.study.recommend.major_spikes`, rank last). If
 every candidate fails, the one with the best worst case is confirmed again
 at a third of its learning rate (and, if that fails too, a ninth): a rescue.
 The best survivor is then probed at 3x (and, if that fails, sqrt(3)x) its
-learning rate on the same seeds, to find how far the edge is; and the
+learning rate on the same seeds, to find how far the edge is (a population
+probes every candidate beside the candidates' own runs, when it has room
+for them all: :func:`_probes_ahead`); and the
 back-off configuration that :func:`stabsearch.study.recommend.recommend` picks is
 confirmed the same way, when it differs. Runs are trials of the same study,
 tagged ``kind=confirm`` with the number of the search trial they check
@@ -27,6 +29,7 @@ import dataclasses
 import json
 import math
 import time
+from collections.abc import Sequence
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -37,7 +40,8 @@ from stabsearch.training.loader import ModelModule
 from stabsearch.study.recommend import back_off, choose_confirmed, major_spikes, nearest_unstable_lr, probe_outcomes, rescue
 from stabsearch.study import interrupts
 from stabsearch.study import optuna_internals as internals
-from stabsearch.study.slots import Slot, abandon, claim, heartbeat, recover_lost, slot_changes
+from stabsearch.study.record import TrialRecord
+from stabsearch.study.slots import Slot, abandon, claim, claim_some, heartbeat, recover_lost, slot_changes
 from stabsearch.study.trial_attrs import (
     BACKOFF, CONFIG, CONFIRM, FAILURE, KIND, NOT_COUNTED, OF, PROBE, RESCUE, SEED, STEPS, VERDICT, is_search,
     study_records, trial_record,
@@ -51,6 +55,8 @@ from stabsearch.study.storage import Storage
 
 #: Rounds of rescue when every candidate fails: the best of them at 1/safety, then 1/safety^2 of its learning rate.
 RESCUE_ROUNDS = 2
+#: A run of the stage: the search trial it checks, its configuration, its seed and its tags.
+Job = tuple[FrozenTrial, OptimConfig, int, dict]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,6 +161,7 @@ def _confirmation(
     horizon = max(1, round(confirm.stress * settings.steps))
     seeds = confirmation_seeds(settings.seed, confirm.seeds)
     jobs = [(t, OptimConfig.from_dict(t.user_attrs[CONFIG]), s, {}) for t in best for s in seeds]
+    jobs += _probes_ahead(context, study_records(study), jobs, len(seeds), confirm.safety)
     summary = _run_jobs(context, jobs, horizon, summary, "confirm")
     if summary.interrupted:
         return summary
@@ -181,7 +188,7 @@ def _confirmation(
             continue
         jobs = [(source, probe, s, {PROBE: True}) for s in seeds]
         summary = _run_jobs(context, jobs, horizon, summary, f"edge probe x{factor:.3g}")
-        if summary.interrupted or probe_outcomes(study_records(study)).get(probe.lr) is False:
+        if summary.interrupted or probe_outcomes(study_records(study), config).get(probe.lr) is False:
             break  # interrupted, or it passed: the margin is proven
     if summary.interrupted:
         return summary
@@ -192,8 +199,41 @@ def _confirmation(
     return summary
 
 
+def _probes_ahead(context: SearchContext, records: Sequence[TrialRecord], jobs: list[Job], seeds: int, safety: float) -> list[Job]:
+    """The edge probes of every candidate, to train beside the candidates' own ``jobs`` when a population
+    holds them all at once.
+
+    One run at a time, the probes wait for the candidates' runs, since only
+    the chosen candidate is probed. A population trains the probes of all
+    candidates in the same steps as the candidates' runs, so the later
+    stages find the chosen one's probes done instead of training two more
+    rounds. The 3x probes are added, then the sqrt(3)x ones, each only if
+    the population still has room for them all (a probe at or above a
+    learning rate known to fail is skipped, as the later stage skips it).
+    """
+    if not _as_population(context, jobs):
+        return []
+    room = context.settings.population - len(jobs)
+    taken = {_key(c.to_dict(), s, 0) for _, c, s, _ in jobs}
+    ahead: list[Job] = []
+    for factor in (safety, math.sqrt(safety)):
+        more = []
+        for source, config, _, _ in jobs[::seeds]:  # one per candidate
+            probe = dataclasses.replace(config, lr=config.lr * factor)
+            known = nearest_unstable_lr(records, config)
+            if factor <= 1 or (known is not None and probe.lr >= known):
+                continue
+            more += [(source, probe, seed, {PROBE: True}) for _, _, seed, _ in jobs[:seeds]]
+        more = [job for job in more if _key(job[1].to_dict(), job[2], 0) not in taken]
+        if len(more) > room:
+            break
+        ahead += more
+        room -= len(more)
+    return ahead
+
+
 def _run_jobs(
-    context: SearchContext, jobs: list[tuple[FrozenTrial, OptimConfig, int, dict]], horizon: int, summary: ConfirmSummary,
+    context: SearchContext, jobs: list[Job], horizon: int, summary: ConfirmSummary,
     label: str,
 ) -> ConfirmSummary:
     """Run the stage's ``jobs`` (source trial, configuration, seed, tags) as slots of ``horizon`` steps,
@@ -236,7 +276,7 @@ def _run_jobs(
     return summary
 
 
-def _as_population(context: SearchContext, jobs: list[tuple[FrozenTrial, OptimConfig, int, dict]]) -> bool:
+def _as_population(context: SearchContext, jobs: list[Job]) -> bool:
     """Whether the stage's runs train as one population: ``--population`` is on, and their seeds build the same
     frozen parameters and constant buffers."""
     settings = context.settings
@@ -253,9 +293,11 @@ def _run_population(context: SearchContext, slots: dict[str, Slot], summary: Con
     the resume semantics of runs one at a time (runs told are done; those interrupted run again)."""
     study, settings = context.study, context.settings
 
-    def claim_next() -> optuna.Trial | None:
-        _reserve_runs(study, slots)
-        return claim(study, settings.heartbeat, accept=lambda t: _trial_key(t) in slots and t.state == TrialState.WAITING)
+    def is_slot(t: FrozenTrial) -> bool:
+        return _trial_key(t) in slots and t.state == TrialState.WAITING
+
+    def claim_next() -> optuna.Trial | None:  # the stage's slots are reserved once a round, below
+        return claim(study, settings.heartbeat, accept=is_slot)
 
     def done(trial: optuna.Trial, verdict: str) -> None:
         summary.runs += 1
@@ -266,8 +308,8 @@ def _run_population(context: SearchContext, slots: dict[str, Slot], summary: Con
         while True:
             interrupts.check()
             with interrupts.deferred():  # a slot is claimed and held, or not claimed at all
-                while len(held) < settings.population and (trial := claim_next()) is not None:
-                    held.append(trial)
+                _reserve_runs(study, slots)
+                held = claim_some(study, settings.population, settings.heartbeat, accept=is_slot)
             if not held:
                 if not _wait_for_others(study, slots, settings):
                     break

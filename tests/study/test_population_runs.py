@@ -14,7 +14,9 @@ from stabsearch import SearchSpace, load_model_module
 from stabsearch.study.confirm import ConfirmSettings, run_confirmation
 from stabsearch.study.runner import SearchSettings, open_context, run_population, run_search, run_trial
 from stabsearch.study.slots import claim
+from stabsearch.study.recommend import recommend
 from stabsearch.study.storage import open_storage
+from stabsearch.study.trial_attrs import study_records
 from tests.support import module_path
 
 CPU = torch.device("cpu")
@@ -116,3 +118,34 @@ def test_a_population_confirmation_gives_each_run_the_verdict_it_gets_alone(tmp_
         assert sorted(member.intermediate_values) == sorted(alone.intermediate_values)
         if alone.value is not None:
             assert member.value == pytest.approx(alone.value, abs=1e-2)  # decades: float rounding, amplified by training
+
+
+def test_a_population_with_room_probes_every_candidate_beside_its_runs_and_recommends_as_one_at_a_time(tmp_path):
+    # 3 candidates x 3 seeds, and their 3x and sqrt(3)x probes (18 more): 27 runs fit a population of 32, so the
+    # first stage trains them all at once and the probe stages find the chosen candidate's probes done.
+    space = SearchSpace().override({"lr": {"low": 1e-3, "high": 5e-3, "log": True}, "warmup": 0.0}, source="test")
+    settings = SearchSettings(trials=8, steps=120, seed=0, progress=False, device=CPU)
+    base = base_study(tmp_path, space, settings)
+    studies = {}
+    for mode, size in (("sequential", 1), ("population", 32)):
+        store = copy_of(base, tmp_path / f"{mode}.db")
+        summary = run_confirmation(TINY, space, store, "s", dataclasses.replace(settings, population=size), ConfirmSettings())
+        assert not summary.interrupted
+        study = optuna.load_study(study_name="s", storage=store.storage)
+        studies[mode] = (summary, [t for t in study.trials if t.user_attrs.get("kind") == "confirm"], study_records(study))
+    (_, seq, seq_records), (summary, pop, pop_records) = studies["sequential"], studies["population"]
+    first = [t for t in pop if t.user_attrs.get("population") == 27]
+    assert len(first) == 27 and sum(t.user_attrs["probe"] for t in first) == 18
+    assert len({t.user_attrs["of"] for t in first if t.user_attrs["probe"]}) == 3  # every candidate probed
+    # every run of the sequential stages ran in the population too, with the same verdict
+    key = lambda t: (str(t.user_attrs["config"]), t.user_attrs["seed"])  # noqa: E731
+    by_key = {key(t): t for t in pop}
+    assert {key(t) for t in seq} <= set(by_key)
+    for t in seq:
+        assert by_key[key(t)].user_attrs["verdict"] == t.user_attrs["verdict"], key(t)
+    assert all(t.user_attrs["probe"] for t in pop if key(t) not in {key(s) for s in seq})  # the extra runs are probes
+    # Here every probe passes, so the probes beyond the sequential ones change nothing recommended.
+    a, b = recommend(seq_records, "s"), recommend(pop_records, "s")
+    assert a.config == b.config and a.evidence["trial"] == b.evidence["trial"]
+    assert run_confirmation(TINY, space, copy_of(tmp_path / "population.db", tmp_path / "again.db"), "s",
+                            dataclasses.replace(settings, population=32), ConfirmSettings()).runs == 0
