@@ -1,9 +1,11 @@
 """Every use of Optuna's private API, behind small typed functions.
 
 Optuna's public API has no way to name a study's or a trial's storage id, to
-write several trial attributes in one transaction, or to change a trial's
-state conditionally in SQL; stabsearch needs all three. What it uses of
-Optuna's internals (``Study._storage``, ``Study._study_id``,
+write several trial attributes in one transaction, to change a trial's
+state conditionally in SQL, or to let a sampler read the trials once per
+draw; stabsearch needs all four. What it uses of
+Optuna's internals (``Study._storage``, ``Study._study_id``, ``Study._get_trials``
+and its per-thread cache of the trials,
 ``Trial._trial_id``, ``Trial._cached_frozen_trial``, ``FrozenStudy._study_id``,
 ``_CachedStorage._backend``, ``JournalFileBackend._file_path``, the RDB
 storage's session helpers and its table models in
@@ -15,7 +17,7 @@ from __future__ import annotations
 
 import datetime
 import json
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Container, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -63,6 +65,42 @@ def waiting_trials(study: optuna.Study) -> list[FrozenTrial]:
     return rdb.get_all_trials(study._study_id, deepcopy=False, states=(TrialState.WAITING,))
 
 
+class OneReadStudy:
+    """``study`` as a sampler sees it while it draws one trial: every read of the trials, the constant liar's
+    too, served from one snapshot (Optuna's per-thread cache), renewed by :meth:`begin_draw`.
+
+    TPE with ``constant_liar`` reads the trials past Optuna's cache, once
+    for the relative parameters and once more for each independently
+    sampled one; with a population's members RUNNING, each read builds them
+    all. Within one trial's draw the trials it sees do not change (this
+    process draws it), so one read serves them all.
+    """
+
+    def __init__(self, study: optuna.Study) -> None:
+        self._study = study
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._study, name)
+
+    def begin_draw(self, startup: int) -> None:
+        """A trial's draw begins: past TPE's random start-up (``startup`` finished trials), take a new snapshot,
+        so the constant liar sees every trial drawn before this one.
+
+        Optuna renews the snapshot at each ``tell`` (a population's refill
+        follows one); a population's first members are drawn one after the
+        other with none between. During the start-up their draws are random
+        and read no running trials, so the snapshot stays.
+        """
+        local = self._study._thread_local
+        if local.cached_all_trials is None:
+            return  # the next read takes a new one
+        if len(self._get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))) >= startup:
+            local.cached_all_trials = None
+
+    def _get_trials(self, deepcopy: bool = True, states: Container[TrialState] | None = None, use_cache: bool = False) -> list[FrozenTrial]:
+        return self._study._get_trials(deepcopy, states, use_cache=True)
+
+
 def set_trial_system_attr(study: optuna.Study, trial: int | optuna.Trial | FrozenTrial, key: str, value: Any) -> None:
     """Write one system attribute of a trial (``trial``: the trial or its storage id)."""
     study._storage.set_trial_system_attr(trial if isinstance(trial, int) else trial._trial_id, key, value)
@@ -82,11 +120,15 @@ def journal_file(study: optuna.Study) -> str | None:
 # --- writing a trial's attributes at once ---------------------------------------------------------
 
 
-def set_trial_attrs(trial: optuna.Trial, user_attrs: Mapping[str, Any], system_attrs: Mapping[str, Any] = {}) -> None:
-    """Write ``user_attrs`` and ``system_attrs`` of the running ``trial``: on a SQL storage in one transaction.
+def set_trial_attrs(
+    trial: optuna.Trial, user_attrs: Mapping[str, Any], system_attrs: Mapping[str, Any] = {},
+    reports: Mapping[int, float] = {},
+) -> None:
+    """Write ``user_attrs``, ``system_attrs`` and ``reports`` (intermediate values by step, as ``trial.report``
+    writes them) of the running ``trial``: on a SQL storage in one transaction.
 
-    Other storages get one write per attribute. ``trial.user_attrs`` reads
-    them back afterwards, as after ``trial.set_user_attr``.
+    Other storages get one write per value. ``trial.user_attrs`` and
+    ``trial.intermediate_values`` read them back afterwards.
     """
     rdb = rdb_of(trial.study)
     tid = trial._trial_id
@@ -95,6 +137,8 @@ def set_trial_attrs(trial: optuna.Trial, user_attrs: Mapping[str, Any], system_a
             trial.storage.set_trial_user_attr(tid, key, value)
         for key, value in system_attrs.items():
             trial.storage.set_trial_system_attr(tid, key, value)
+        for step, value in reports.items():
+            trial.storage.set_trial_intermediate_value(tid, step, value)
     else:
         from optuna.storages._rdb import models
         from optuna.storages._rdb.storage import _create_scoped_session
@@ -104,8 +148,11 @@ def set_trial_attrs(trial: optuna.Trial, user_attrs: Mapping[str, Any], system_a
                 if attrs and not _upsert_attrs(rdb, session, model, tid, attrs):
                     for key, value in attrs.items():
                         rdb._set_trial_attr_without_commit(session, model, tid, key, value)
+            for step, value in reports.items():
+                rdb._set_trial_intermediate_value_without_commit(session, tid, step, value)
     trial._cached_frozen_trial.user_attrs.update(user_attrs)
     trial._cached_frozen_trial.system_attrs.update(system_attrs)
+    trial._cached_frozen_trial.intermediate_values.update(reports)
 
 
 def _upsert_attrs(rdb: RDBStorage, session: Any, model: Any, trial_id: int, attrs: Mapping[str, Any]) -> bool:

@@ -24,7 +24,7 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -39,7 +39,7 @@ from stabsearch.config import OptimConfig, chance_loss
 from stabsearch.analysis.early_warning import EarlyWarning, eps_regime, predict
 from stabsearch.training.loader import ModelModule
 from stabsearch.study import optuna_internals as internals
-from stabsearch.study.slots import abandon, budget_state, claim, counts_toward_budget, heartbeat, recover_lost, reserve
+from stabsearch.study.slots import abandon, budget_state, claim, claim_some, counts_toward_budget, heartbeat, recover_lost, reserve
 from stabsearch.study.record import UNSTABLE, VERDICTS
 from stabsearch.study.trial_attrs import (
     STUDY_MODEL, STUDY_SEED, STUDY_SPACE, STUDY_STEPS,
@@ -237,9 +237,9 @@ def _claim_up_to(study: optuna.Study, settings: SearchSettings, size: int, reser
     nothing is left queued after Ctrl-C but re-queued trials)."""
     held: list[optuna.Trial] = []
     while len(held) < size:
-        trial = claim(study, settings.heartbeat)
-        if trial is not None:
-            held.append(trial)
+        claimed = claim_some(study, size - len(held), settings.heartbeat)
+        if claimed:
+            held += claimed
             continue
         if not reserve_slots or not reserve(study, settings.trials, at_most=size - len(held)):
             break
@@ -354,11 +354,12 @@ def run_population(
                 member = live[number]
                 with interrupts.deferred():  # a trial being told is told to the end
                     if isinstance(result, BaseException):  # evaluate(model) raised: user code
+                        member.rule.write()
                         _fail(member.trial, result)
                         verdict = "failed"
                     else:
                         verdict = finish_trial(context, member.trial, member.config, member.steps, result,
-                                               stopped_slow=member.rule.stopped_at)
+                                               stopped_slow=member.rule.stopped_at, reports=member.rule.pending)
                 leave(member.trial, verdict)
             now = time.monotonic()
             for member in [m for m in live.values() if m.limit is not None and now >= m.limit.at]:
@@ -379,6 +380,7 @@ def run_population(
             raise  # a report to the storage failed: not the user's error; the trials stay RUNNING, recoverable
         for member in list(live.values()):
             with interrupts.deferred():
+                member.rule.write()
                 _fail(member.trial, exc)
             leave(member.trial, "failed", refilled=False)
     return verdicts
@@ -455,10 +457,12 @@ def run_trial(
         if is_storage_fault(exc, disk=False):
             raise  # a report to the storage failed: not the user's error; the trial stays RUNNING, recoverable
         with interrupts.deferred():
+            on_progress.write()
             _fail(trial, exc)
         return "failed"
     with interrupts.deferred():  # a trial being told is told to the end
-        return finish_trial(context, trial, config, steps, result, stopped_slow=on_progress.stopped_at)
+        return finish_trial(context, trial, config, steps, result, stopped_slow=on_progress.stopped_at,
+                            reports=on_progress.pending)
 
 
 def slot_run(trial: optuna.Trial) -> dict[str, Any]:
@@ -473,13 +477,21 @@ def report_every(steps: int) -> int:
     return max(50, steps // _REPORTS_PER_TRIAL)
 
 
+#: Seconds between the writes of a running trial's reports: live in the dashboard, and a run of a few
+#: seconds writes them once, with its result, instead of one storage transaction per report.
+REPORT_WRITE_SECONDS = 10.0
+
+
 class SlowRule:
-    """A trial's progress reports (``trial.report``, in decades) and the median rule, as one ``on_progress``.
+    """A trial's progress reports (intermediate values, in decades) and the median rule, as one ``on_progress``.
 
     ``medians`` are the finished trials' (:func:`finished_medians`; empty:
     never stopped). Past the trial's warmup, a best reported value above the
     median at the same step stops the run (:class:`StopRun`); ``stopped_at``
-    is then that step, and ``reported`` holds what was reported.
+    is then that step, and ``reported`` holds what was reported. Reports are
+    written every :data:`REPORT_WRITE_SECONDS` (:meth:`write`); those still
+    ``pending`` at the end go with the trial's result
+    (:func:`finish_trial`), since the medians read only finished trials.
     """
 
     def __init__(self, trial: optuna.Trial, steps: int, warmup: int, medians: dict[int, float]) -> None:
@@ -487,17 +499,27 @@ class SlowRule:
         self.best = math.inf
         self.stopped_at: int | None = None
         self.reported: dict[int, float] = {}
+        self.pending: dict[int, float] = {}
+        self._written_at = time.monotonic()
 
     def __call__(self, step: int, loss: float) -> None:
         interrupts.check()  # an interrupt Python swallowed (in a weakref callback, say) still stops the trial
         if step < self.steps:
             value = math.log10(max(loss, 1e-300))
-            self.trial.report(value, step)
-            self.reported[step] = value
+            self.reported[step] = self.pending[step] = value
             self.best = min(self.best, value)
+            if time.monotonic() - self._written_at >= REPORT_WRITE_SECONDS:
+                self.write()
             if step >= self.warmup and is_slow(self.best, step, self.medians):
                 self.stopped_at = step
                 raise StopRun("slower than the median of the finished trials")
+
+    def write(self) -> None:
+        """Store the pending reports on the trial, in one transaction."""
+        if self.pending:
+            internals.set_trial_attrs(self.trial, {}, reports=self.pending)
+            self.pending = {}
+        self._written_at = time.monotonic()
 
 
 def finished_medians(study: optuna.Study, steps: int) -> dict[int, float]:
@@ -526,12 +548,14 @@ def prepare_trial(
 
 def finish_trial(
     context: SearchContext, trial: optuna.Trial, config: OptimConfig, steps: int, result: TrainResult,
-    stopped_slow: int | None = None,
+    stopped_slow: int | None = None, reports: Mapping[int, float] = {},
 ) -> str:
     """Analyse a finished run, store it on the trial and tell Optuna; returns the verdict.
 
     ``stopped_slow`` is the step where the median rule stopped the run: unless
     its curve already diverged, its verdict is ``slow``, and it ends PRUNED.
+    ``reports`` are its progress reports not yet written (:class:`SlowRule`):
+    they are written with the result.
     """
     study, settings = context.study, context.settings
     try:
@@ -539,6 +563,7 @@ def finish_trial(
             raise RuntimeError("the training loop logged no losses; call run.log(loss) once per step")
         analysis = analyze_result(result, context.module, config, steps, settings.options)
     except Exception as exc:
+        internals.set_trial_attrs(trial, {}, reports=reports)
         _fail(trial, exc)
         return "failed"
     warning = early_warning(result, config, steps) if settings.early_warning else NO_WARNING
@@ -546,7 +571,7 @@ def finish_trial(
     score = analysis.score + penalty
     artifact = upload_curve(trial, context.storage, result)
     write_result(trial, result, analysis, warning, score=score, penalty=penalty,
-                 telemetry=telemetry_summary(result.telemetry), curve_artifact=artifact)
+                 telemetry=telemetry_summary(result.telemetry), curve_artifact=artifact, reports=reports)
     if analysis.verdict in UNSTABLE and (stopped_slow is None or analysis.verdict == "diverged"):
         trial.report(score, steps)
         study.tell(trial, state=TrialState.PRUNED)

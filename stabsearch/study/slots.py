@@ -285,14 +285,24 @@ def claim(study: optuna.Study, interval: float = DEFAULT_INTERVAL,
 
     None when there is none left.
     """
+    return next(iter(claim_some(study, 1, interval, accept)), None)
+
+
+def claim_some(study: optuna.Study, at_most: int, interval: float = DEFAULT_INTERVAL,
+               accept: Callable[[FrozenTrial], bool] = is_search) -> list[optuna.Trial]:
+    """Up to ``at_most`` WAITING trials that ``accept`` takes, each taken atomically as :func:`claim` takes one,
+    the WAITING trials read once (a population's first members)."""
+    claimed: list[optuna.Trial] = []
     for frozen in internals.waiting_trials(study):
+        if len(claimed) >= at_most:
+            break
         trial_id = internals.trial_id(frozen)
         if not accept(frozen) or not _take(study, trial_id):
             continue
-        internals.set_trial_system_attr(study, trial_id, OWNER_KEY, owner_record(interval))
-        beat(study, trial_id)
-        return optuna.Trial(study, trial_id)
-    return None
+        trial = optuna.Trial(study, trial_id)
+        internals.set_trial_attrs(trial, {}, {OWNER_KEY: owner_record(interval), HEARTBEAT_KEY: time.time()})
+        claimed.append(trial)
+    return claimed
 
 
 def beat(study: optuna.Study, trial_id: int) -> None:

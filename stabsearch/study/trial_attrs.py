@@ -125,9 +125,10 @@ def run_attrs(kind: str, config: OptimConfig, seed: int, steps: int, device: str
 
 def write_result(
     trial: optuna.Trial, result: TrainResult, analysis: Analysis, warning: EarlyWarning, *, score: float,
-    penalty: float, telemetry: Mapping[str, float | None], curve_artifact: str | None,
+    penalty: float, telemetry: Mapping[str, float | None], curve_artifact: str | None, reports: Mapping[int, float] = {},
 ) -> None:
-    """Store a finished run on ``trial``: verdict, numbers, its curve's artifact id and its constraints, in one transaction.
+    """Store a finished run on ``trial``: verdict, numbers, its curve's artifact id, its constraints and the
+    reports not yet written, in one transaction.
 
     Args:
         trial: the running trial.
@@ -138,6 +139,7 @@ def write_result(
         penalty: the decades the early warning added.
         telemetry: the summary of the run's telemetry series.
         curve_artifact: the id of its loss-curve CSV in the artifact store.
+        reports: progress reports (intermediate values by step) still to write.
     """
     attrs: dict[str, Any] = {
         VERDICT: analysis.verdict,
@@ -171,7 +173,7 @@ def write_result(
     # Late spikes and a predicted blow-up are violated constraints (feasible when <= 0), written in the
     # list format that optuna-dashboard reads; TPE and best_trial then prefer feasible trials.
     constraints = [float(analysis.late_spikes), 1.0 if warning.predicted_unstable else 0.0]
-    optuna_internals.set_trial_attrs(trial, attrs, {CONSTRAINTS: constraints})
+    optuna_internals.set_trial_attrs(trial, attrs, {CONSTRAINTS: constraints}, reports)
 
 
 def mark_stopped_slow(trial: optuna.Trial, step: int, score: float | None) -> None:
