@@ -6,6 +6,11 @@ configuration N times. Here trial ``n`` is sampled by a TPE sampler seeded
 with ``(seed, n)``: every trial, and so every worker, has its own stream, and
 a study run again with the same seed draws the same points for the same trial
 numbers (its random start-up trials are the same whatever the number of workers).
+
+A trial's draw reads the study's trials once: TPE's constant liar would read
+them past Optuna's cache once more for each parameter, building every
+RUNNING trial (a population's members) each time
+(:class:`~stabsearch.study.optuna_internals.OneReadStudy`).
 """
 
 from __future__ import annotations
@@ -18,6 +23,12 @@ import optuna
 from optuna.distributions import BaseDistribution
 from optuna.samplers import BaseSampler, TPESampler
 from optuna.trial import FrozenTrial, TrialState
+
+from stabsearch.study.optuna_internals import OneReadStudy
+
+
+#: Trials drawn at random before TPE models the finished ones (Optuna's default).
+STARTUP_TRIALS = 10
 
 
 def trial_seed(seed: int, number: int) -> int:
@@ -50,18 +61,23 @@ class TrialSeededSampler(BaseSampler):
     def _for(self, trial: FrozenTrial) -> TPESampler:
         sampler = self._by_trial.get(trial.number)
         if sampler is None:
-            sampler = TPESampler(seed=trial_seed(self.seed, trial.number), multivariate=True, constant_liar=True)
+            sampler = TPESampler(seed=trial_seed(self.seed, trial.number), multivariate=True, constant_liar=True,
+                                 n_startup_trials=STARTUP_TRIALS)
             self._by_trial[trial.number] = sampler
         return sampler
 
     def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
-        return self._for(trial).infer_relative_search_space(study, trial)
+        # A trial's draw begins here (at its first suggestion); to its last one, every read of the trials
+        # shares one snapshot (one storage read per trial, not one per parameter).
+        view = OneReadStudy(study)
+        view.begin_draw(STARTUP_TRIALS)
+        return self._for(trial).infer_relative_search_space(view, trial)
 
     def sample_relative(self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
-        return self._for(trial).sample_relative(study, trial, search_space)
+        return self._for(trial).sample_relative(OneReadStudy(study), trial, search_space)
 
     def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution) -> Any:
-        return self._for(trial).sample_independent(study, trial, param_name, param_distribution)
+        return self._for(trial).sample_independent(OneReadStudy(study), trial, param_name, param_distribution)
 
     def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
         self._for(trial).before_trial(study, trial)
