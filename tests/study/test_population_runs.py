@@ -88,24 +88,38 @@ def test_a_population_asks_the_sampler_for_a_member_only_when_its_slot_frees_up(
     assert any(t.datetime_complete > trial.datetime_start for trial in later for t in trials[:4]), "no refill joined a running population"
 
 
+# Learning rates up to 5e-3 (edge probes up to 1.5e-2): at 5e-2 the curves of tiny are chaotic, and one ulp
+# in the initial weights alone moves train_trial's final loss by 47% and can turn a verdict.
+CALM_SPACE = SearchSpace().override({"lr": {"low": 1e-3, "high": 5e-3, "log": True}, "warmup": 0.0}, source="test")
+CALM = SearchSettings(trials=8, steps=120, seed=0, progress=False, device=CPU)
+
+
+def confirmed(base, path, population: int):
+    """Confirm a copy (at ``path``) of the searched study ``base`` with ``--population``; its storage, the
+    summary and the confirmation trials."""
+    store = copy_of(base, path)
+    summary = run_confirmation(TINY, CALM_SPACE, store, "s", dataclasses.replace(CALM, population=population), ConfirmSettings())
+    trials = [t for t in optuna.load_study(study_name="s", storage=store.storage).trials if t.user_attrs.get("kind") == "confirm"]
+    return store, summary, trials
+
+
+def run_key(trial) -> tuple[str, int]:
+    """A confirmation run by what it trains: its configuration and seed."""
+    return str(trial.user_attrs["config"]), trial.user_attrs["seed"]
+
+
 def test_a_population_confirmation_gives_each_run_the_verdict_it_gets_alone(tmp_path):
     # Confirmation runs differ in seed (weights and batches) and in config; trained as one population each must
-    # end as it ends trained alone, and a second call redoes nothing (the stage's resume semantics).
-    # Learning rates up to 5e-3 (edge probes up to 1.5e-2): at 5e-2 the curves of tiny are chaotic, and one ulp
-    # in the initial weights alone moves train_trial's final loss by 47% and can turn a verdict.
-    space = SearchSpace().override({"lr": {"low": 1e-3, "high": 5e-3, "log": True}, "warmup": 0.0}, source="test")
-    settings = SearchSettings(trials=8, steps=120, seed=0, progress=False, device=CPU)
-    base = base_study(tmp_path, space, settings)
+    # end as it ends trained alone, and a second call redoes nothing (the stage's resume semantics). A population
+    # of 4 has no room for the probes of every candidate: the same runs as one at a time.
+    base = base_study(tmp_path, CALM_SPACE, CALM)
     runs = {}
     for mode, size in (("sequential", 1), ("population", 4)):
-        store = copy_of(base, tmp_path / f"{mode}.db")
-        confirm_settings = dataclasses.replace(settings, population=size)
-        summary = run_confirmation(TINY, space, store, "s", confirm_settings, ConfirmSettings())
+        store, summary, trials = confirmed(base, tmp_path / f"{mode}.db", size)
         assert summary.runs >= 9 and not summary.interrupted
-        again = run_confirmation(TINY, space, store, "s", confirm_settings, ConfirmSettings())
+        again = run_confirmation(TINY, CALM_SPACE, store, "s", dataclasses.replace(CALM, population=size), ConfirmSettings())
         assert again.runs == 0 and again.skipped >= 9
-        trials = [t for t in optuna.load_study(study_name="s", storage=store.storage).trials if t.user_attrs.get("kind") == "confirm"]
-        runs[mode] = {(str(t.user_attrs["config"]), t.user_attrs["seed"]): t for t in trials}
+        runs[mode] = {run_key(t): t for t in trials}
         # a stage of 3 runs (an edge probe, the back-off) trains as a population of 3
         assert {t.user_attrs.get("population") for t in trials} == ({3, 4} if size > 1 else {None})
     seq, pop = runs["sequential"], runs["population"]
@@ -123,29 +137,24 @@ def test_a_population_confirmation_gives_each_run_the_verdict_it_gets_alone(tmp_
 def test_a_population_with_room_probes_every_candidate_beside_its_runs_and_recommends_as_one_at_a_time(tmp_path):
     # 3 candidates x 3 seeds, and their 3x and sqrt(3)x probes (18 more): 27 runs fit a population of 32, so the
     # first stage trains them all at once and the probe stages find the chosen candidate's probes done.
-    space = SearchSpace().override({"lr": {"low": 1e-3, "high": 5e-3, "log": True}, "warmup": 0.0}, source="test")
-    settings = SearchSettings(trials=8, steps=120, seed=0, progress=False, device=CPU)
-    base = base_study(tmp_path, space, settings)
+    base = base_study(tmp_path, CALM_SPACE, CALM)
     studies = {}
     for mode, size in (("sequential", 1), ("population", 32)):
-        store = copy_of(base, tmp_path / f"{mode}.db")
-        summary = run_confirmation(TINY, space, store, "s", dataclasses.replace(settings, population=size), ConfirmSettings())
+        store, summary, trials = confirmed(base, tmp_path / f"{mode}.db", size)
         assert not summary.interrupted
-        study = optuna.load_study(study_name="s", storage=store.storage)
-        studies[mode] = (summary, [t for t in study.trials if t.user_attrs.get("kind") == "confirm"], study_records(study))
-    (_, seq, seq_records), (summary, pop, pop_records) = studies["sequential"], studies["population"]
+        studies[mode] = (trials, study_records(optuna.load_study(study_name="s", storage=store.storage)))
+    (seq, seq_records), (pop, pop_records) = studies["sequential"], studies["population"]
     first = [t for t in pop if t.user_attrs.get("population") == 27]
     assert len(first) == 27 and sum(t.user_attrs["probe"] for t in first) == 18
     assert len({t.user_attrs["of"] for t in first if t.user_attrs["probe"]}) == 3  # every candidate probed
     # every run of the sequential stages ran in the population too, with the same verdict
-    key = lambda t: (str(t.user_attrs["config"]), t.user_attrs["seed"])  # noqa: E731
-    by_key = {key(t): t for t in pop}
-    assert {key(t) for t in seq} <= set(by_key)
+    by_key = {run_key(t): t for t in pop}
+    assert {run_key(t) for t in seq} <= set(by_key)
     for t in seq:
-        assert by_key[key(t)].user_attrs["verdict"] == t.user_attrs["verdict"], key(t)
-    assert all(t.user_attrs["probe"] for t in pop if key(t) not in {key(s) for s in seq})  # the extra runs are probes
+        assert by_key[run_key(t)].user_attrs["verdict"] == t.user_attrs["verdict"], run_key(t)
+    assert all(t.user_attrs["probe"] for t in pop if run_key(t) not in {run_key(s) for s in seq})  # the extra runs are probes
     # Here every probe passes, so the probes beyond the sequential ones change nothing recommended.
     a, b = recommend(seq_records, "s"), recommend(pop_records, "s")
+    assert set(b.evidence["edge_probes"].values()) == {"passed"} and len(b.evidence["edge_probes"]) == 2
     assert a.config == b.config and a.evidence["trial"] == b.evidence["trial"]
-    assert run_confirmation(TINY, space, copy_of(tmp_path / "population.db", tmp_path / "again.db"), "s",
-                            dataclasses.replace(settings, population=32), ConfirmSettings()).runs == 0
+    assert confirmed(tmp_path / "population.db", tmp_path / "again.db", 32)[1].runs == 0
