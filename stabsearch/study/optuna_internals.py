@@ -6,7 +6,7 @@ state conditionally in SQL, or to let a sampler read the trials once per
 draw; stabsearch needs all four. What it uses of
 Optuna's internals (``Study._storage``, ``Study._study_id``, ``Study._get_trials``
 and its per-thread cache of the trials,
-``Trial._trial_id``, ``Trial._cached_frozen_trial``, ``FrozenStudy._study_id``,
+``Trial._trial_id``, ``Trial._cached_frozen_trial``, ``Trial.storage``, ``FrozenStudy._study_id``,
 ``_CachedStorage._backend``, ``JournalFileBackend._file_path``, the RDB
 storage's session helpers and its table models in
 ``optuna.storages._rdb.models``) is used here and nowhere else, so an Optuna
@@ -120,12 +120,17 @@ def journal_file(study: optuna.Study) -> str | None:
 # --- writing a trial's attributes at once ---------------------------------------------------------
 
 
+#: A drawn parameter as ``Trial.suggest_*`` hands it to the storage: name, internal value, distribution.
+Param = tuple[str, float, BaseDistribution]
+
+
 def set_trial_attrs(
     trial: optuna.Trial, user_attrs: Mapping[str, Any], system_attrs: Mapping[str, Any] = {},
-    reports: Mapping[int, float] = {},
+    reports: Mapping[int, float] = {}, params: Sequence[Param] = (),
 ) -> None:
-    """Write ``user_attrs``, ``system_attrs`` and ``reports`` (intermediate values by step, as ``trial.report``
-    writes them) of the running ``trial``: on a SQL storage in one transaction.
+    """Write ``user_attrs``, ``system_attrs``, ``reports`` (intermediate values by step, as ``trial.report``
+    writes them) and ``params`` (kept by :func:`params_kept`) of the running ``trial``: on a SQL storage in
+    one transaction.
 
     Other storages get one write per value. ``trial.user_attrs`` and
     ``trial.intermediate_values`` read them back afterwards.
@@ -133,6 +138,8 @@ def set_trial_attrs(
     rdb = rdb_of(trial.study)
     tid = trial._trial_id
     if rdb is None:
+        for name, value, distribution in params:
+            trial.storage.set_trial_param(tid, name, value, distribution)
         for key, value in user_attrs.items():
             trial.storage.set_trial_user_attr(tid, key, value)
         for key, value in system_attrs.items():
@@ -144,6 +151,8 @@ def set_trial_attrs(
         from optuna.storages._rdb.storage import _create_scoped_session
 
         with _create_scoped_session(rdb.scoped_session, True) as session:
+            for name, value, distribution in params:  # each checked against the study's earlier ones, as Optuna does
+                rdb._set_trial_param_without_commit(session, tid, name, value, distribution)
             for model, attrs in ((models.TrialUserAttributeModel, user_attrs), (models.TrialSystemAttributeModel, system_attrs)):
                 if attrs and not _upsert_attrs(rdb, session, model, tid, attrs):
                     for key, value in attrs.items():
@@ -153,6 +162,36 @@ def set_trial_attrs(
     trial._cached_frozen_trial.user_attrs.update(user_attrs)
     trial._cached_frozen_trial.system_attrs.update(system_attrs)
     trial._cached_frozen_trial.intermediate_values.update(reports)
+
+
+class _KeepParams:
+    """``trial.storage`` while :func:`params_kept` holds it: parameters kept, everything else passed on."""
+
+    def __init__(self, storage: BaseStorage, kept: list[Param]) -> None:
+        self._storage, self._kept = storage, kept
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._storage, name)
+
+    def set_trial_param(self, trial_id: int, name: str, value: float, distribution: BaseDistribution) -> None:
+        self._kept.append((name, value, distribution))
+
+
+@contextmanager
+def params_kept(trial: optuna.Trial) -> Iterator[list[Param]]:
+    """The parameters the block draws with ``trial.suggest_*``, kept for one write with the trial's attributes
+    (:func:`set_trial_attrs`, ``params=``) instead of one transaction each.
+
+    ``trial.params`` holds them as soon as they are drawn; the storage holds
+    them once written. Nine parameters were nine commits per trial.
+    """
+    kept: list[Param] = []
+    storage = trial.storage
+    trial.storage = _KeepParams(storage, kept)
+    try:
+        yield kept
+    finally:
+        trial.storage = storage
 
 
 def _upsert_attrs(rdb: RDBStorage, session: Any, model: Any, trial_id: int, attrs: Mapping[str, Any]) -> bool:

@@ -539,10 +539,12 @@ def prepare_trial(
     trial: optuna.Trial, space: SearchSpace, settings: SearchSettings, *, kind: str, seed: int, steps: int,
     config: OptimConfig | None = None, attrs: dict[str, Any] | None = None,
 ) -> OptimConfig:
-    """Sample (or take) the trial's configuration and record what it will run."""
+    """Sample (or take) the trial's configuration and record what it will run (with its parameters, one write)."""
+    params: list[internals.Param] = []
     if config is None:  # a sampled search configuration trains at the run's precision and decay grouping
-        config = dataclasses.replace(sample(space, trial), precision=settings.precision, no_decay=settings.no_decay)
-    internals.set_trial_attrs(trial, run_attrs(kind, config, seed, steps, str(settings.device), attrs))
+        with internals.params_kept(trial) as params:
+            config = dataclasses.replace(sample(space, trial), precision=settings.precision, no_decay=settings.no_decay)
+    internals.set_trial_attrs(trial, run_attrs(kind, config, seed, steps, str(settings.device), attrs), params=params)
     return config
 
 
@@ -570,10 +572,12 @@ def finish_trial(
     penalty = settings.warning_penalty if warning.predicted_unstable and analysis.verdict != "diverged" else 0.0
     score = analysis.score + penalty
     artifact = upload_curve(trial, context.storage, result)
+    unstable = analysis.verdict in UNSTABLE and (stopped_slow is None or analysis.verdict == "diverged")
+    if unstable:  # told PRUNED, its score is its report at the full budget (a pruned trial's value)
+        reports = {**reports, steps: score}
     write_result(trial, result, analysis, warning, score=score, penalty=penalty,
                  telemetry=telemetry_summary(result.telemetry), curve_artifact=artifact, reports=reports)
-    if analysis.verdict in UNSTABLE and (stopped_slow is None or analysis.verdict == "diverged"):
-        trial.report(score, steps)
+    if unstable:
         study.tell(trial, state=TrialState.PRUNED)
         return analysis.verdict
     if stopped_slow is not None:  # a cut curve's spikes and plateaus are not the run's; its value is its last report
