@@ -22,8 +22,8 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections import Counter, defaultdict
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from stabsearch.config import OptimConfig
 from stabsearch.errors import UsageError
@@ -36,6 +36,9 @@ BETA2_DECADES = 0.5
 #: (after warmup and the first SETTLED_FRACTION of its steps), recovered or not.
 MAJOR_SPIKE_DECADES = 1.0
 SETTLED_FRACTION = 0.1
+T = TypeVar("T")
+#: Scores within this many decades of a group's best tie; the lower learning rate ranks first among them.
+TIE_DECADES = 0.01
 #: A configuration's settings but its learning rate (see :func:`_setting`): what a candidate and its probes share.
 Setting = tuple[tuple[str, Any], ...]
 
@@ -76,6 +79,30 @@ class Recommendation:
             "schedule": schedule,
             "evidence": dict(self.evidence),
         }
+
+
+def ranked(items: Sequence[T], score: Callable[[T], float], lr: Callable[[T], float]) -> list[T]:
+    """``items`` best (lowest) score first, scores within :data:`TIE_DECADES` of a group's best tied, and the
+    lower learning rate first among ties.
+
+    Below the score's floor (a final loss far under ``floor_fraction`` of the
+    start) every run scores the same to a few decimals: one that reached
+    1e-15 is no better than one at 1e-9, and was often pushed there by a
+    learning rate near the cliff. Among equals, the one farther from the
+    cliff comes first.
+
+    Example:
+        >>> ranked([(-3.0138, 0.05), (-3.0139, 0.002), (-2.5, 0.001)], score=lambda x: x[0], lr=lambda x: x[1])
+        [(-3.0139, 0.002), (-3.0138, 0.05), (-2.5, 0.001)]
+    """
+    ordered = sorted(items, key=score)
+    out: list[T] = []
+    while ordered:
+        best = score(ordered[0])
+        tied = [x for x in ordered if score(x) <= best + TIE_DECADES]  # a prefix: ordered is sorted
+        out += sorted(tied, key=lr)
+        ordered = ordered[len(tied):]
+    return out
 
 
 def major_spikes(run: TrialRecord) -> int:
@@ -260,9 +287,9 @@ def candidates(records: Sequence[TrialRecord]) -> list[Candidate]:
 
 
 def choose_confirmed(records: Sequence[TrialRecord]) -> Candidate | None:
-    """The candidate whose confirmation runs all survived with the best worst score."""
+    """The candidate whose confirmation runs all survived with the best worst score (ties: :func:`ranked`)."""
     passing = [c for c in candidates(records) if survived(c.runs)]
-    return min(passing, key=lambda c: c.worst) if passing else None
+    return next(iter(ranked(passing, score=lambda c: c.worst, lr=lambda c: c.config.lr)), None)
 
 
 def rescue(records: Sequence[TrialRecord], safety: float) -> Candidate | None:
@@ -282,7 +309,7 @@ def rescue(records: Sequence[TrialRecord], safety: float) -> Candidate | None:
     fresh = [c for c in found if not any(_same_setting(other.config, c.config, c.config.lr / safety) for other in found)]
     if not fresh:
         return None
-    best = min(fresh, key=lambda c: c.worst)
+    best = ranked(fresh, score=lambda c: c.worst, lr=lambda c: c.config.lr)[0]
     return dataclasses.replace(best, config=dataclasses.replace(best.config, lr=best.config.lr / safety))
 
 
@@ -320,7 +347,7 @@ def recommend(records: Sequence[TrialRecord], study: str, *, safety: float = 3.0
             "Narrow the space to lower learning rates or larger eps and run again"
         )
     if chosen is None:
-        source, runs = min(stable, key=lambda r: r.score), []
+        source, runs = ranked(stable, score=lambda r: r.score, lr=lambda r: float(r.params["lr"]))[0], []
         worst, best = source.score, OptimConfig.from_dict(source.params)
     else:
         source, runs, worst, best = chosen.source, chosen.runs, chosen.worst, chosen.config

@@ -148,3 +148,15 @@ def test_a_probe_belongs_to_the_candidate_whose_settings_it_shares():
     rec = recommend(search + chosen + other + near_failed + near_passed, "s")
     assert rec.evidence["nearest_unstable_lr"] == pytest.approx(2e-2) and rec.evidence["edge_probes"] == {}
     assert rec.config.lr == pytest.approx(1e-2 / 3)  # 3x below its own 1e-2; the other's pass would give 1.5e-2 / 3
+
+
+def test_candidates_tied_at_the_floor_go_to_the_lower_learning_rate():
+    # Worst scores 2e-4 decades apart are the same result; the higher learning rate is nearer the cliff.
+    search = [record(0, 3e-2, score=-3.0139), record(1, 4e-3, score=-3.0138)]
+    deep = confirmations(0, 3e-2, 10, score=-3.0139)
+    calm = confirmations(1, 4e-3, 20, score=-3.0137)
+    rec = recommend(search + deep + calm, "s")
+    assert rec.evidence["trial"] == 1 and rec.config.lr == pytest.approx(4e-3)
+    assert recommend(search, "s").evidence["trial"] == 1  # unconfirmed: the best stable search trial, the same way
+    # a tenth of a decade is no tie
+    assert recommend(search + deep + confirmations(1, 4e-3, 20, score=-2.9), "s").evidence["trial"] == 0
