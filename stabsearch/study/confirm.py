@@ -77,6 +77,8 @@ class ConfirmSettings:
 
 @dataclasses.dataclass
 class ConfirmSummary:
+    """What a confirmation did: runs it trained, runs an earlier call had finished, and whether it was interrupted."""
+
     runs: int = 0
     skipped: int = 0
     interrupted: bool = False
@@ -154,6 +156,7 @@ def _confirmation(
     study = context.study
     recover_lost(study, settings.heartbeat)
     trials = study.get_trials(deepcopy=False)
+    before = _done(trials)  # runs an earlier call finished: "already done" (a probe trained ahead is not)
     # Best scores first (ties at the score's floor: the lower learning rate first); a search run that already
     # jumped tenfold mid-run would fail confirmation, so it comes after every one that did not, and a run that
     # learned too slowly (verdict slow) after those.
@@ -168,7 +171,7 @@ def _confirmation(
     seeds = confirmation_seeds(settings.seed, confirm.seeds)
     jobs = [(t, OptimConfig.from_dict(t.user_attrs[CONFIG]), s, {}) for t in best for s in seeds]
     jobs += _probes_ahead(context, study_records(study), jobs, len(seeds), confirm.safety)
-    summary = _run_jobs(context, jobs, horizon, summary, "confirm")
+    summary = _run_jobs(context, jobs, horizon, summary, "confirm", before)
     if summary.interrupted:
         return summary
     for _ in range(RESCUE_ROUNDS):  # every candidate failed: back the most promising off and try that
@@ -178,7 +181,7 @@ def _confirmation(
         if found is None:
             break
         jobs = [(study.trials[found.source.number], found.config, s, {RESCUE: True}) for s in seeds]
-        summary = _run_jobs(context, jobs, horizon, summary, f"rescue lr {found.config.lr:.3g}")
+        summary = _run_jobs(context, jobs, horizon, summary, f"rescue lr {found.config.lr:.3g}", before)
         if summary.interrupted:
             return summary
     chosen = choose_confirmed(study_records(study))
@@ -193,7 +196,7 @@ def _confirmation(
         if known is not None and probe.lr >= known:
             continue
         jobs = [(source, probe, s, {PROBE: True}) for s in seeds]
-        summary = _run_jobs(context, jobs, horizon, summary, f"edge probe x{factor:.3g}")
+        summary = _run_jobs(context, jobs, horizon, summary, f"edge probe x{factor:.3g}", before)
         if summary.interrupted or probe_outcomes(study_records(study), config).get(probe.lr) is False:
             break  # interrupted, or it passed: the margin is proven
     if summary.interrupted:
@@ -201,7 +204,7 @@ def _confirmation(
     safe = back_off(study_records(study), config, confirm.safety)
     if safe != config:
         jobs = [(source, safe, s, {BACKOFF: True}) for s in seeds]
-        summary = _run_jobs(context, jobs, horizon, summary, "back-off")
+        summary = _run_jobs(context, jobs, horizon, summary, "back-off", before)
     return summary
 
 
@@ -240,14 +243,15 @@ def _probes_ahead(context: SearchContext, records: Sequence[TrialRecord], jobs: 
 
 def _run_jobs(
     context: SearchContext, jobs: list[Job], horizon: int, summary: ConfirmSummary,
-    label: str,
+    label: str, before: set[str],
 ) -> ConfirmSummary:
     """Run the stage's ``jobs`` (source trial, configuration, seed, tags) as slots of ``horizon`` steps,
-    and wait for those other processes hold; returns ``summary``."""
+    and wait for those other processes hold; returns ``summary``, whose ``skipped`` counts the jobs among
+    ``before`` (finished before this confirmation began)."""
     study, settings = context.study, context.settings
     slots = {_key(c.to_dict(), s, horizon): _slot(src, c, s, horizon, tags) for src, c, s, tags in jobs}
     done = _done(study.get_trials(deepcopy=False))
-    summary.skipped += sum(k in done for k in slots)
+    summary.skipped += sum(k in before for k in slots)
     bar = tqdm(total=len(slots), initial=sum(k in done for k in slots), unit="run", desc=label,
                disable=None if settings.progress else True, dynamic_ncols=True)
     if _as_population(context, jobs):
