@@ -135,6 +135,8 @@ def set_trial_attrs(
     Other storages get one write per value. ``trial.user_attrs`` and
     ``trial.intermediate_values`` read them back afterwards.
     """
+    if not (user_attrs or system_attrs or reports or params):
+        return
     rdb = rdb_of(trial.study)
     tid = trial._trial_id
     if rdb is None:
@@ -151,14 +153,21 @@ def set_trial_attrs(
         from optuna.storages._rdb.storage import _create_scoped_session
 
         with _create_scoped_session(rdb.scoped_session, True) as session:
-            for name, value, distribution in params:  # each checked against the study's earlier ones, as Optuna does
-                rdb._set_trial_param_without_commit(session, tid, name, value, distribution)
+            row = models.TrialModel.find_or_raise_by_id(tid, session)
+            rdb.check_trial_is_updatable(tid, row.state)
+            if params:
+                _insert_params(session, row, params)
             for model, attrs in ((models.TrialUserAttributeModel, user_attrs), (models.TrialSystemAttributeModel, system_attrs)):
-                if attrs and not _upsert_attrs(rdb, session, model, tid, attrs):
+                rows = [{"trial_id": tid, "key": key, "value_json": json.dumps(value)} for key, value in attrs.items()]
+                if rows and not _upsert(rdb, session, model, rows, ("trial_id", "key"), ("value_json",)):
                     for key, value in attrs.items():
                         rdb._set_trial_attr_without_commit(session, model, tid, key, value)
-            for step, value in reports.items():
-                rdb._set_trial_intermediate_value_without_commit(session, tid, step, value)
+            values = models.TrialIntermediateValueModel
+            rows = [dict(zip(("trial_id", "step", "intermediate_value", "intermediate_value_type"),
+                             (tid, step, *values.intermediate_value_to_stored_repr(value)))) for step, value in reports.items()]
+            if rows and not _upsert(rdb, session, values, rows, ("trial_id", "step"), ("intermediate_value", "intermediate_value_type")):
+                for step, value in reports.items():
+                    rdb._set_trial_intermediate_value_without_commit(session, tid, step, value)
     trial._cached_frozen_trial.user_attrs.update(user_attrs)
     trial._cached_frozen_trial.system_attrs.update(system_attrs)
     trial._cached_frozen_trial.intermediate_values.update(reports)
@@ -194,35 +203,54 @@ def params_kept(trial: optuna.Trial) -> Iterator[list[Param]]:
         trial.storage = storage
 
 
-def _upsert_attrs(rdb: RDBStorage, session: Any, model: Any, trial_id: int, attrs: Mapping[str, Any]) -> bool:
-    """All of ``attrs`` in one multi-row upsert (SQLite 3.24+, PostgreSQL, MySQL), as Optuna writes one attribute;
-    False on another database (the caller writes them one by one).
+def _upsert(rdb: RDBStorage, session: Any, model: Any, rows: list[dict[str, Any]], keys: Sequence[str],
+            update: Sequence[str]) -> bool:
+    """``rows`` of ``model``'s table in one multi-row upsert on its unique ``keys`` (SQLite 3.24+, PostgreSQL,
+    MySQL), ``update`` taken from the new row on a conflict; False on another database (the caller writes
+    them one by one, as Optuna does).
 
-    One statement instead of two per attribute: a finished trial stores some thirty.
+    One statement instead of two per value: a finished trial stores some
+    thirty attributes and its reports.
     """
-    import json
     import sqlite3
 
-    from optuna.storages._rdb import models
     from sqlalchemy.dialects import mysql, postgresql, sqlite
 
     name = rdb.engine.name
-    rows = [{"trial_id": trial_id, "key": key, "value_json": json.dumps(value)} for key, value in attrs.items()]
     if name == "sqlite" and sqlite3.sqlite_version_info >= (3, 24, 0):
         insert = sqlite.insert(model).values(rows)
-        statement = insert.on_conflict_do_update(index_elements=[model.trial_id, model.key], set_={"value_json": insert.excluded.value_json})
+        statement = insert.on_conflict_do_update(index_elements=list(keys), set_={c: insert.excluded[c] for c in update})
     elif name == "postgresql":
         insert = postgresql.insert(model).values(rows)
-        statement = insert.on_conflict_do_update(index_elements=[model.trial_id, model.key], set_={"value_json": insert.excluded.value_json})
+        statement = insert.on_conflict_do_update(index_elements=list(keys), set_={c: insert.excluded[c] for c in update})
     elif name == "mysql":
         insert = mysql.insert(model).values(rows)
-        statement = insert.on_duplicate_key_update(value_json=insert.inserted.value_json)
+        statement = insert.on_duplicate_key_update({c: insert.inserted[c] for c in update})
     else:
         return False
-    trial = models.TrialModel.find_or_raise_by_id(trial_id, session)
-    rdb.check_trial_is_updatable(trial_id, trial.state)
     session.execute(statement)
     return True
+
+
+def _insert_params(session: Any, trial: Any, params: Sequence[Param]) -> None:
+    """A running trial's drawn ``params`` in one insert, each distribution checked first against the study's
+    first one of that name, as Optuna checks it (one query for them all, not one per parameter)."""
+    from optuna.distributions import check_distribution_compatibility, json_to_distribution
+    from optuna.storages._rdb import models
+    from sqlalchemy import func, insert, select
+
+    tp, tm = models.TrialParamModel, models.TrialModel
+    names = [name for name, _, _ in params]
+    first = (select(func.min(tp.param_id)).join(tm, tp.trial_id == tm.trial_id)
+             .where(tm.study_id == trial.study_id, tp.param_name.in_(names)).group_by(tp.param_name))
+    earlier = dict(session.execute(select(tp.param_name, tp.distribution_json).where(tp.param_id.in_(first))).all())
+    for name, _, distribution in params:
+        if name in earlier:
+            check_distribution_compatibility(json_to_distribution(earlier[name]), distribution)
+    session.execute(insert(tp).values([
+        {"trial_id": trial.trial_id, "param_name": name, "param_value": value, "distribution_json": distribution_to_json(d)}
+        for name, value, d in params
+    ]))
 
 
 # --- SQL: conditional state changes and slots in one transaction ----------------------------------

@@ -5,8 +5,8 @@ from __future__ import annotations
 import errno
 
 import optuna
-import pytest
 import sqlalchemy.exc
+import sqlalchemy.orm
 
 from stabsearch.study import runner
 from tests.support import module_path
@@ -52,12 +52,16 @@ def test_a_full_disk_ends_the_run_with_one_line_and_leaves_the_trial_recoverable
 
 
 def test_a_database_write_that_fails_mid_trial_is_no_user_code_error(workdir, cli, monkeypatch):
-    def refused(self, session, trial_id, step, value):
-        raise sqlalchemy.exc.OperationalError("UPDATE trials", {}, Exception("attempt to write a readonly database"))
+    execute = sqlalchemy.orm.Session.execute
+
+    def refused(self, statement, *args, **kwargs):
+        if "trial_intermediate_values" in str(getattr(statement, "table", "")):  # a write of the reports
+            raise sqlalchemy.exc.OperationalError("INSERT", {}, Exception("attempt to write a readonly database"))
+        return execute(self, statement, *args, **kwargs)
 
     # Reports are written every REPORT_WRITE_SECONDS while a trial trains: at every report here, the first refused.
     monkeypatch.setattr(runner, "REPORT_WRITE_SECONDS", 0.0)
-    monkeypatch.setattr(optuna.storages.RDBStorage, "_set_trial_intermediate_value_without_commit", refused)
+    monkeypatch.setattr(sqlalchemy.orm.Session, "execute", refused)
     r = cli("run", module_path("tiny"), "--trials", 2, "--steps", 200, "--confirm", 0, "--no-progress")
     assert r.code == 2
     assert r.err.strip().splitlines()[-1] == (

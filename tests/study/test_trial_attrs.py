@@ -72,6 +72,35 @@ def test_a_result_on_a_sql_storage_is_one_commit(tmp_path):
     assert len(study.trials[0].user_attrs) >= 20
 
 
+def test_drawn_parameters_and_reports_go_with_the_attributes_in_one_commit_and_read_back_as_optuna_writes_them(tmp_path):
+    store = open_storage(f"sqlite:///{tmp_path}/s.db", create=True)
+    study = optuna.create_study(study_name="params", storage=store.storage)
+    first = study.ask()
+    first.suggest_float("lr", 1e-4, 1e-1, log=True)  # Optuna's own write: the study's first "lr"
+    trial = study.ask()
+    with optuna_internals.params_kept(trial) as params:
+        lr = trial.suggest_float("lr", 1e-4, 1e-1, log=True)
+        schedule = trial.suggest_categorical("schedule", ["constant", "cosine"])
+    assert trial.params == {"lr": lr, "schedule": schedule} and study.trials[1].params == {}  # drawn, not yet written
+    commits = []
+    sqlalchemy.event.listen(store.storage.engine, "commit", lambda conn: commits.append(1))
+    reports = {50: -0.5, 100: float("inf"), 150: float("-inf"), 200: float("nan")}
+    optuna_internals.set_trial_attrs(trial, {"kind": "search"}, {"stabsearch:note": 1}, reports, params)
+    assert len(commits) == 1
+    optuna_internals.set_trial_attrs(trial, {}, reports={100: -1.0})  # a step written again is replaced
+    stored = study.trials[1]
+    assert stored.params == {"lr": lr, "schedule": schedule} and stored.user_attrs == {"kind": "search"}
+    assert stored.system_attrs["stabsearch:note"] == 1
+    values = stored.intermediate_values
+    assert values[50] == -0.5 and values[100] == -1.0 and values[150] == float("-inf") and np.isnan(values[200])
+    # a parameter whose distribution contradicts the study's earlier one is refused, as Optuna refuses it
+    third = study.ask()
+    with optuna_internals.params_kept(third) as params:
+        third.suggest_float("lr", 1e-4, 1e-1)  # linear where the study's lr is log
+    with pytest.raises(ValueError, match="Cannot set different log configuration to the same parameter name"):
+        optuna_internals.set_trial_attrs(third, {}, params=params)
+
+
 def test_mark_failed_records_the_reason_and_the_error_line(study):
     trial = study.ask()
     try:
