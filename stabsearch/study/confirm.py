@@ -37,9 +37,7 @@ from tqdm import tqdm
 
 from stabsearch.config import OptimConfig
 from stabsearch.training.loader import ModelModule
-from stabsearch.study.recommend import (
-    back_off, choose_confirmed, major_spikes, nearest_unstable_lr, probe_outcomes, ranked, rescue,
-)
+from stabsearch.study.recommend import back_off, choose_confirmed, major_spikes, nearest_unstable_lr, probe_outcomes, rescue
 from stabsearch.study import interrupts
 from stabsearch.study import optuna_internals as internals
 from stabsearch.study.record import TrialRecord
@@ -157,16 +155,14 @@ def _confirmation(
     recover_lost(study, settings.heartbeat)
     trials = study.get_trials(deepcopy=False)
     before = _done(trials)  # runs an earlier call finished: "already done" (a probe trained ahead is not)
-    # Best scores first (ties at the score's floor: the lower learning rate first); a search run that already
-    # jumped tenfold mid-run would fail confirmation, so it comes after every one that did not, and a run that
-    # learned too slowly (verdict slow) after those.
-    finished = [t for t in trials if is_search(t) and t.state == TrialState.COMPLETE]
-    tier = lambda t: (t.user_attrs.get(VERDICT) == "slow", major_spikes(trial_record(t)) > 0)  # noqa: E731
-    best = [
-        t for level in sorted({tier(t) for t in finished})
-        for t in ranked([t for t in finished if tier(t) == level], score=lambda t: t.value,
-                        lr=lambda t: OptimConfig.from_dict(t.user_attrs[CONFIG]).lr)
-    ][: confirm.candidates]
+    # Best scores first; a search run that already jumped tenfold mid-run would fail confirmation, so it
+    # comes after every one that did not, and a run that learned too slowly (verdict slow) after those.
+    # Ties are not broken by the lower learning rate here (the choice among survivors is): the candidates
+    # that fail are the evidence of the edge.
+    best = sorted(
+        (t for t in trials if is_search(t) and t.state == TrialState.COMPLETE),
+        key=lambda t: (t.user_attrs.get(VERDICT) == "slow", major_spikes(trial_record(t)) > 0, t.value),
+    )[: confirm.candidates]
     horizon = max(1, round(confirm.stress * settings.steps))
     seeds = confirmation_seeds(settings.seed, confirm.seeds)
     jobs = [(t, OptimConfig.from_dict(t.user_attrs[CONFIG]), s, {}) for t in best for s in seeds]

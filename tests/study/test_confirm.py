@@ -201,19 +201,6 @@ def test_fewer_candidates_take_the_best_scores(store):
     assert {t.user_attrs[OF] for t in confirms(study_of(store)) if is_candidate_run(t)} == {ranked[0].number}
 
 
-def test_among_scores_tied_at_the_floor_the_lower_learning_rate_is_confirmed_first(store):
-    # Below the score's floor runs tie to a few decimals; the one that went deeper did it with the higher
-    # learning rate, nearer the cliff, so the tie goes to the lower one.
-    study = study_of(store)
-    base = OptimConfig.from_dict(next(t for t in study.get_trials() if is_search(t)).user_attrs[CONFIG])
-    deeper = add_search_trial(study, dataclasses.replace(base, lr=base.lr * 2), -500.004)
-    calmer = add_search_trial(study, dataclasses.replace(base, lr=base.lr * 0.5), -500.0)
-    confirm(store, candidates=1, seeds=1)
-    assert {t.user_attrs[OF] for t in confirms(study_of(store)) if is_candidate_run(t)} == {calmer}
-    confirm(store, candidates=2, seeds=1)
-    assert {t.user_attrs[OF] for t in confirms(study_of(store)) if is_candidate_run(t)} == {calmer, deeper}
-
-
 # --- resuming ---------------------------------------------------------------------------------------
 
 
