@@ -213,8 +213,9 @@ def _probes_ahead(context: SearchContext, records: Sequence[TrialRecord], jobs: 
     candidates in the same steps as the candidates' runs, so the later
     stages find the chosen one's probes done instead of training two more
     rounds. The 3x probes are added, then the sqrt(3)x ones, each only if
-    the population still has room for them all (a probe at or above a
-    learning rate known to fail is skipped, as the later stage skips it).
+    the population still has room for them all; a probe at or above a
+    learning rate already known to fail is left out (the later stage may
+    skip more, knowing this stage's failures).
     """
     if not _as_population(context, jobs):
         return []
@@ -222,11 +223,13 @@ def _probes_ahead(context: SearchContext, records: Sequence[TrialRecord], jobs: 
     taken = {_key(c.to_dict(), s, 0) for _, c, s, _ in jobs}
     ahead: list[Job] = []
     for factor in (safety, math.sqrt(safety)):
+        if factor <= 1:  # no probe above the candidate itself
+            break
         more = []
         for source, config, _, _ in jobs[::seeds]:  # one per candidate
             probe = dataclasses.replace(config, lr=config.lr * factor)
             known = nearest_unstable_lr(records, config)
-            if factor <= 1 or (known is not None and probe.lr >= known):
+            if known is not None and probe.lr >= known:
                 continue
             more += [(source, probe, seed, {PROBE: True}) for _, _, seed, _ in jobs[:seeds]]
         more = [job for job in more if _key(job[1].to_dict(), job[2], 0) not in taken]
@@ -243,11 +246,13 @@ def _run_jobs(
 ) -> ConfirmSummary:
     """Run the stage's ``jobs`` (source trial, configuration, seed, tags) as slots of ``horizon`` steps,
     and wait for those other processes hold; returns ``summary``, whose ``skipped`` counts the jobs among
-    ``before`` (finished before this confirmation began)."""
+    ``before`` (finished before this confirmation began; taken out of it once counted)."""
     study, settings = context.study, context.settings
     slots = {_key(c.to_dict(), s, horizon): _slot(src, c, s, horizon, tags) for src, c, s, tags in jobs}
     done = _done(study.get_trials(deepcopy=False))
-    summary.skipped += sum(k in before for k in slots)
+    counted = before & slots.keys()  # each counted once: a probe trained ahead is a job of two stages
+    summary.skipped += len(counted)
+    before -= counted
     bar = tqdm(total=len(slots), initial=sum(k in done for k in slots), unit="run", desc=label,
                disable=None if settings.progress else True, dynamic_ncols=True)
     if _as_population(context, jobs):

@@ -80,6 +80,7 @@ class OneReadStudy:
         self._study = study
 
     def __getattr__(self, name: str) -> Any:
+        """Everything but the reads of the trials is the study's own."""
         return getattr(self._study, name)
 
     def begin_draw(self, startup: int) -> None:
@@ -98,6 +99,7 @@ class OneReadStudy:
             local.cached_all_trials = None
 
     def _get_trials(self, deepcopy: bool = True, states: Container[TrialState] | None = None, use_cache: bool = False) -> list[FrozenTrial]:
+        """``Study._get_trials`` from the snapshot, whatever ``use_cache`` asks (the constant liar asks to skip it)."""
         return self._study._get_trials(deepcopy, states, use_cache=True)
 
 
@@ -233,20 +235,20 @@ def _upsert(rdb: RDBStorage, session: Any, model: Any, rows: list[dict[str, Any]
 
 
 def _insert_params(session: Any, trial: Any, params: Sequence[Param]) -> None:
-    """A running trial's drawn ``params`` in one insert, each distribution checked first against the study's
-    first one of that name, as Optuna checks it (one query for them all, not one per parameter)."""
+    """A running trial's drawn ``params`` in one insert, each distribution checked first against one of the
+    study's earlier ones of that name, as Optuna checks it (a query each, stopping at the first row)."""
     from optuna.distributions import check_distribution_compatibility, json_to_distribution
     from optuna.storages._rdb import models
-    from sqlalchemy import func, insert, select
+    from sqlalchemy import insert, select
 
     tp, tm = models.TrialParamModel, models.TrialModel
-    names = [name for name, _, _ in params]
-    first = (select(func.min(tp.param_id)).join(tm, tp.trial_id == tm.trial_id)
-             .where(tm.study_id == trial.study_id, tp.param_name.in_(names)).group_by(tp.param_name))
-    earlier = dict(session.execute(select(tp.param_name, tp.distribution_json).where(tp.param_id.in_(first))).all())
     for name, _, distribution in params:
-        if name in earlier:
-            check_distribution_compatibility(json_to_distribution(earlier[name]), distribution)
+        earlier = session.execute(
+            select(tp.distribution_json).join(tm, tp.trial_id == tm.trial_id)
+            .where(tm.study_id == trial.study_id, tp.param_name == name).limit(1)
+        ).scalar_one_or_none()
+        if earlier is not None:
+            check_distribution_compatibility(json_to_distribution(earlier), distribution)
     session.execute(insert(tp).values([
         {"trial_id": trial.trial_id, "param_name": name, "param_value": value, "distribution_json": distribution_to_json(d)}
         for name, value, d in params

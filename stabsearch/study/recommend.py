@@ -23,6 +23,7 @@ import dataclasses
 import math
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
+from itertools import takewhile
 from typing import Any, TypeVar
 
 from stabsearch.config import OptimConfig
@@ -92,16 +93,16 @@ def ranked(items: Sequence[T], score: Callable[[T], float], lr: Callable[[T], fl
     cliff comes first.
 
     Example:
-        >>> ranked([(-3.0138, 0.05), (-3.0139, 0.002), (-2.5, 0.001)], score=lambda x: x[0], lr=lambda x: x[1])
-        [(-3.0139, 0.002), (-3.0138, 0.05), (-2.5, 0.001)]
+        >>> ranked([(-3.0139, 0.05), (-3.0138, 0.002), (-2.5, 0.001)], score=lambda x: x[0], lr=lambda x: x[1])
+        [(-3.0138, 0.002), (-3.0139, 0.05), (-2.5, 0.001)]
     """
     ordered = sorted(items, key=score)
     out: list[T] = []
     while ordered:
         best = score(ordered[0])
-        tied = [x for x in ordered if score(x) <= best + TIE_DECADES]  # a prefix: ordered is sorted
-        out += sorted(tied, key=lr)
-        ordered = ordered[len(tied):]
+        tied = 1 + sum(1 for _ in takewhile(lambda x: score(x) <= best + TIE_DECADES, ordered[1:]))  # the group's best and its ties
+        out += sorted(ordered[:tied], key=lr)
+        ordered = ordered[tied:]
     return out
 
 
@@ -175,19 +176,12 @@ def _run_setting(run: TrialRecord) -> Setting | None:
         return None
 
 
-def probes(records: Sequence[TrialRecord], config: OptimConfig | None = None) -> dict[float, list[TrialRecord]]:
-    """Finished edge-probe runs by learning rate; with ``config``, only those of its settings (at any learning rate).
-
-    Candidates are probed at their own settings with a higher learning
-    rate, so a probe belongs to the candidate whose settings it shares;
-    the population confirmation probes every candidate at once.
-    """
-    wanted = None if config is None else _setting(config)
+def probes(records: Sequence[TrialRecord]) -> dict[float, list[TrialRecord]]:
+    """Finished edge-probe runs by learning rate (of every candidate: see :func:`probe_outcomes`)."""
     out: dict[float, list[TrialRecord]] = defaultdict(list)
     for r in records:
         if r.probe and r.state in FINISHED and r.failure != "interrupted" and "lr" in r.params:
-            if wanted is None or _run_setting(r) == wanted:
-                out[float(r.params["lr"])].append(r)
+            out[float(r.params["lr"])].append(r)
     return dict(out)
 
 
@@ -218,7 +212,13 @@ def _probe_results(records: Sequence[TrialRecord]) -> dict[tuple[Setting, float]
 
 
 def probe_outcomes(records: Sequence[TrialRecord], config: OptimConfig | None = None) -> dict[float, bool]:
-    """Whether each probed learning rate failed (with ``config``: each of the probes of its settings)."""
+    """Whether each probed learning rate failed; with ``config``, only the probes of its settings.
+
+    Candidates are probed at their own settings with a higher learning
+    rate, so a probe belongs to the candidates whose settings (all but the
+    learning rate) it shares; the population confirmation probes every
+    candidate at once.
+    """
     wanted = None if config is None else _setting(config)
     outcomes: dict[float, bool] = {}
     for (setting, lr), failed in _probe_results(records).items():

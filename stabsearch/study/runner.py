@@ -354,8 +354,7 @@ def run_population(
                 member = live[number]
                 with interrupts.deferred():  # a trial being told is told to the end
                     if isinstance(result, BaseException):  # evaluate(model) raised: user code
-                        member.rule.write()
-                        _fail(member.trial, result)
+                        _fail(member.trial, result, member.rule.pending)
                         verdict = "failed"
                     else:
                         verdict = finish_trial(context, member.trial, member.config, member.steps, result,
@@ -364,7 +363,7 @@ def run_population(
             now = time.monotonic()
             for member in [m for m in live.values() if m.limit is not None and now >= m.limit.at]:
                 trainer.drop(member.trial.number)
-                _out_of_time(study, member.trial, OutOfTime("trial", member.limit.seconds))
+                _out_of_time(study, member.trial, OutOfTime("trial", member.limit.seconds), member.rule.pending)
                 leave(member.trial, "failed")
     except OutOfTime as out:  # the study's --timeout: every member still training is re-queued
         for member in live.values():
@@ -380,8 +379,7 @@ def run_population(
             raise  # a report to the storage failed: not the user's error; the trials stay RUNNING, recoverable
         for member in list(live.values()):
             with interrupts.deferred():
-                member.rule.write()
-                _fail(member.trial, exc)
+                _fail(member.trial, exc, member.rule.pending)
             leave(member.trial, "failed", refilled=False)
     return verdicts
 
@@ -396,12 +394,13 @@ def verdict_counts(verdicts: collections.Counter[str]) -> str:
     return " ".join(f"{v}={verdicts[v]}" for v in VERDICTS[:-1] if verdicts[v])
 
 
-def _out_of_time(study: optuna.Study, trial: optuna.Trial, out: OutOfTime) -> None:
-    """The study's time ran out: re-queue the trial; the trial's own ran out: it failed, "timed out"."""
+def _out_of_time(study: optuna.Study, trial: optuna.Trial, out: OutOfTime, reports: Mapping[int, float] = {}) -> None:
+    """The study's time ran out: re-queue the trial; the trial's own ran out: it failed, "timed out" (with its
+    ``reports`` not yet written)."""
     if out.limit == "study":
         _abandon(study, trial)
         return
-    mark_failed(trial, "timed out", out, with_traceback=False)
+    mark_failed(trial, "timed out", out, with_traceback=False, reports=reports)
 
 
 def _abandon(study: optuna.Study, trial: optuna.Trial) -> None:
@@ -447,7 +446,7 @@ def run_trial(
             deadlines=(deadline, Deadline.after(settings.trial_timeout, "trial")),
         )
     except OutOfTime as out:
-        _out_of_time(study, trial, out)
+        _out_of_time(study, trial, out, on_progress.pending)
         if out.limit == "study":
             raise
         return "failed"
@@ -457,8 +456,7 @@ def run_trial(
         if is_storage_fault(exc, disk=False):
             raise  # a report to the storage failed: not the user's error; the trial stays RUNNING, recoverable
         with interrupts.deferred():
-            on_progress.write()
-            _fail(trial, exc)
+            _fail(trial, exc, on_progress.pending)
         return "failed"
     with interrupts.deferred():  # a trial being told is told to the end
         return finish_trial(context, trial, config, steps, result, stopped_slow=on_progress.stopped_at,
@@ -490,8 +488,9 @@ class SlowRule:
     median at the same step stops the run (:class:`StopRun`); ``stopped_at``
     is then that step, and ``reported`` holds what was reported. Reports are
     written every :data:`REPORT_WRITE_SECONDS` (:meth:`write`); those still
-    ``pending`` at the end go with the trial's result
-    (:func:`finish_trial`), since the medians read only finished trials.
+    ``pending`` at the end go with the trial's result or its failure
+    (:func:`finish_trial`, ``mark_failed``), since the medians read only
+    finished trials.
     """
 
     def __init__(self, trial: optuna.Trial, steps: int, warmup: int, medians: dict[int, float]) -> None:
@@ -565,8 +564,7 @@ def finish_trial(
             raise RuntimeError("the training loop logged no losses; call run.log(loss) once per step")
         analysis = analyze_result(result, context.module, config, steps, settings.options)
     except Exception as exc:
-        internals.set_trial_attrs(trial, {}, reports=reports)
-        _fail(trial, exc)
+        _fail(trial, exc, reports)
         return "failed"
     warning = early_warning(result, config, steps) if settings.early_warning else NO_WARNING
     penalty = settings.warning_penalty if warning.predicted_unstable and analysis.verdict != "diverged" else 0.0
@@ -622,10 +620,11 @@ def analyze_result(result: TrainResult, module: ModelModule, config: OptimConfig
     )
 
 
-def _fail(trial: optuna.Trial, exc: BaseException) -> None:
-    """User code (or the machine) failed the trial: FAIL, out of memory or a user-code error, with the traceback."""
+def _fail(trial: optuna.Trial, exc: BaseException, reports: Mapping[int, float] = {}) -> None:
+    """User code (or the machine) failed the trial: FAIL, out of memory or a user-code error, with the traceback
+    (and its ``reports`` not yet written)."""
     oom = isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
-    mark_failed(trial, "out of memory" if oom else "user-code error", exc, hint=OOM_HINT if oom else None)
+    mark_failed(trial, "out of memory" if oom else "user-code error", exc, hint=OOM_HINT if oom else None, reports=reports)
 
 
 def upload_curve(trial: optuna.Trial, storage: Storage, result: TrainResult) -> str:

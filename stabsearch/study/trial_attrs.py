@@ -100,7 +100,7 @@ def failure_attrs(reason: str, error: str | None = None) -> dict[str, Any]:
 
 
 def mark_failed(trial: optuna.Trial, reason: str, exc: BaseException | None = None, *,
-                with_traceback: bool = True, hint: str | None = None) -> None:
+                with_traceback: bool = True, hint: str | None = None, reports: Mapping[int, float] = {}) -> None:
     """Record why the running ``trial`` failed (one storage transaction) and tell Optuna it FAILed.
 
     Args:
@@ -108,13 +108,14 @@ def mark_failed(trial: optuna.Trial, reason: str, exc: BaseException | None = No
         reason: the ``failure`` attribute: ``"user-code error"``, ``"out of memory"``, ``"timed out"``...
         exc: the exception, kept as its ``error`` line and (``with_traceback``) its traceback's last 8000 characters.
         hint: a line of advice shown with the trial.
+        reports: progress reports (intermediate values by step) still to write, written with the failure.
     """
     attrs = failure_attrs(reason, None if exc is None else error_line(exc))
     if exc is not None and with_traceback:
         attrs[TRACEBACK] = "".join(tracebacks.format_exception(exc))[-_TRACEBACK_CHARS:]
     if hint is not None:
         attrs[HINT] = hint
-    optuna_internals.set_trial_attrs(trial, attrs)
+    optuna_internals.set_trial_attrs(trial, attrs, reports=reports)
     trial.study.tell(trial, state=TrialState.FAIL)
 
 

@@ -116,6 +116,13 @@ def test_mark_failed_records_the_reason_and_the_error_line(study):
     assert (record.verdict, record.failure, record.error) == ("failed", "user-code error", "ValueError: shapes (3, 4) and (5,) differ")
 
 
+def test_a_failed_trial_keeps_the_reports_it_had_not_written(study):
+    trial = study.ask()
+    mark_failed(trial, "timed out", reports={50: -0.25, 100: -0.5})
+    stored = study.trials[0]
+    assert stored.state == TrialState.FAIL and stored.intermediate_values == {50: -0.25, 100: -0.5}
+
+
 def test_mark_failed_without_traceback_or_exception(study):
     first, second = study.ask(), study.ask()
     mark_failed(first, "timed out", TimeoutError("trial time limit of 5s reached"), with_traceback=False)
