@@ -165,8 +165,10 @@ def set_trial_attrs(
                     for key, value in attrs.items():
                         rdb._set_trial_attr_without_commit(session, model, tid, key, value)
             values = models.TrialIntermediateValueModel
-            rows = [dict(zip(("trial_id", "step", "intermediate_value", "intermediate_value_type"),
-                             (tid, step, *values.intermediate_value_to_stored_repr(value)))) for step, value in reports.items()]
+            rows = []
+            for step, value in reports.items():
+                stored, kind = values.intermediate_value_to_stored_repr(value)  # NaN and infinities by kind, as Optuna stores them
+                rows.append({"trial_id": tid, "step": step, "intermediate_value": stored, "intermediate_value_type": kind})
             if rows and not _upsert(rdb, session, values, rows, ("trial_id", "step"), ("intermediate_value", "intermediate_value_type")):
                 for step, value in reports.items():
                     rdb._set_trial_intermediate_value_without_commit(session, tid, step, value)

@@ -177,7 +177,7 @@ def _run_setting(run: TrialRecord) -> Setting | None:
 
 
 def probes(records: Sequence[TrialRecord]) -> dict[float, list[TrialRecord]]:
-    """Finished edge-probe runs by learning rate (of every candidate: see :func:`probe_outcomes`)."""
+    """Finished edge-probe runs by learning rate, of every candidate (:func:`probe_outcomes` takes one's)."""
     out: dict[float, list[TrialRecord]] = defaultdict(list)
     for r in records:
         if r.probe and r.state in FINISHED and r.failure != "interrupted" and "lr" in r.params:
@@ -211,20 +211,16 @@ def _probe_results(records: Sequence[TrialRecord]) -> dict[tuple[Setting, float]
     return outcomes
 
 
-def probe_outcomes(records: Sequence[TrialRecord], config: OptimConfig | None = None) -> dict[float, bool]:
-    """Whether each probed learning rate failed; with ``config``, only the probes of its settings.
+def probe_outcomes(records: Sequence[TrialRecord], config: OptimConfig) -> dict[float, bool]:
+    """Whether each probed learning rate of ``config``'s settings failed.
 
     Candidates are probed at their own settings with a higher learning
     rate, so a probe belongs to the candidates whose settings (all but the
     learning rate) it shares; the population confirmation probes every
     candidate at once.
     """
-    wanted = None if config is None else _setting(config)
-    outcomes: dict[float, bool] = {}
-    for (setting, lr), failed in _probe_results(records).items():
-        if wanted is None or setting == wanted:
-            outcomes[lr] = outcomes.get(lr, False) or failed
-    return outcomes
+    wanted = _setting(config)
+    return {lr: failed for (setting, lr), failed in _probe_results(records).items() if setting == wanted}
 
 
 def highest_passing_lr(records: Sequence[TrialRecord], config: OptimConfig, below: float | None) -> float:
